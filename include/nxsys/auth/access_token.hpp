@@ -1,0 +1,50 @@
+// The access token handed to callers: an immutable, cheaply copied snapshot.
+#ifndef NXSYS_AUTH_ACCESS_TOKEN_HPP
+#define NXSYS_AUTH_ACCESS_TOKEN_HPP
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace nxsys::auth {
+
+namespace detail {
+struct token_data {
+  std::string value;
+  std::string type;
+  std::chrono::steady_clock::time_point expires_at;
+  std::uint64_t serial = 0;  ///< which refresh produced it (1, 2, ...): equal serials, same token
+};
+}  // namespace detail
+
+/// An access token. Copying shares the immutable data; a default-constructed one is empty.
+class access_token {
+public:
+  access_token() = default;
+  explicit access_token(std::shared_ptr<const detail::token_data> d) noexcept
+      : d_(std::move(d)) {}
+
+  /// The bearer credential. Treat as a secret: never log it.
+  std::string_view value() const noexcept { return d_ ? std::string_view(d_->value) : ""; }
+  /// The token type, e.g. "Bearer", as the server sent it ("Bearer" when it sent none).
+  std::string_view type() const noexcept { return d_ ? std::string_view(d_->type) : ""; }
+  /// When the token stops being valid, on the client's clock.
+  std::chrono::steady_clock::time_point expires_at() const noexcept {
+    return d_ ? d_->expires_at : std::chrono::steady_clock::time_point{};
+  }
+  /// Which refresh of the issuing client produced this token (1 for the first). Tokens with the
+  /// same serial from the same client are the same token.
+  std::uint64_t serial() const noexcept { return d_ ? d_->serial : 0; }
+
+  bool empty() const noexcept { return !d_; }
+  explicit operator bool() const noexcept { return d_ != nullptr; }
+
+private:
+  std::shared_ptr<const detail::token_data> d_;
+};
+
+}  // namespace nxsys::auth
+
+#endif

@@ -1,0 +1,106 @@
+// nxsys::auth::client: keeps one access token valid for any number of concurrent users, with
+// at most one refresh request in flight.
+#ifndef NXSYS_AUTH_CLIENT_HPP
+#define NXSYS_AUTH_CLIENT_HPP
+
+#include <nxsys/auth/access_token.hpp>
+#include <nxsys/auth/config.hpp>
+#include <nxsys/auth/error.hpp>
+
+#include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/awaitable.hpp>
+
+#include <cstdint>
+#include <memory>
+
+namespace nxsys::auth {
+
+/// What the client did. Counters only grow; read them at any time from any thread.
+struct client_stats {
+  std::uint64_t refreshes_started = 0;
+  std::uint64_t refreshes_succeeded = 0;
+  std::uint64_t refreshes_failed = 0;
+  std::uint64_t refresh_tokens_rotated = 0;  ///< answers that carried a new refresh token
+  std::uint64_t waiters_coalesced = 0;       ///< calls that joined a refresh already in flight
+  std::uint64_t waiters_cancelled = 0;       ///< waits ended by their cancellation slot
+  std::uint64_t max_waiters_per_refresh = 0;
+  std::uint64_t invalidations = 0;
+  std::uint64_t connections_opened = 0;      ///< TCP connections to the token endpoint
+};
+
+namespace detail {
+class client_impl;
+using token_handler = boost::asio::any_completion_handler<void(boost::system::error_code,
+                                                               access_token)>;
+void initiate_token(const std::shared_ptr<client_impl>& impl, diagnostics* diag,
+                    token_handler handler);
+}  // namespace detail
+
+/// Thread safety: all member functions may be called concurrently from any thread, on a shared
+/// client; moving or destroying it must not race with other calls on it.
+class client {
+public:
+  using executor_type = boost::asio::any_io_executor;
+
+  /// `ex` runs the refresh (on an internal strand); waiters resume on their own executors.
+  /// Throws error_with_diagnostics(errc::invalid_config) for an unusable configuration.
+  client(boost::asio::any_io_executor ex, client_config cfg);
+  /// Completes every suspended waiter with operation_aborted and abandons a refresh in flight.
+  ~client();
+  client(client&&) noexcept;
+  client& operator=(client&&) noexcept;
+
+  executor_type get_executor() const noexcept;
+
+  /// A valid access token: from the cache when it is fresh (no I/O, no lock shared by
+  /// readers), else from the one refresh in flight, started if needed.
+  /// Throws error_with_diagnostics (a boost::system::system_error) on failure, and
+  /// system_error(operation_aborted) when cancelled or when the client is destroyed.
+  boost::asio::awaitable<access_token> token();
+
+  /// Asynchronously obtains a valid access token.
+  ///
+  /// Handler signature: void(boost::system::error_code, access_token).
+  /// Executor: the handler runs on its associated executor (the client's executor when it has
+  /// none), never inline inside this call.
+  /// Cancellation: terminal, partial and total. Cancelling ends only this wait with
+  /// operation_aborted; the shared refresh goes on for the other waiters and fills the cache.
+  /// Emit the signal from the handler's executor, as for any Asio operation.
+  /// Errors: errc values (invalid_grant means the user must re-authorize); operation_aborted on
+  /// cancellation or when the client is destroyed first. `diag`, when given, receives the
+  /// server's error and description; it must live until the handler runs.
+  /// Thread safety: may be called from any thread, concurrently.
+  template <class CompletionToken>
+  auto async_token(CompletionToken&& tok) {
+    return async_token_impl(nullptr, std::forward<CompletionToken>(tok));
+  }
+  template <class CompletionToken>
+  auto async_token(diagnostics& diag, CompletionToken&& tok) {
+    return async_token_impl(&diag, std::forward<CompletionToken>(tok));
+  }
+
+  /// Drops the cached token: the next call refreshes (single-flighted like any other). A
+  /// refresh already in flight is not repeated: its result is newer than the dropped token.
+  void invalidate();
+
+  client_stats stats() const;
+
+private:
+  template <class CompletionToken>
+  auto async_token_impl(diagnostics* diag, CompletionToken&& tok) {
+    return boost::asio::async_initiate<CompletionToken,
+                                       void(boost::system::error_code, access_token)>(
+        [](auto handler, std::shared_ptr<detail::client_impl> impl, diagnostics* d) {
+          detail::initiate_token(impl, d, detail::token_handler(std::move(handler)));
+        },
+        tok, impl_, diag);
+  }
+
+  std::shared_ptr<detail::client_impl> impl_;
+};
+
+}  // namespace nxsys::auth
+
+#endif

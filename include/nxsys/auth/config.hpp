@@ -1,0 +1,56 @@
+// Configuration of a nxsys::auth::client.
+#ifndef NXSYS_AUTH_CONFIG_HPP
+#define NXSYS_AUTH_CONFIG_HPP
+
+#include <chrono>
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+namespace nxsys::auth {
+
+/// TLS settings for https:// token URLs. Verification is on unless switched off explicitly.
+struct tls_options {
+  bool verify_peer = true;  ///< verify the certificate chain and the host name
+  std::string ca_file;      ///< PEM bundle of trusted CAs; empty: the system's default paths
+  std::string ca_dir;       ///< directory of hashed CA certificates (c_rehash layout)
+};
+
+struct client_config {
+  /// {{nxsys_base_api_url}}/nxsys/oauth/token, http:// or https:// — see make_token_url().
+  std::string token_url;
+  std::string client_id;
+  std::string client_secret;
+  /// The refresh token to start with. Rotated refresh tokens replace it in the client.
+  std::string refresh_token;
+
+  /// A token with less than this left is refreshed. Capped at leeway_max_fraction of the
+  /// token's lifetime so that a short-lived token (say 2 s) is not refreshed on every call.
+  std::chrono::seconds refresh_leeway{30};
+  double leeway_max_fraction = 0.25;
+  /// Lifetime assumed when the answer carries no expiry.
+  std::chrono::seconds default_lifetime{3600};
+
+  std::chrono::milliseconds connect_timeout{10'000};  ///< resolve + connect + TLS handshake
+  std::chrono::milliseconds request_timeout{30'000};  ///< write the request + read the answer
+  std::size_t max_response_bytes = 64 * 1024;          ///< headers + body of the answer
+  /// Idle keep-alive connections older than this are reopened instead of reused.
+  std::chrono::milliseconds max_idle_connection{60'000};
+
+  tls_options tls;
+  /// Plain http:// is refused unless the host is a loopback address or this is set: client
+  /// secrets must not cross a network unencrypted by accident.
+  bool allow_insecure_http = false;
+
+  /// The clock deciding expiry; nullptr means std::chrono::steady_clock::now. For tests and
+  /// simulations that need to move time.
+  std::chrono::steady_clock::time_point (*clock)() = nullptr;
+};
+
+/// Builds the token URL from the Nxsys base API URL: "https://api.example" →
+/// "https://api.example/nxsys/oauth/token" (a trailing '/' on the base is ignored).
+std::string make_token_url(std::string_view base_api_url);
+
+}  // namespace nxsys::auth
+
+#endif

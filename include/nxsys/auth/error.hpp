@@ -1,0 +1,81 @@
+// Error codes of nxsys-auth: one enum, two categories (the OAuth server's RFC 6749 §5.2 errors
+// and the client's own failures), plus diagnostics that carry the server's words.
+#ifndef NXSYS_AUTH_ERROR_HPP
+#define NXSYS_AUTH_ERROR_HPP
+
+#include <boost/system/error_code.hpp>
+#include <boost/system/system_error.hpp>
+
+#include <string>
+#include <string_view>
+#include <type_traits>
+
+namespace nxsys::auth {
+
+/// Every distinct failure of a refresh. `ec == errc::invalid_grant` works for any error code the
+/// library produces: make_error_code() puts each value in its category.
+enum class errc : int {
+  // -- category "nxsys.auth.oauth": the server answered with an OAuth error (RFC 6749 §5.2).
+  invalid_request = 1,     ///< the server rejected the request as malformed
+  invalid_client,          ///< client id or secret rejected: check the credentials
+  invalid_grant,           ///< refresh token invalid, expired or revoked: re-authorize
+  unauthorized_client,     ///< this client may not use the refresh_token grant
+  unsupported_grant_type,  ///< the server does not support the refresh_token grant
+  invalid_scope,           ///< the requested scope is invalid
+  server_error,            ///< 5xx or `"error":"server_error"`; diagnostics keep the HTTP status
+  temporarily_unavailable, ///< `"error":"temporarily_unavailable"` (e.g. 503)
+  unrecognized_error,      ///< an `error` value this library does not know; see diagnostics
+
+  // -- category "nxsys.auth.client": failures found on this side.
+  malformed_response = 100,  ///< not JSON, not an object, no access token, bad expiry, ...
+  timeout,                   ///< connect or request timeout elapsed
+  tls,                       ///< TLS handshake or certificate verification failed
+  connection,                ///< resolve, connect, reset or close before a full answer
+  response_too_large,        ///< the answer exceeded client_config::max_response_bytes
+  unexpected_status,         ///< a status with no OAuth error body (3xx: redirects are not followed)
+  invalid_config,            ///< the configuration is unusable (bad URL, plain HTTP off loopback)
+};
+
+/// Category of the OAuth server's errors ("nxsys.auth.oauth").
+const boost::system::error_category& oauth_category() noexcept;
+/// Category of client-side failures ("nxsys.auth.client").
+const boost::system::error_category& client_category() noexcept;
+
+boost::system::error_code make_error_code(errc e) noexcept;
+
+/// The server's own words and what we saw, kept apart from the error code. Never holds a
+/// secret: text from the server is stripped of the credentials and tokens the client sent.
+struct diagnostics {
+  int http_status = 0;             ///< 0 when no HTTP answer was received
+  std::string server_error;        ///< the answer's `error` field
+  std::string server_description;  ///< the answer's `error_description` field
+  std::string client_message;      ///< what this library observed (no secrets)
+
+  bool empty() const noexcept {
+    return http_status == 0 && server_error.empty() && server_description.empty() &&
+           client_message.empty();
+  }
+  void clear() { *this = diagnostics{}; }
+};
+
+/// "invalid_grant (HTTP 400): server says: invalid_grant: token expired" — used as what().
+std::string describe(const boost::system::error_code& ec, const diagnostics& diag);
+
+/// What token() throws: a system_error whose what() includes the diagnostics.
+class error_with_diagnostics : public boost::system::system_error {
+public:
+  error_with_diagnostics(const boost::system::error_code& ec, diagnostics diag);
+  const diagnostics& get_diagnostics() const noexcept { return diag_; }
+  const char* what() const noexcept override { return what_.c_str(); }
+
+private:
+  diagnostics diag_;
+  std::string what_;
+};
+
+}  // namespace nxsys::auth
+
+template <>
+struct boost::system::is_error_code_enum<nxsys::auth::errc> : std::true_type {};
+
+#endif

@@ -1,0 +1,61 @@
+// The Nxsys refresh protocol without I/O: build the request, parse the answer. Pure functions,
+// so they are tested and fuzzed without sockets.
+#ifndef NXSYS_AUTH_PROTOCOL_HPP
+#define NXSYS_AUTH_PROTOCOL_HPP
+
+#include <nxsys/auth/error.hpp>
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace nxsys::auth::protocol {
+
+/// application/x-www-form-urlencoded encoding of one name or value: unreserved characters stay,
+/// space becomes '+', every other byte %XX (as URLSearchParams does).
+std::string form_urlencode(std::string_view s);
+
+/// The seed's refresh request body:
+/// grantType=refresh_token&refreshToken=...&clientId=...&clientSecret=...
+std::string build_refresh_body(std::string_view refresh_token, std::string_view client_id,
+                               std::string_view client_secret);
+
+/// Where the token endpoint is, from client_config::token_url.
+struct endpoint {
+  bool tls = false;
+  std::string host;    ///< without brackets for IPv6
+  std::string port;    ///< "443" / "80" when the URL names none
+  std::string target;  ///< path and query, "/" at least
+  bool host_is_ip = false;
+  bool loopback = false;  ///< 127.0.0.0/8, ::1 or "localhost"
+};
+
+/// Parses and checks a token URL: http or https, a host, no user info, no fragment. Plain http
+/// to a non-loopback host is invalid_config unless allow_insecure_http.
+boost::system::error_code parse_token_url(std::string_view url, bool allow_insecure_http,
+                                          endpoint& out, diagnostics& diag);
+
+/// A successful token answer.
+struct token_response {
+  std::string access_token;
+  std::string token_type;     ///< "Bearer" when the answer names none
+  std::string refresh_token;  ///< empty when the server did not rotate
+  std::string scope;
+  std::optional<std::chrono::seconds> expires_in;  ///< none when the answer has no expiry
+};
+
+/// Longest lifetime taken from an answer; larger values are clamped so time arithmetic cannot
+/// overflow.
+inline constexpr std::chrono::seconds max_expires_in{10LL * 365 * 24 * 3600};
+
+/// Interprets an HTTP answer of the token endpoint. 2xx: a JSON object with an access token
+/// (camelCase or snake_case names; expiresIn as a number or numeric string) or
+/// malformed_response. 4xx/5xx: the OAuth `error` mapped to errc, `error_description` kept in
+/// diag. 3xx and other statuses: unexpected_status (redirects are never followed).
+boost::system::error_code parse_token_response(unsigned status, std::string_view body,
+                                               token_response& out, diagnostics& diag);
+
+}  // namespace nxsys::auth::protocol
+
+#endif

@@ -1,0 +1,339 @@
+// The token cache, the single flight of refreshes, and the fast path.
+#include <nxsys/auth/client.hpp>
+#include <nxsys/auth/detail/single_flight.hpp>
+#include <nxsys/auth/detail/token_policy.hpp>
+#include <nxsys/auth/protocol.hpp>
+
+#include "text.hpp"
+#include "transport.hpp"
+
+#include <boost/asio/append.hpp>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <openssl/crypto.h>
+
+#include <array>
+#include <atomic>
+#include <mutex>
+
+namespace nxsys::auth {
+namespace detail {
+namespace asio = boost::asio;
+using boost::system::error_code;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+
+std::atomic<std::uint64_t> next_client_uid{1};
+
+// Each thread keeps its own copy of the current token of the clients it reads. Handing out a
+// copy then touches only this thread's reference count: one shared count written by every
+// reader costs several times the whole fast path on two cores.
+struct replica {
+  std::uint64_t uid = 0;      // which client
+  std::uint64_t version = 0;  // which publication of that client
+  access_token token;
+  clock_type::time_point refresh_at{};
+};
+constexpr std::size_t replicas_per_thread = 4;
+thread_local std::array<replica, replicas_per_thread> tls_replicas;
+thread_local std::size_t tls_next_victim = 0;
+
+void wipe(std::string& s) noexcept {
+  if (!s.empty()) OPENSSL_cleanse(s.data(), s.size());
+  s.clear();
+}
+
+client_config validated(client_config cfg, protocol::endpoint& ep) {
+  diagnostics diag;
+  auto bad = [&](const char* what) {
+    diag.client_message = what;
+    throw error_with_diagnostics(make_error_code(errc::invalid_config), diag);
+  };
+  if (auto ec = protocol::parse_token_url(cfg.token_url, cfg.allow_insecure_http, ep, diag))
+    throw error_with_diagnostics(ec, diag);
+  if (cfg.client_id.empty()) bad("client_id is empty");
+  if (cfg.refresh_token.empty()) bad("refresh_token is empty");
+  if (cfg.refresh_leeway.count() < 0) bad("refresh_leeway is negative");
+  if (!(cfg.leeway_max_fraction >= 0.0 && cfg.leeway_max_fraction < 1.0))
+    bad("leeway_max_fraction must be in [0, 1)");
+  if (cfg.default_lifetime.count() <= 0) bad("default_lifetime must be positive");
+  if (cfg.connect_timeout.count() <= 0 || cfg.request_timeout.count() <= 0)
+    bad("timeouts must be positive");
+  if (cfg.max_response_bytes < 256) bad("max_response_bytes is below 256");
+  return cfg;
+}
+
+}  // namespace
+
+class client_impl : public std::enable_shared_from_this<client_impl> {
+public:
+  client_impl(asio::any_io_executor ex, client_config cfg, protocol::endpoint ep)
+      : ex_(std::move(ex)),
+        strand_(asio::make_strand(ex_)),
+        cfg_(std::move(cfg)),
+        uid_(next_client_uid.fetch_add(1, std::memory_order_relaxed)),
+        flight_(ex_),
+        transport_(strand_, std::move(ep), cfg_) {
+    refresh_token_ = std::move(cfg_.refresh_token);
+    wipe(cfg_.refresh_token);
+  }
+
+  ~client_impl() {
+    wipe(refresh_token_);
+    wipe(cfg_.client_secret);
+  }
+
+  const asio::any_io_executor& executor() const noexcept { return ex_; }
+
+  clock_type::time_point now() const noexcept { return cfg_.clock ? cfg_.clock() : clock_type::now(); }
+
+  // The fast path: no lock, no shared write when this thread's replica is current.
+  const access_token* fresh_token() {
+    const auto v = version_.load(std::memory_order_acquire);
+    replica* r = nullptr;
+    for (auto& c : tls_replicas)
+      if (c.uid == uid_) r = &c;
+    if (r == nullptr || r->version != v) r = renew_replica(r);
+    if (r == nullptr || !(now() < r->refresh_at)) return nullptr;
+    return &r->token;
+  }
+
+  void initiate(diagnostics* diag, token_handler handler) {
+    if (const auto* t = fresh_token()) return complete_now(std::move(handler), diag, {}, *t);
+    std::unique_lock lk(mu_);
+    if (shut_down_) {
+      lk.unlock();
+      return complete_now(std::move(handler), diag, asio::error::operation_aborted, {});
+    }
+    if (current_ && now() < current_refresh_at_) {  // published since fresh_token() looked
+      access_token t = current_;
+      lk.unlock();
+      return complete_now(std::move(handler), diag, {}, t);
+    }
+    const bool start = flight_.join(std::move(handler), diag);
+    lk.unlock();
+    if (start) start_refresh();
+  }
+
+  void invalidate() {
+    std::lock_guard lk(mu_);
+    if (!current_) return;
+    current_ = access_token{};
+    version_.fetch_add(1, std::memory_order_release);
+    ++invalidations_;
+  }
+
+  void shutdown() {
+    single_flight<access_token>::batch waiters;
+    {
+      std::lock_guard lk(mu_);
+      shut_down_ = true;
+      current_ = access_token{};
+      version_.fetch_add(1, std::memory_order_release);
+      waiters = flight_.take_all();
+    }
+    waiters.complete(asio::error::operation_aborted, {});
+    asio::post(strand_, [self = shared_from_this()] { self->transport_.close(); });
+  }
+
+  client_stats stats() const {
+    client_stats s;
+    {
+      std::lock_guard lk(mu_);
+      s = stats_;
+      s.invalidations = invalidations_;
+    }
+    const auto c = flight_.counters();
+    s.refreshes_started = c.flights;
+    s.waiters_coalesced = c.coalesced;
+    s.waiters_cancelled = c.cancelled;
+    s.max_waiters_per_refresh = c.max_waiters;
+    s.connections_opened = transport_.connections_opened();
+    return s;
+  }
+
+private:
+  replica* renew_replica(replica* r) {
+    access_token current;
+    clock_type::time_point refresh_at;
+    std::uint64_t version;
+    {
+      std::lock_guard lk(mu_);
+      current = current_;
+      refresh_at = current_refresh_at_;
+      version = version_.load(std::memory_order_relaxed);
+    }
+    if (r == nullptr) {
+      r = &tls_replicas[tls_next_victim];
+      tls_next_victim = (tls_next_victim + 1) % replicas_per_thread;
+    }
+    r->uid = uid_;
+    r->version = version;
+    r->refresh_at = refresh_at;
+    if (current) {
+      r->token = access_token(std::make_shared<const token_data>(token_data{
+          std::string(current.value()), std::string(current.type()), current.expires_at(),
+          current.serial()}));
+    } else {
+      r->token = access_token{};
+      r->refresh_at = clock_type::time_point::min();
+    }
+    return r;
+  }
+
+  void complete_now(token_handler handler, diagnostics* diag, error_code ec, access_token t) {
+    if (diag) diag->clear();
+    // Through the I/O executor, which is never blocking; Asio then dispatches to the handler's
+    // own executor.
+    asio::post(ex_, asio::append(std::move(handler), ec, std::move(t)));
+  }
+
+  void start_refresh() {
+    asio::co_spawn(strand_, run_refresh(shared_from_this()),
+                   [self = shared_from_this()](std::exception_ptr e) {
+                     if (!e) return;
+                     diagnostics d;
+                     try {
+                       std::rethrow_exception(e);
+                     } catch (const std::exception& x) {
+                       d.client_message = std::string("internal error: ") + x.what();
+                     } catch (...) {
+                       d.client_message = "internal error";
+                     }
+                     self->finish(make_error_code(errc::connection), {}, {}, std::move(d));
+                   });
+  }
+
+  static asio::awaitable<void> run_refresh(std::shared_ptr<client_impl> self) {
+    std::string refresh_token;
+    {
+      std::lock_guard lk(self->mu_);
+      refresh_token = self->refresh_token_;
+    }
+    const auto sent = self->now();
+    diagnostics diag;
+    http_answer answer;
+    auto ec = co_await self->transport_.post_form(
+        protocol::build_refresh_body(refresh_token, self->cfg_.client_id, self->cfg_.client_secret),
+        answer, diag);
+    protocol::token_response tr;
+    if (!ec) ec = protocol::parse_token_response(answer.status, answer.body, tr, diag);
+    wipe(answer.body);
+    // A server may echo what it was sent; none of it may reach a message or a log.
+    for (auto* s : {&diag.server_error, &diag.server_description, &diag.client_message})
+      redact(*s, {refresh_token, self->cfg_.client_secret, tr.access_token, tr.refresh_token});
+    wipe(refresh_token);
+    self->finish(ec, std::move(tr), sent, std::move(diag));
+  }
+
+  void finish(error_code ec, protocol::token_response tr, clock_type::time_point sent,
+              diagnostics diag) {
+    single_flight<access_token>::batch waiters;
+    access_token token;
+    {
+      std::lock_guard lk(mu_);
+      if (!ec) {
+        // The rotated refresh token replaces the old one before any waiter sees the new access
+        // token: the old one is consumed, losing the new one would lock the user out.
+        if (!tr.refresh_token.empty()) {
+          wipe(refresh_token_);
+          refresh_token_ = std::move(tr.refresh_token);
+          ++stats_.refresh_tokens_rotated;
+        }
+        const clock_type::duration lifetime = tr.expires_in.value_or(cfg_.default_lifetime);
+        token = access_token(std::make_shared<const token_data>(
+            token_data{std::move(tr.access_token), std::move(tr.token_type), sent + lifetime,
+                       ++serial_}));
+        ++stats_.refreshes_succeeded;
+        if (!shut_down_) {
+          current_ = token;
+          current_refresh_at_ =
+              refresh_deadline(sent, lifetime, cfg_.refresh_leeway, cfg_.leeway_max_fraction);
+          version_.fetch_add(1, std::memory_order_release);
+        }
+      } else {
+        ++stats_.refreshes_failed;
+      }
+      waiters = flight_.take_all();
+    }
+    wipe(tr.access_token);
+    if (!ec) {
+      waiters.complete(ec, token, [](void* d) {
+        if (d) static_cast<diagnostics*>(d)->clear();
+      });
+    } else {
+      auto shared = std::make_shared<const diagnostics>(std::move(diag));
+      waiters.complete(ec, {}, [shared](void* d) {
+        if (d) *static_cast<diagnostics*>(d) = *shared;
+      });
+    }
+  }
+
+  asio::any_io_executor ex_;
+  asio::strand<asio::any_io_executor> strand_;
+  client_config cfg_;  // immutable after construction (its refresh_token is moved out)
+  const std::uint64_t uid_;
+
+  // Written only under mu_; read without it by the fast path.
+  std::atomic<std::uint64_t> version_{1};
+
+  mutable std::mutex mu_;  // the slow path only: never taken by a reader of a fresh token
+  access_token current_;
+  clock_type::time_point current_refresh_at_{};
+  std::string refresh_token_;
+  std::uint64_t serial_ = 0;
+  std::uint64_t invalidations_ = 0;
+  bool shut_down_ = false;
+  client_stats stats_;
+
+  single_flight<access_token> flight_;
+  http_transport transport_;  // used on strand_ only
+};
+
+void initiate_token(const std::shared_ptr<client_impl>& impl, diagnostics* diag,
+                    token_handler handler) {
+  impl->initiate(diag, std::move(handler));
+}
+
+}  // namespace detail
+
+client::client(boost::asio::any_io_executor ex, client_config cfg) {
+  protocol::endpoint ep;
+  cfg = detail::validated(std::move(cfg), ep);
+  impl_ = std::make_shared<detail::client_impl>(std::move(ex), std::move(cfg), std::move(ep));
+}
+
+client::~client() {
+  if (impl_) impl_->shutdown();
+}
+
+client::client(client&&) noexcept = default;
+
+client& client::operator=(client&& other) noexcept {
+  if (this != &other) {
+    if (impl_) impl_->shutdown();
+    impl_ = std::move(other.impl_);
+  }
+  return *this;
+}
+
+client::executor_type client::get_executor() const noexcept { return impl_->executor(); }
+
+boost::asio::awaitable<access_token> client::token() {
+  if (const auto* t = impl_->fresh_token()) co_return *t;
+  diagnostics diag;
+  auto [ec, t] = co_await async_token(diag, boost::asio::as_tuple(boost::asio::use_awaitable));
+  if (ec) throw error_with_diagnostics(ec, std::move(diag));
+  co_return std::move(t);
+}
+
+void client::invalidate() { impl_->invalidate(); }
+
+client_stats client::stats() const { return impl_->stats(); }
+
+}  // namespace nxsys::auth

@@ -1,0 +1,225 @@
+// Request building and answer parsing for the Nxsys refresh flow (no I/O).
+#include <nxsys/auth/protocol.hpp>
+
+#include "text.hpp"
+
+#include <boost/json/parse.hpp>
+#include <boost/json/value.hpp>
+#include <boost/url/parse.hpp>
+
+#include <cctype>
+#include <charconv>
+#include <cmath>
+
+namespace nxsys::auth::protocol {
+namespace {
+
+using boost::system::error_code;
+
+bool is_unreserved(unsigned char c) noexcept {
+  return std::isalnum(c) != 0 || c == '-' || c == '.' || c == '_' || c == '~' || c == '*';
+}
+
+error_code fail(errc e, diagnostics& diag, std::string message) {
+  diag.client_message = std::move(message);
+  return make_error_code(e);
+}
+
+// The first of several accepted names (camelCase, snake_case) present in the object.
+const boost::json::value* find_field(const boost::json::object& o, std::string_view camel,
+                                     std::string_view snake) {
+  if (auto* v = o.if_contains(camel)) return v;
+  return o.if_contains(snake);
+}
+
+// A field that must be a string if present; absent and null both mean "not given".
+error_code string_field(const boost::json::object& o, std::string_view camel,
+                        std::string_view snake, std::string& out, diagnostics& diag) {
+  const auto* v = find_field(o, camel, snake);
+  if (v == nullptr || v->is_null()) return {};
+  if (!v->is_string())
+    return fail(errc::malformed_response, diag, "field '" + std::string(camel) + "' is not a string");
+  out.assign(v->get_string().data(), v->get_string().size());
+  return {};
+}
+
+error_code parse_expires_in(const boost::json::value& v, std::optional<std::chrono::seconds>& out,
+                            diagnostics& diag) {
+  long double secs = 0;
+  if (v.is_int64()) {
+    secs = static_cast<long double>(v.get_int64());
+  } else if (v.is_uint64()) {
+    secs = static_cast<long double>(v.get_uint64());
+  } else if (v.is_double()) {
+    secs = v.get_double();
+    if (!std::isfinite(secs)) return fail(errc::malformed_response, diag, "expiresIn is not finite");
+  } else if (v.is_string()) {
+    const auto& s = v.get_string();
+    long long n = 0;
+    auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
+    if (s.empty() || ec == std::errc::result_out_of_range) {
+      if (ec == std::errc::result_out_of_range && s.front() != '-') n = max_expires_in.count();
+      else return fail(errc::malformed_response, diag, "expiresIn is not a number");
+    } else if (ec != std::errc{} || end != s.data() + s.size()) {
+      return fail(errc::malformed_response, diag, "expiresIn is not a number");
+    }
+    secs = static_cast<long double>(n);
+  } else if (v.is_null()) {
+    return {};
+  } else {
+    return fail(errc::malformed_response, diag, "expiresIn is neither a number nor a string");
+  }
+  // A token that is already expired when it arrives cannot be used: refreshing it again would
+  // only loop against the server.
+  if (secs < 1) return fail(errc::malformed_response, diag, "expiresIn is not positive");
+  if (secs > static_cast<long double>(max_expires_in.count())) secs = max_expires_in.count();
+  out = std::chrono::seconds(static_cast<long long>(secs));
+  return {};
+}
+
+errc oauth_errc(std::string_view e) noexcept {
+  if (e == "invalid_request") return errc::invalid_request;
+  if (e == "invalid_client") return errc::invalid_client;
+  if (e == "invalid_grant") return errc::invalid_grant;
+  if (e == "unauthorized_client") return errc::unauthorized_client;
+  if (e == "unsupported_grant_type") return errc::unsupported_grant_type;
+  if (e == "invalid_scope") return errc::invalid_scope;
+  if (e == "server_error") return errc::server_error;
+  if (e == "temporarily_unavailable") return errc::temporarily_unavailable;
+  return errc::unrecognized_error;
+}
+
+error_code parse_error_answer(unsigned status, std::string_view body, diagnostics& diag) {
+  error_code jec;
+  auto jv = boost::json::parse(body, jec);
+  const boost::json::object* o = (!jec && jv.is_object()) ? &jv.get_object() : nullptr;
+  const boost::json::value* e = o ? o->if_contains("error") : nullptr;
+  if (e != nullptr && e->is_string()) {
+    diag.server_error = detail::printable(e->get_string(), 128);
+    if (const auto* d = o->if_contains("error_description"); d && d->is_string())
+      diag.server_description = detail::printable(d->get_string(), 512);
+    // A 5xx that names a client error is still the server's failure to decide.
+    errc code = oauth_errc(e->get_string());
+    if (status >= 500 && code == errc::unrecognized_error) code = errc::server_error;
+    return make_error_code(code);
+  }
+  if (status >= 500) return fail(errc::server_error, diag, "the server failed without an OAuth error");
+  return fail(errc::unexpected_status, diag, "the answer carries no OAuth error");
+}
+
+}  // namespace
+
+std::string form_urlencode(std::string_view s) {
+  static constexpr char hex[] = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(s.size() + s.size() / 2);
+  for (unsigned char c : s) {
+    if (is_unreserved(c)) {
+      out.push_back(static_cast<char>(c));
+    } else if (c == ' ') {
+      out.push_back('+');
+    } else {
+      out.push_back('%');
+      out.push_back(hex[c >> 4]);
+      out.push_back(hex[c & 0xF]);
+    }
+  }
+  return out;
+}
+
+std::string build_refresh_body(std::string_view refresh_token, std::string_view client_id,
+                               std::string_view client_secret) {
+  std::string body = "grantType=refresh_token&refreshToken=";
+  body += form_urlencode(refresh_token);
+  body += "&clientId=";
+  body += form_urlencode(client_id);
+  body += "&clientSecret=";
+  body += form_urlencode(client_secret);
+  return body;
+}
+
+error_code parse_token_url(std::string_view url, bool allow_insecure_http, endpoint& out,
+                           diagnostics& diag) {
+  auto r = boost::urls::parse_uri(url);
+  // The URL may carry credentials: never echo it, only say what is wrong with it.
+  if (!r) return fail(errc::invalid_config, diag, "token_url is not an absolute URL");
+  const auto& u = *r;
+  if (u.scheme_id() == boost::urls::scheme::https) {
+    out.tls = true;
+  } else if (u.scheme_id() == boost::urls::scheme::http) {
+    out.tls = false;
+  } else {
+    return fail(errc::invalid_config, diag, "token_url must be http:// or https://");
+  }
+  if (u.has_userinfo()) return fail(errc::invalid_config, diag, "token_url must not hold user info");
+  if (u.has_fragment()) return fail(errc::invalid_config, diag, "token_url must not hold a fragment");
+  out.host = u.host_address();
+  if (out.host.empty()) return fail(errc::invalid_config, diag, "token_url has no host");
+  switch (u.host_type()) {
+    case boost::urls::host_type::ipv4:
+      out.host_is_ip = true;
+      out.loopback = u.host_ipv4_address().is_loopback();
+      break;
+    case boost::urls::host_type::ipv6:
+      out.host_is_ip = true;
+      out.loopback = u.host_ipv6_address().is_loopback();
+      break;
+    case boost::urls::host_type::name:
+      out.host_is_ip = false;
+      out.loopback = detail::iequals(out.host, "localhost");
+      break;
+    default: return fail(errc::invalid_config, diag, "token_url has an unsupported host");
+  }
+  if (u.has_port()) {
+    if (u.port().empty() || u.port_number() == 0)
+      return fail(errc::invalid_config, diag, "token_url has an invalid port");
+    out.port = std::to_string(u.port_number());
+  } else {
+    out.port = out.tls ? "443" : "80";
+  }
+  out.target = u.encoded_path().empty() ? std::string("/") : std::string(u.encoded_path());
+  if (u.has_query()) {
+    out.target += '?';
+    out.target += u.encoded_query();
+  }
+  if (!out.tls && !out.loopback && !allow_insecure_http)
+    return fail(errc::invalid_config, diag,
+                "plain http:// to a non-loopback host would send the client secret unencrypted; "
+                "use https:// or set allow_insecure_http");
+  return {};
+}
+
+error_code parse_token_response(unsigned status, std::string_view body, token_response& out,
+                                diagnostics& diag) {
+  diag.http_status = static_cast<int>(status);
+  if (status >= 400 && status <= 599) return parse_error_answer(status, body, diag);
+  if (status < 200 || status > 299) {
+    return fail(errc::unexpected_status, diag,
+                status >= 300 && status <= 399 ? "redirects are not followed"
+                                               : "not a token answer");
+  }
+  error_code jec;
+  auto jv = boost::json::parse(body, jec);
+  if (jec) return fail(errc::malformed_response, diag, "the answer is not valid JSON");
+  if (!jv.is_object()) return fail(errc::malformed_response, diag, "the answer is not a JSON object");
+  const auto& o = jv.get_object();
+
+  token_response r;
+  if (auto ec = string_field(o, "accessToken", "access_token", r.access_token, diag)) return ec;
+  if (r.access_token.empty())
+    return fail(errc::malformed_response, diag, "the answer carries no access token");
+  if (auto ec = string_field(o, "tokenType", "token_type", r.token_type, diag)) return ec;
+  if (r.token_type.empty()) r.token_type = "Bearer";
+  if (auto ec = string_field(o, "refreshToken", "refresh_token", r.refresh_token, diag)) return ec;
+  if (auto ec = string_field(o, "scope", "scope", r.scope, diag)) return ec;
+  if (const auto* e = find_field(o, "expiresIn", "expires_in")) {
+    if (auto ec = parse_expires_in(*e, r.expires_in, diag)) return ec;
+  }
+  // A token or type with control characters or spaces cannot go into an Authorization header.
+  if (!detail::is_header_token(r.access_token) || !detail::is_header_token(r.token_type))
+    return fail(errc::malformed_response, diag, "the access token or its type is not header-safe");
+  out = std::move(r);
+  return {};
+}
+
+}  // namespace nxsys::auth::protocol

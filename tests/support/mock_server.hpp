@@ -1,0 +1,96 @@
+// A real Beast HTTP(S) server implementing the Nxsys token endpoint, for tests, the demo and
+// benchmarks. Never linked into the shipped library.
+#ifndef NXSYS_AUTH_TESTS_SUPPORT_MOCK_SERVER_HPP
+#define NXSYS_AUTH_TESTS_SUPPORT_MOCK_SERVER_HPP
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace nxsys::auth::testing {
+
+/// How the server names the fields of a successful answer.
+enum class field_names { camel, snake };
+
+/// A scripted failure the server answers with instead of a token.
+struct scripted_failure {
+  int status = 500;                 ///< HTTP status of the answer
+  std::string body;                 ///< raw body (e.g. {"error":"invalid_grant"} or HTML)
+  std::string content_type = "application/json";
+  std::vector<std::pair<std::string, std::string>> headers;  ///< extra headers (Retry-After)
+};
+
+struct mock_server_options {
+  std::string client_id = "test-client";
+  std::string client_secret = "test-secret";
+  std::string initial_refresh_token = "refresh-0";
+  std::uint16_t port = 0;                    ///< port on 127.0.0.1; 0: an ephemeral one
+  bool tls = false;                          ///< serve HTTPS with tests/data/server.pem
+  std::string cert_chain_file;               ///< PEM; defaults to the test data server cert
+  std::string private_key_file;              ///< PEM; defaults to the test data server key
+  std::chrono::milliseconds latency{0};      ///< delay before each token answer (async timer)
+  std::chrono::seconds ttl{3600};            ///< expiresIn of issued tokens
+  bool send_expires_in = true;               ///< false: the answer carries no expiry
+  bool expires_in_as_string = false;         ///< "expiresIn":"3600" instead of 3600
+  bool rotate = false;                       ///< issue a new refresh token on every refresh
+  bool reuse_detection = false;              ///< a rotated (old) refresh token revokes the chain
+  field_names names = field_names::camel;
+  int fail_every = 0;                        ///< every Nth token request fails with 503
+  unsigned threads = 1;                      ///< io_context threads of the server
+};
+
+/// Counters, readable while the server runs.
+struct mock_server_stats {
+  std::uint64_t requests = 0;          ///< HTTP requests of any kind
+  std::uint64_t refreshes = 0;         ///< token requests answered with a token
+  std::uint64_t errors = 0;            ///< token requests answered with an error
+  std::uint64_t max_in_flight = 0;     ///< most token requests being handled at once
+  std::uint64_t connections = 0;       ///< TCP connections accepted
+  std::uint64_t reuse_detected = 0;    ///< rotated refresh tokens presented again
+};
+
+/// Runs on its own threads, bound to 127.0.0.1; stops in the destructor.
+class mock_server {
+public:
+  explicit mock_server(mock_server_options opts = {});
+  ~mock_server();
+  mock_server(const mock_server&) = delete;
+  mock_server& operator=(const mock_server&) = delete;
+
+  std::uint16_t port() const;
+  /// "http://127.0.0.1:PORT" or "https://127.0.0.1:PORT" (the base API URL).
+  std::string base_url() const;
+  /// base_url() + "/nxsys/oauth/token"
+  std::string token_url() const;
+
+  mock_server_stats stats() const;
+  /// The refresh tokens presented by successful and failed token requests, in arrival order.
+  std::vector<std::string> presented_refresh_tokens() const;
+  /// The refresh token the server currently accepts.
+  std::string current_refresh_token() const;
+  /// The last access token issued ("" if none).
+  std::string last_access_token() const;
+
+  /// The next `count` token requests are answered with `f` (after the latency).
+  void fail_next(scripted_failure f, int count = 1);
+  /// Changes the latency of later requests.
+  void set_latency(std::chrono::milliseconds latency);
+  /// Makes the server close every connection after its answer (Connection: close).
+  void set_close_after_response(bool close);
+  /// Closes every idle keep-alive connection now (as a server's idle timeout would).
+  void close_idle_connections();
+
+private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+/// Directory of tests/data (certificates).
+std::string test_data_dir();
+
+}  // namespace nxsys::auth::testing
+
+#endif
