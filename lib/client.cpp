@@ -106,6 +106,7 @@ public:
   void initiate(diagnostics* diag, token_handler handler) {
     if (const auto* t = fresh_token()) return complete_now(std::move(handler), diag, {}, *t);
     std::unique_lock lk(mu_);
+    ++stats_.slow_path_calls;
     if (shut_down_) {
       lk.unlock();
       return complete_now(std::move(handler), diag, asio::error::operation_aborted, {});

@@ -1,6 +1,8 @@
 // Error categories and the diagnostics-carrying exception.
 #include <nxsys/auth/error.hpp>
 
+#include <ostream>
+
 namespace nxsys::auth {
 namespace {
 
@@ -54,6 +56,8 @@ boost::system::error_code make_error_code(errc e) noexcept {
   const int v = static_cast<int>(e);
   return {v, v < static_cast<int>(errc::malformed_response) ? oauth_category() : client_category()};
 }
+
+std::ostream& operator<<(std::ostream& os, errc e) { return os << name_of(e); }
 
 std::string describe(const boost::system::error_code& ec, const diagnostics& diag) {
   std::string s = ec.message();

@@ -27,6 +27,9 @@ struct client_stats {
   std::uint64_t waiters_cancelled = 0;       ///< waits ended by their cancellation slot
   std::uint64_t max_waiters_per_refresh = 0;
   std::uint64_t invalidations = 0;
+  /// Calls that found no fresh token in their thread's cache and took the client's lock. A
+  /// fresh token never gets here: this stays flat however many callers read it.
+  std::uint64_t slow_path_calls = 0;
   std::uint64_t connections_opened = 0;      ///< TCP connections to the token endpoint
 };
 

@@ -6,6 +6,7 @@
 #include <boost/system/error_code.hpp>
 #include <boost/system/system_error.hpp>
 
+#include <iosfwd>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -42,6 +43,9 @@ const boost::system::error_category& oauth_category() noexcept;
 const boost::system::error_category& client_category() noexcept;
 
 boost::system::error_code make_error_code(errc e) noexcept;
+
+/// Writes the value's name, as in "invalid_grant".
+std::ostream& operator<<(std::ostream& os, errc e);
 
 /// The server's own words and what we saw, kept apart from the error code. Never holds a
 /// secret: text from the server is stripped of the credentials and tokens the client sent.

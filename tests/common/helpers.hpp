@@ -1,0 +1,66 @@
+// Shared helpers of the integration and thread-safety tests: configs for the mock server,
+// bounded io_context runs, a clock tests can move.
+#ifndef NXSYS_AUTH_TESTS_COMMON_HELPERS_HPP
+#define NXSYS_AUTH_TESTS_COMMON_HELPERS_HPP
+
+#include <nxsys/auth.hpp>
+
+#include "mock_server.hpp"
+
+#include <boost/asio/io_context.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+#include <vector>
+
+namespace nxsys::auth::testing {
+
+/// A client_config that talks to `server` with its credentials (and its test CA for TLS).
+inline client_config config_for(const mock_server& server, const mock_server_options& opts = {}) {
+  client_config cfg;
+  cfg.token_url = server.token_url();
+  cfg.client_id = opts.client_id;
+  cfg.client_secret = opts.client_secret;
+  cfg.refresh_token = opts.initial_refresh_token;
+  cfg.tls.ca_file = test_data_dir() + "/ca.pem";
+  cfg.connect_timeout = std::chrono::seconds(5);
+  cfg.request_timeout = std::chrono::seconds(20);
+  return cfg;
+}
+
+/// Runs `ctx` on `threads` threads until it runs out of work or `limit` passes (then stops it).
+/// Returns false when the limit stopped it: a hang becomes a failed assertion, not a stuck CI.
+inline bool run_bounded(boost::asio::io_context& ctx, unsigned threads,
+                        std::chrono::milliseconds limit = std::chrono::seconds(60)) {
+  std::atomic<bool> done{false}, timed_out{false};
+  std::thread watchdog([&] {
+    const auto end = std::chrono::steady_clock::now() + limit;
+    while (!done.load() && std::chrono::steady_clock::now() < end)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    if (!done.load()) {
+      timed_out = true;
+      ctx.stop();
+    }
+  });
+  std::vector<std::thread> pool;
+  for (unsigned i = 1; i < threads; ++i) pool.emplace_back([&] { ctx.run(); });
+  ctx.run();
+  for (auto& t : pool) t.join();
+  done = true;
+  watchdog.join();
+  return !timed_out.load();
+}
+
+/// A steady clock that tests move forward by hand (client_config::clock).
+struct manual_clock {
+  static inline std::atomic<std::chrono::steady_clock::duration::rep> offset{0};
+  static std::chrono::steady_clock::time_point now() {
+    return std::chrono::steady_clock::now() + std::chrono::steady_clock::duration(offset.load());
+  }
+  static void advance(std::chrono::steady_clock::duration d) { offset += d.count(); }
+};
+
+}  // namespace nxsys::auth::testing
+
+#endif

@@ -1,0 +1,3 @@
+// Boost.Test entry point of the integration tests.
+#define BOOST_TEST_MODULE nxsys_auth_integration
+#include <boost/test/unit_test.hpp>

@@ -1,0 +1,843 @@
+// The mock Nxsys token server: a Beast HTTP/1.1 (optionally TLS) server on 127.0.0.1 whose
+// POST /nxsys/oauth/token behaves like the real endpoint, plus knobs tests use to misbehave.
+#include "mock_server.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <boost/json.hpp>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <condition_variable>
+#include <cstdio>
+#include <deque>
+#include <exception>
+#include <map>
+#include <mutex>
+#include <random>
+#include <string_view>
+#include <thread>
+#include <type_traits>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+
+#ifndef NXSYS_AUTH_TEST_DATA_DIR
+#error "NXSYS_AUTH_TEST_DATA_DIR must name tests/data (see tests/support/CMakeLists.txt)"
+#endif
+
+namespace nxsys::auth::testing {
+
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace json = boost::json;
+namespace ssl = asio::ssl;
+using tcp = asio::ip::tcp;
+using error_code = boost::system::error_code;
+using strand_type = asio::strand<asio::io_context::executor_type>;
+
+constexpr std::string_view token_path = "/nxsys/oauth/token";
+constexpr std::string_view stats_path = "/stats";
+constexpr std::size_t max_body_size = 1024 * 1024;
+// How much of a rejected body we read and discard before closing: closing with unread data makes
+// the kernel send RST, which can destroy the answer before the client reads it.
+constexpr std::size_t max_drain_size = 8 * max_body_size;
+constexpr auto drain_timeout = std::chrono::seconds(1);
+constexpr auto tls_timeout = std::chrono::seconds(5);
+
+// Completion token of every await: errors come back as values, so a peer that goes away never
+// turns into an exception unwinding through a session.
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+using form_fields = std::map<std::string, std::string, std::less<>>;
+
+// ---- Protocol helpers (no I/O) -----------------------------------------------------------------
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           auto lower = [](char c) { return (c >= 'A' && c <= 'Z') ? char(c - 'A' + 'a') : c; };
+           return lower(x) == lower(y);
+         });
+}
+
+std::string_view trim_ows(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// Media type only: parameters such as "; charset=UTF-8" are allowed and ignored.
+bool is_form_content_type(std::string_view value) {
+  return iequals(trim_ows(value.substr(0, value.find(';'))), "application/x-www-form-urlencoded");
+}
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// application/x-www-form-urlencoded decoding: '+' is a space, %XX a byte.
+std::optional<std::string> form_decode(std::string_view in) {
+  std::string out;
+  out.reserve(in.size());
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    if (in[i] == '+') {
+      out += ' ';
+    } else if (in[i] == '%') {
+      if (i + 2 >= in.size()) return std::nullopt;
+      int hi = hex_value(in[i + 1]);
+      int lo = hex_value(in[i + 2]);
+      if (hi < 0 || lo < 0) return std::nullopt;
+      out += static_cast<char>(hi * 16 + lo);
+      i += 2;
+    } else {
+      out += in[i];
+    }
+  }
+  return out;
+}
+
+bool is_known_parameter(std::string_view name) {
+  return name == "grantType" || name == "refreshToken" || name == "clientId" ||
+         name == "clientSecret";
+}
+
+// Parses a form body into `out`. On failure returns a description that is safe to send back:
+// it never quotes what the client sent, since values are secrets and tokens.
+std::optional<std::string> parse_form(std::string_view body, form_fields& out) {
+  while (!body.empty()) {
+    auto amp = body.find('&');
+    std::string_view pair = body.substr(0, amp);
+    body = amp == std::string_view::npos ? std::string_view{} : body.substr(amp + 1);
+    if (pair.empty()) continue;  // "a=1&&b=2" is tolerated, as browsers do
+    auto eq = pair.find('=');
+    auto name = form_decode(pair.substr(0, eq));
+    auto value =
+        form_decode(eq == std::string_view::npos ? std::string_view{} : pair.substr(eq + 1));
+    if (!name || !value) return "malformed percent-encoding in the request body";
+    // RFC 6749 §3.2: parameters must not be included more than once. Only known names are
+    // quoted back; unknown parameters are ignored, as the endpoint would.
+    if (out.count(*name) != 0) {
+      if (is_known_parameter(*name)) return "parameter " + *name + " is repeated";
+      continue;
+    }
+    out.emplace(std::move(*name), std::move(*value));
+  }
+  return std::nullopt;
+}
+
+std::string error_json(std::string_view error, std::string_view description) {
+  json::object o;
+  o["error"] = error;
+  if (!description.empty()) o["error_description"] = description;
+  return json::serialize(o);
+}
+
+std::string stats_json(const mock_server_stats& s) {
+  json::object o;
+  o["requests"] = s.requests;
+  o["refreshes"] = s.refreshes;
+  o["errors"] = s.errors;
+  o["max_in_flight"] = s.max_in_flight;
+  o["connections"] = s.connections;
+  o["reuse_detected"] = s.reuse_detected;
+  return json::serialize(o);
+}
+
+// An answer before it becomes a response, so token decisions stay free of Beast types.
+struct answer {
+  http::status status = http::status::ok;
+  std::string body;
+  std::string content_type = "application/json";
+  std::vector<std::pair<std::string, std::string>> headers;
+  bool no_store = false;  // token endpoint answers must not be cached (RFC 6749 §5.1)
+};
+
+answer json_answer(http::status status, std::string body) {
+  answer a;
+  a.status = status;
+  a.body = std::move(body);
+  return a;
+}
+
+answer oauth_error(http::status status, std::string_view error, std::string_view description) {
+  answer a = json_answer(status, error_json(error, description));
+  a.no_store = true;
+  return a;
+}
+
+// What the server decided about a token request when it arrived; the rest is decided after the
+// latency wait, like a real server that does its work before answering.
+struct token_ticket {
+  std::optional<scripted_failure> scripted;
+  bool outage = false;  // fail_every hit
+  bool bad_content_type = false;
+  std::optional<std::string> form_error;
+  form_fields fields;
+  std::chrono::milliseconds latency{0};
+};
+
+// ---- Connections --------------------------------------------------------------------------------
+
+// The part of a connection the registry needs; everything in it is touched only on strand_.
+struct connection_base {
+  explicit connection_base(strand_type strand)
+      : strand_(std::move(strand)), latency_timer_(strand_) {}
+  virtual ~connection_base() = default;
+  connection_base(const connection_base&) = delete;
+  connection_base& operator=(const connection_base&) = delete;
+
+  // Kept alive after an answer, with nothing of the next request received yet: closing now
+  // loses nothing. A fresh connection is not idle: its client is about to use it, and only a
+  // reused connection is one a client can expect to find closed and retry on.
+  bool idle() const { return answered_ && waiting_for_request_ && buffer_.size() == 0; }
+
+  // Aborts whatever the session awaits; the session sees closed_ and ends.
+  void close() {
+    if (closed_) return;
+    closed_ = true;
+    latency_timer_.cancel();
+    auto& socket = lowest_layer().socket();
+    error_code ignored;
+    socket.shutdown(tcp::socket::shutdown_both, ignored);
+    lowest_layer().close();
+  }
+
+  virtual beast::tcp_stream& lowest_layer() = 0;
+
+  strand_type strand_;
+  asio::steady_timer latency_timer_;
+  beast::flat_buffer buffer_;
+  bool waiting_for_request_ = false;
+  bool answered_ = false;
+  bool closed_ = false;
+};
+
+template <class Stream>
+struct connection final : connection_base {
+  template <class... Args>
+  connection(strand_type strand, tcp::socket socket, Args&... args)
+      : connection_base(std::move(strand)), stream_(std::move(socket), args...) {}
+
+  beast::tcp_stream& lowest_layer() override { return beast::get_lowest_layer(stream_); }
+
+  Stream stream_;
+};
+
+using tls_stream = beast::ssl_stream<beast::tcp_stream>;
+
+template <class Stream>
+constexpr bool is_tls = std::is_same_v<Stream, tls_stream>;
+
+}  // namespace
+
+// ---- The server ---------------------------------------------------------------------------------
+
+struct mock_server::impl {
+  explicit impl(mock_server_options opts);
+  ~impl();
+  impl(const impl&) = delete;
+  impl& operator=(const impl&) = delete;
+
+  asio::awaitable<void> accept_loop();
+  void start_session(strand_type strand, tcp::socket socket);
+  template <class Stream>
+  asio::awaitable<void> run_session(std::shared_ptr<connection<Stream>> c);
+  template <class Stream>
+  asio::awaitable<void> write_answer(connection<Stream>& c, answer a, bool keep_alive);
+  template <class Stream>
+  asio::awaitable<void> graceful_close(connection<Stream>& c);
+  template <class Stream>
+  asio::awaitable<bool> serve_token_request(connection<Stream>& c,
+                                            const http::request<http::string_body>& req);
+
+  token_ticket begin_token_request(const http::request<http::string_body>& req);
+  answer finish_token_request(const token_ticket& t);
+  answer decide_token_request(const token_ticket& t);  // under mutex_
+  answer issue_token();                                // under mutex_
+  void end_token_request();
+  void count_request();
+  void count_token_error();
+
+  std::vector<std::shared_ptr<connection_base>> connection_snapshot();
+  void unregister(std::uint64_t id);
+
+  // Fixed after construction; read from any thread without locking.
+  const mock_server_options opts_;
+
+  // Declared before everything that holds sockets or timers so it is destroyed last.
+  asio::io_context ioc_;
+  std::optional<ssl::context> ssl_ctx_;
+  strand_type accept_strand_;
+  tcp::acceptor acceptor_;
+  std::uint16_t port_ = 0;
+  std::vector<std::thread> threads_;
+
+  std::atomic<std::int64_t> latency_ms_;
+  std::atomic<bool> close_after_response_{false};
+
+  // Token state and counters; one mutex since none of this is hot enough to need more.
+  mutable std::mutex mutex_;
+  mock_server_stats stats_;
+  std::uint64_t in_flight_ = 0;
+  std::uint64_t token_requests_ = 0;
+  std::vector<std::string> presented_;
+  std::string current_refresh_;
+  std::unordered_set<std::string> issued_refresh_;   // every refresh token of the chain
+  std::unordered_set<std::string> retired_refresh_;  // rotated away: presenting one is reuse
+  bool chain_revoked_ = false;
+  std::uint64_t refresh_counter_ = 0;
+  std::uint64_t access_counter_ = 0;
+  std::string last_access_;
+  std::deque<std::pair<scripted_failure, int>> scripted_;
+  std::mt19937_64 rng_{std::random_device{}()};
+
+  // Open connections, so close_idle_connections() and the destructor can reach them.
+  std::mutex connections_mutex_;
+  bool stopping_ = false;
+  std::uint64_t next_connection_id_ = 0;
+  std::unordered_map<std::uint64_t, std::shared_ptr<connection_base>> connections_;
+};
+
+mock_server::impl::impl(mock_server_options opts)
+    : opts_(std::move(opts)),
+      ioc_(static_cast<int>(std::max(1u, opts_.threads))),
+      accept_strand_(asio::make_strand(ioc_)),
+      acceptor_(accept_strand_),
+      latency_ms_(opts_.latency.count()),
+      current_refresh_(opts_.initial_refresh_token) {
+  issued_refresh_.insert(current_refresh_);
+  if (opts_.tls) {
+    ssl_ctx_.emplace(ssl::context::tls_server);
+    ssl_ctx_->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                          ssl::context::no_sslv3 | ssl::context::no_tlsv1 |
+                          ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
+    ssl_ctx_->use_certificate_chain_file(
+        opts_.cert_chain_file.empty() ? test_data_dir() + "/server.pem" : opts_.cert_chain_file);
+    ssl_ctx_->use_private_key_file(
+        opts_.private_key_file.empty() ? test_data_dir() + "/server.key" : opts_.private_key_file,
+        ssl::context::pem);
+  }
+
+  // Bound and listening before the constructor returns, so clients may connect at once.
+  tcp::endpoint endpoint(asio::ip::make_address_v4("127.0.0.1"), opts_.port);
+  acceptor_.open(endpoint.protocol());
+  acceptor_.set_option(asio::socket_base::reuse_address(true));
+  acceptor_.bind(endpoint);
+  acceptor_.listen(asio::socket_base::max_listen_connections);
+  port_ = acceptor_.local_endpoint().port();
+
+  asio::co_spawn(accept_strand_, accept_loop(), [](std::exception_ptr e) {
+    if (e) std::rethrow_exception(e);
+  });
+  // No work guard: the accept loop is work until the destructor closes the acceptor, and then
+  // run() returns once every session has ended, which is exactly when joining is safe.
+  for (unsigned i = 0; i < std::max(1u, opts_.threads); ++i) {
+    threads_.emplace_back([this] {
+      for (;;) {
+        try {
+          ioc_.run();
+          return;
+        } catch (const std::exception& e) {
+          // A bug in the mock must not take the test process down with an unrelated terminate().
+          std::fprintf(stderr, "nxsys mock server: %s\n", e.what());
+        }
+      }
+    });
+  }
+}
+
+mock_server::impl::~impl() {
+  std::vector<std::shared_ptr<connection_base>> open;
+  {
+    std::lock_guard lock(connections_mutex_);
+    stopping_ = true;
+    for (auto& [id, c] : connections_) open.push_back(c);
+  }
+  asio::post(accept_strand_, [this] {
+    error_code ignored;
+    acceptor_.close(ignored);
+  });
+  for (auto& c : open) asio::post(c->strand_, [c] { c->close(); });
+  open.clear();
+  for (auto& t : threads_) t.join();
+}
+
+asio::awaitable<void> mock_server::impl::accept_loop() {
+  for (;;) {
+    // Each connection gets its own strand: sessions run in parallel, each one serialised.
+    auto strand = asio::make_strand(ioc_);
+    tcp::socket socket(strand);
+    auto [ec] = co_await acceptor_.async_accept(socket, use_tuple);
+    if (!acceptor_.is_open()) co_return;
+    if (ec) {
+      // E.g. out of file descriptors: back off instead of spinning.
+      asio::steady_timer pause(accept_strand_, std::chrono::milliseconds(10));
+      co_await pause.async_wait(use_tuple);
+      continue;
+    }
+    {
+      std::lock_guard lock(mutex_);
+      ++stats_.connections;
+    }
+    error_code ignored;
+    socket.set_option(tcp::no_delay(true), ignored);  // small answers: do not wait for Nagle
+    start_session(std::move(strand), std::move(socket));
+  }
+}
+
+void mock_server::impl::start_session(strand_type strand, tcp::socket socket) {
+  std::shared_ptr<connection_base> base;
+  asio::awaitable<void> session;
+  if (ssl_ctx_) {
+    auto c = std::make_shared<connection<tls_stream>>(strand, std::move(socket), *ssl_ctx_);
+    base = c;
+    session = run_session(std::move(c));
+  } else {
+    auto c = std::make_shared<connection<beast::tcp_stream>>(strand, std::move(socket));
+    base = c;
+    session = run_session(std::move(c));
+  }
+  std::uint64_t id = 0;
+  {
+    std::lock_guard lock(connections_mutex_);
+    if (stopping_) return;  // the destructor already closed the others; this one just goes
+    id = next_connection_id_++;
+    connections_.emplace(id, base);
+  }
+  asio::co_spawn(strand, std::move(session), [this, id](std::exception_ptr e) {
+    unregister(id);
+    if (e) std::rethrow_exception(e);
+  });
+}
+
+void mock_server::impl::unregister(std::uint64_t id) {
+  std::shared_ptr<connection_base> gone;  // destroyed outside the lock
+  std::lock_guard lock(connections_mutex_);
+  auto it = connections_.find(id);
+  if (it != connections_.end()) {
+    gone = std::move(it->second);
+    connections_.erase(it);
+  }
+}
+
+std::vector<std::shared_ptr<connection_base>> mock_server::impl::connection_snapshot() {
+  std::lock_guard lock(connections_mutex_);
+  std::vector<std::shared_ptr<connection_base>> out;
+  out.reserve(connections_.size());
+  for (auto& [id, c] : connections_) out.push_back(c);
+  return out;
+}
+
+template <class Stream>
+asio::awaitable<void> mock_server::impl::run_session(std::shared_ptr<connection<Stream>> c) {
+  if constexpr (is_tls<Stream>) {
+    c->lowest_layer().expires_after(tls_timeout);
+    auto [ec] = co_await c->stream_.async_handshake(ssl::stream_base::server, use_tuple);
+    c->lowest_layer().expires_never();
+    if (ec || c->closed_) {
+      c->close();
+      co_return;
+    }
+  }
+
+  while (!c->closed_) {
+    http::request_parser<http::string_body> parser;
+    parser.body_limit(max_body_size);
+
+    c->waiting_for_request_ = true;
+    auto [ec, n] = co_await http::async_read_header(c->stream_, c->buffer_, parser, use_tuple);
+    c->waiting_for_request_ = false;
+    if (c->closed_) break;
+
+    // Expect: 100-continue (curl sends it for larger bodies): say go ahead, or the client waits.
+    auto expect = parser.get()[http::field::expect];
+    if (!ec && !parser.is_done() &&
+        iequals(std::string_view(expect.data(), expect.size()), "100-continue")) {
+      http::response<http::empty_body> go_ahead{http::status::continue_, 11};
+      auto [wec, wn] = co_await http::async_write(c->stream_, go_ahead, use_tuple);
+      if (wec || c->closed_) break;
+    }
+    if (!ec && !parser.is_done()) {
+      auto [rec, rn] = co_await http::async_read(c->stream_, c->buffer_, parser, use_tuple);
+      ec = rec;
+      if (c->closed_) break;
+    }
+
+    if (ec == http::error::body_limit) {
+      count_request();
+      const auto& partial = parser.get();
+      if (partial.method() == http::verb::post &&
+          std::string_view(partial.target().data(), partial.target().size()) == token_path)
+        count_token_error();
+      answer a = oauth_error(http::status::payload_too_large, "invalid_request",
+                             "request body larger than 1 MiB");
+      co_await write_answer(*c, std::move(a), false);
+      break;
+    }
+    if (ec == http::error::end_of_stream || ec == http::error::partial_message ||
+        ec == asio::error::eof || ec == asio::error::connection_reset ||
+        ec == asio::error::broken_pipe || ec == asio::error::operation_aborted ||
+        ec == ssl::error::stream_truncated || ec == beast::error::timeout) {
+      break;  // the client went away between (or in the middle of) requests
+    }
+    if (ec) {
+      count_request();
+      co_await write_answer(*c,
+                            json_answer(http::status::bad_request,
+                                        error_json("invalid_request", "malformed HTTP request")),
+                            false);
+      break;
+    }
+
+    auto req = parser.release();
+    bool keep_alive = req.keep_alive() && !close_after_response_.load();
+    std::string_view target(req.target().data(), req.target().size());
+    std::string_view path = target.substr(0, target.find('?'));
+
+    if (path == token_path && req.method() == http::verb::post) {
+      if (!co_await serve_token_request(*c, req)) break;
+      continue;
+    }
+
+    count_request();
+    answer a;
+    if (path == token_path || path == stats_path) {
+      if (path == stats_path && req.method() == http::verb::get) {
+        std::lock_guard lock(mutex_);
+        a = json_answer(http::status::ok, stats_json(stats_));
+        a.no_store = true;
+      } else {
+        a = json_answer(http::status::method_not_allowed, error_json("method_not_allowed", ""));
+        a.headers.emplace_back("Allow", path == token_path ? "POST" : "GET");
+      }
+    } else {
+      a = json_answer(http::status::not_found, error_json("not_found", ""));
+    }
+    co_await write_answer(*c, std::move(a), keep_alive);
+    if (!keep_alive) break;
+  }
+  c->close();
+}
+
+// Answers one token request; false when the connection is done.
+template <class Stream>
+asio::awaitable<bool> mock_server::impl::serve_token_request(
+    connection<Stream>& c, const http::request<http::string_body>& req) {
+  token_ticket ticket = begin_token_request(req);
+  if (ticket.latency.count() > 0 && !c.closed_) {
+    // An asynchronous wait, so that concurrent requests overlap instead of queueing on a thread.
+    c.latency_timer_.expires_after(ticket.latency);
+    co_await c.latency_timer_.async_wait(use_tuple);
+  }
+  if (c.closed_) {
+    end_token_request();  // closed while waiting: never answered, neither refresh nor error
+    co_return false;
+  }
+  answer a = finish_token_request(ticket);
+  // Left before the write starts, not after it ends: a client may send its next request as soon
+  // as it has read this answer, and must not find this one still counted as in flight.
+  end_token_request();
+  bool keep_alive = req.keep_alive() && !close_after_response_.load();
+  co_await write_answer(c, std::move(a), keep_alive);
+  co_return keep_alive && !c.closed_;
+}
+
+template <class Stream>
+asio::awaitable<void> mock_server::impl::write_answer(connection<Stream>& c, answer a,
+                                                      bool keep_alive) {
+  if (c.closed_) co_return;
+  http::response<http::string_body> res{a.status, 11};
+  res.set(http::field::server, "nxsys-mock-server");
+  if (!a.content_type.empty()) res.set(http::field::content_type, a.content_type);
+  if (a.no_store) {
+    res.set(http::field::cache_control, "no-store");
+    res.set(http::field::pragma, "no-cache");
+  }
+  for (auto& [name, value] : a.headers) res.set(name, value);
+  res.body() = std::move(a.body);
+  res.keep_alive(keep_alive);
+  res.prepare_payload();
+  auto [ec, n] = co_await http::async_write(c.stream_, res, use_tuple);
+  c.answered_ = true;
+  if (ec) {
+    c.close();
+  } else if (!keep_alive) {
+    co_await graceful_close(c);
+  }
+}
+
+template <class Stream>
+asio::awaitable<void> mock_server::impl::graceful_close(connection<Stream>& c) {
+  if (c.closed_) co_return;
+  if constexpr (is_tls<Stream>) {
+    c.lowest_layer().expires_after(tls_timeout);
+    co_await c.stream_.async_shutdown(use_tuple);
+  } else {
+    // Half-close, then read what the client still sends until it closes too (lingering close).
+    error_code ignored;
+    c.stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    c.stream_.expires_after(drain_timeout);
+    std::array<char, 16 * 1024> scratch;
+    std::size_t drained = 0;
+    while (!c.closed_ && drained < max_drain_size) {
+      auto [ec, n] = co_await c.stream_.async_read_some(asio::buffer(scratch), use_tuple);
+      if (ec) break;
+      drained += n;
+    }
+  }
+  c.close();
+}
+
+// ---- Token endpoint state -----------------------------------------------------------------------
+
+void mock_server::impl::count_request() {
+  std::lock_guard lock(mutex_);
+  ++stats_.requests;
+}
+
+void mock_server::impl::count_token_error() {
+  std::lock_guard lock(mutex_);
+  ++stats_.errors;
+}
+
+token_ticket mock_server::impl::begin_token_request(const http::request<http::string_body>& req) {
+  token_ticket t;
+  auto content_type = req[http::field::content_type];
+  t.bad_content_type =
+      !is_form_content_type(std::string_view(content_type.data(), content_type.size()));
+  if (!t.bad_content_type) t.form_error = parse_form(req.body(), t.fields);
+  t.latency = std::chrono::milliseconds(latency_ms_.load());
+
+  std::lock_guard lock(mutex_);
+  ++stats_.requests;
+  ++in_flight_;
+  stats_.max_in_flight = std::max(stats_.max_in_flight, in_flight_);
+  ++token_requests_;
+  if (auto it = t.fields.find("refreshToken"); it != t.fields.end())
+    presented_.push_back(it->second);
+  // Scripted failures are taken in arrival order, so "the next N requests" means what it says
+  // even when requests overlap.
+  if (!scripted_.empty()) {
+    t.scripted = scripted_.front().first;
+    if (--scripted_.front().second <= 0) scripted_.pop_front();
+  } else if (opts_.fail_every > 0 &&
+             token_requests_ % static_cast<std::uint64_t>(opts_.fail_every) == 0) {
+    t.outage = true;
+  }
+  return t;
+}
+
+void mock_server::impl::end_token_request() {
+  std::lock_guard lock(mutex_);
+  --in_flight_;
+}
+
+answer mock_server::impl::finish_token_request(const token_ticket& t) {
+  std::lock_guard lock(mutex_);
+  answer a = decide_token_request(t);
+  // Counted before the answer is written, so a client that has read it sees the stats updated.
+  if (a.status == http::status::ok && !t.scripted)
+    ++stats_.refreshes;
+  else
+    ++stats_.errors;
+  return a;
+}
+
+answer mock_server::impl::decide_token_request(const token_ticket& t) {
+  if (t.scripted) {
+    answer a;
+    a.status = static_cast<http::status>(t.scripted->status);
+    a.body = t.scripted->body;
+    a.content_type = t.scripted->content_type;
+    a.headers = t.scripted->headers;
+    return a;
+  }
+  if (t.outage) {
+    answer a = oauth_error(http::status::service_unavailable, "temporarily_unavailable",
+                           "the token endpoint is temporarily unavailable");
+    a.headers.emplace_back("Retry-After", "1");
+    return a;
+  }
+  if (t.bad_content_type)
+    return oauth_error(http::status::bad_request, "invalid_request",
+                       "Content-Type must be application/x-www-form-urlencoded");
+  if (t.form_error) return oauth_error(http::status::bad_request, "invalid_request", *t.form_error);
+
+  // RFC 6749 §3.2: a parameter sent without a value is treated as omitted.
+  auto field = [&](std::string_view name) -> const std::string* {
+    auto it = t.fields.find(name);
+    return it == t.fields.end() || it->second.empty() ? nullptr : &it->second;
+  };
+  auto missing = [](std::string_view name) {
+    return oauth_error(http::status::bad_request, "invalid_request",
+                       "missing parameter: " + std::string(name));
+  };
+  // The grant type first: which other parameters are required depends on it.
+  if (!field("grantType")) return missing("grantType");
+  if (*field("grantType") != "refresh_token")
+    return oauth_error(http::status::bad_request, "unsupported_grant_type",
+                       "grantType must be refresh_token");
+  for (std::string_view name : {"refreshToken", "clientId", "clientSecret"}) {
+    if (!field(name)) return missing(name);
+  }
+  if (*field("clientId") != opts_.client_id || *field("clientSecret") != opts_.client_secret) {
+    answer a =
+        oauth_error(http::status::unauthorized, "invalid_client", "client authentication failed");
+    a.headers.emplace_back("WWW-Authenticate", "Basic realm=\"nxsys\"");
+    return a;
+  }
+
+  const std::string& refresh = *field("refreshToken");
+  if (chain_revoked_)
+    return oauth_error(http::status::bad_request, "invalid_grant", "the refresh token was revoked");
+  if (refresh == current_refresh_) return issue_token();
+  if (opts_.reuse_detection && retired_refresh_.count(refresh) != 0) {
+    // A rotated-away token came back: someone holds a copy, so the whole chain is burnt.
+    ++stats_.reuse_detected;
+    chain_revoked_ = true;
+    return oauth_error(http::status::bad_request, "invalid_grant",
+                       "refresh token reuse detected; the token chain was revoked");
+  }
+  return oauth_error(http::status::bad_request, "invalid_grant",
+                     "the refresh token is invalid, expired or revoked");
+}
+
+answer mock_server::impl::issue_token() {
+  const bool camel = opts_.names == field_names::camel;
+
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string random(16, '0');
+  auto bits = rng_();
+  for (auto& ch : random) {
+    ch = hex[bits & 0xf];
+    bits >>= 4;
+  }
+  last_access_ = "at-" + std::to_string(++access_counter_) + "-" + random;
+
+  json::object o;
+  o[camel ? "accessToken" : "access_token"] = last_access_;
+  o[camel ? "tokenType" : "token_type"] = "Bearer";
+  if (opts_.send_expires_in) {
+    auto key = camel ? "expiresIn" : "expires_in";
+    if (opts_.expires_in_as_string)
+      o[key] = std::to_string(opts_.ttl.count());
+    else
+      o[key] = static_cast<std::int64_t>(opts_.ttl.count());
+  }
+  if (opts_.rotate) {
+    std::string next;
+    do {  // never reissue a token of the chain, whatever initial_refresh_token was
+      next = "refresh-" + std::to_string(++refresh_counter_);
+    } while (!issued_refresh_.insert(next).second);
+    retired_refresh_.insert(std::exchange(current_refresh_, next));
+    o[camel ? "refreshToken" : "refresh_token"] = current_refresh_;
+  }
+  answer a = json_answer(http::status::ok, json::serialize(o));
+  a.no_store = true;
+  return a;
+}
+
+// ---- Public interface ---------------------------------------------------------------------------
+
+mock_server::mock_server(mock_server_options opts)
+    : impl_(std::make_unique<impl>(std::move(opts))) {}
+
+mock_server::~mock_server() = default;
+
+std::uint16_t mock_server::port() const {
+  return impl_->port_;
+}
+
+std::string mock_server::base_url() const {
+  return std::string(impl_->opts_.tls ? "https" : "http") +
+         "://127.0.0.1:" + std::to_string(impl_->port_);
+}
+
+std::string mock_server::token_url() const {
+  return base_url() + std::string(token_path);
+}
+
+mock_server_stats mock_server::stats() const {
+  std::lock_guard lock(impl_->mutex_);
+  return impl_->stats_;
+}
+
+std::vector<std::string> mock_server::presented_refresh_tokens() const {
+  std::lock_guard lock(impl_->mutex_);
+  return impl_->presented_;
+}
+
+std::string mock_server::current_refresh_token() const {
+  std::lock_guard lock(impl_->mutex_);
+  // After reuse detection the server accepts no refresh token at all.
+  return impl_->chain_revoked_ ? std::string() : impl_->current_refresh_;
+}
+
+std::string mock_server::last_access_token() const {
+  std::lock_guard lock(impl_->mutex_);
+  return impl_->last_access_;
+}
+
+void mock_server::fail_next(scripted_failure f, int count) {
+  if (count <= 0) return;
+  std::lock_guard lock(impl_->mutex_);
+  impl_->scripted_.emplace_back(std::move(f), count);
+}
+
+void mock_server::set_latency(std::chrono::milliseconds latency) {
+  impl_->latency_ms_.store(latency.count());
+}
+
+void mock_server::set_close_after_response(bool close) {
+  impl_->close_after_response_.store(close);
+}
+
+void mock_server::close_idle_connections() {
+  auto open = impl_->connection_snapshot();
+  if (open.empty()) return;
+
+  // Waits until the sockets are really closed, so a test that reuses a pooled connection right
+  // after this call deterministically finds it closed.
+  struct countdown {
+    std::mutex mutex;
+    std::condition_variable cv;
+    std::size_t left;
+  };
+  auto done = std::make_shared<countdown>();
+  done->left = open.size();
+  for (auto& c : open) {
+    asio::post(c->strand_, [c, done] {
+      if (c->idle()) c->close();
+      std::lock_guard lock(done->mutex);
+      if (--done->left == 0) done->cv.notify_all();
+    });
+  }
+  // On a server thread (threads == 1) waiting would deadlock: there the closes just follow.
+  if (impl_->ioc_.get_executor().running_in_this_thread()) return;
+  std::unique_lock lock(done->mutex);
+  done->cv.wait(lock, [&] { return done->left == 0; });
+}
+
+std::string test_data_dir() {
+  return NXSYS_AUTH_TEST_DATA_DIR;
+}
+
+}  // namespace nxsys::auth::testing

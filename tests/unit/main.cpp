@@ -1,0 +1,3 @@
+// Boost.Test entry point of the unit tests.
+#define BOOST_TEST_MODULE nxsys_auth_unit
+#include <boost/test/unit_test.hpp>

@@ -1,0 +1,161 @@
+// The single_flight primitive on its own, driven by hand (no sockets): who starts a flight,
+// exactly-once completion, per-waiter cancellation, destruction, executors.
+#include <nxsys/auth/detail/single_flight.hpp>
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/test/unit_test.hpp>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+using flight = nxsys::auth::detail::single_flight<std::string>;
+
+namespace {
+struct outcome {
+  int calls = 0;
+  error_code ec;
+  std::string value;
+};
+auto record(outcome& o) {
+  return [&o](error_code ec, std::string v) {
+    ++o.calls;
+    o.ec = ec;
+    o.value = std::move(v);
+  };
+}
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(single_flight)
+
+BOOST_AUTO_TEST_CASE(first_waiter_starts_the_flight_and_all_get_its_result) {
+  asio::io_context ctx;
+  flight f(ctx.get_executor());
+  std::vector<outcome> out(5);
+  BOOST_TEST(f.join(record(out[0])));
+  for (int i = 1; i < 5; ++i) BOOST_TEST(!f.join(record(out[i])));
+  BOOST_TEST(f.in_flight());
+  BOOST_TEST(f.waiting() == 5u);
+  f.take_all().complete({}, "tok-1");
+  BOOST_TEST(!f.in_flight());
+  // Nothing runs inline: completions wait for the executor.
+  for (auto& o : out) BOOST_TEST(o.calls == 0);
+  ctx.run();
+  for (auto& o : out) {
+    BOOST_TEST(o.calls == 1);
+    BOOST_TEST(!o.ec);
+    BOOST_TEST(o.value == "tok-1");
+  }
+  auto c = f.counters();
+  BOOST_TEST(c.flights == 1u);
+  BOOST_TEST(c.coalesced == 4u);
+  BOOST_TEST(c.max_waiters == 5u);
+
+  // The next join after a completed flight starts a new one.
+  outcome again;
+  BOOST_TEST(f.join(record(again)));
+  f.take_all().complete(asio::error::connection_refused, {});
+  ctx.restart();
+  ctx.run();
+  BOOST_TEST(again.calls == 1);
+  BOOST_TEST(again.ec == asio::error::connection_refused);
+  BOOST_TEST(f.counters().flights == 2u);
+}
+
+BOOST_AUTO_TEST_CASE(cancelling_one_waiter_completes_only_that_waiter) {
+  asio::io_context ctx;
+  flight f(ctx.get_executor());
+  asio::cancellation_signal sig;
+  outcome cancelled, other;
+  BOOST_TEST(f.join(asio::bind_cancellation_slot(sig.slot(), record(cancelled))));
+  BOOST_TEST(!f.join(record(other)));
+  sig.emit(asio::cancellation_type::terminal);
+  // poll, not run: the remaining waiter keeps ctx busy (tracked work) until it completes.
+  ctx.poll();
+  BOOST_TEST(cancelled.calls == 1);
+  BOOST_TEST(cancelled.ec == asio::error::operation_aborted);
+  BOOST_TEST(other.calls == 0);
+  BOOST_TEST(f.in_flight());  // the flight goes on
+  BOOST_TEST(f.waiting() == 1u);
+
+  f.take_all().complete({}, "tok");
+  ctx.restart();
+  ctx.run();
+  BOOST_TEST(cancelled.calls == 1);  // exactly once, even though the flight completed later
+  BOOST_TEST(other.calls == 1);
+  BOOST_TEST(other.value == "tok");
+  BOOST_TEST(f.counters().cancelled == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(cancellation_after_completion_is_a_no_op) {
+  asio::io_context ctx;
+  flight f(ctx.get_executor());
+  asio::cancellation_signal sig;
+  outcome o;
+  f.join(asio::bind_cancellation_slot(sig.slot(), record(o)));
+  f.take_all().complete({}, "tok");
+  sig.emit(asio::cancellation_type::total);  // before the completion ran: must not double-complete
+  ctx.run();
+  BOOST_TEST(o.calls == 1);
+  BOOST_TEST(!o.ec);
+  BOOST_TEST(f.counters().cancelled == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(destruction_aborts_every_waiter) {
+  asio::io_context ctx;
+  std::vector<outcome> out(3);
+  asio::cancellation_signal sig;
+  {
+    flight f(ctx.get_executor());
+    f.join(asio::bind_cancellation_slot(sig.slot(), record(out[0])));
+    f.join(record(out[1]));
+    f.join(record(out[2]));
+  }
+  sig.emit(asio::cancellation_type::terminal);  // the flight is gone: nothing to touch
+  ctx.run();
+  for (auto& o : out) {
+    BOOST_TEST(o.calls == 1);
+    BOOST_TEST(o.ec == asio::error::operation_aborted);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(each_waiter_completes_on_its_own_executor) {
+  asio::io_context flight_ctx, other_ctx;
+  flight f(flight_ctx.get_executor());
+  auto strand_a = asio::make_strand(flight_ctx);
+  bool on_a = false, on_other = false;
+  f.join(asio::bind_executor(strand_a, [&](error_code, std::string) {
+    on_a = strand_a.running_in_this_thread();
+  }));
+  f.join(asio::bind_executor(other_ctx, [&](error_code, std::string) {
+    on_other = other_ctx.get_executor().running_in_this_thread();
+  }));
+  f.take_all().complete({}, "tok");
+  flight_ctx.run();
+  BOOST_TEST(on_a);
+  BOOST_TEST(!on_other);  // not run by the flight's context
+  // The waiter kept other_ctx from running out of work while it waited.
+  other_ctx.run();
+  BOOST_TEST(on_other);
+}
+
+BOOST_AUTO_TEST_CASE(finish_sees_each_waiters_context_before_its_handler) {
+  asio::io_context ctx;
+  flight f(ctx.get_executor());
+  std::string ctx_a, ctx_b, seen_in_handler;
+  f.join([&](error_code, std::string) { seen_in_handler = ctx_a; }, &ctx_a);
+  f.join([](error_code, std::string) {}, &ctx_b);
+  f.take_all().complete({}, "tok", [](void* p) { *static_cast<std::string*>(p) = "finished"; });
+  ctx.run();
+  BOOST_TEST(ctx_a == "finished");
+  BOOST_TEST(ctx_b == "finished");
+  BOOST_TEST(seen_in_handler == "finished");
+}
+
+BOOST_AUTO_TEST_SUITE_END()

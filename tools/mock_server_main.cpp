@@ -1,0 +1,188 @@
+// nxsys-mock-server: runs the mock Nxsys token server standalone until SIGINT/SIGTERM, for trying
+// clients by hand (curl, the seed's fetch example) and for load tests from another process.
+#include "mock_server.hpp"
+
+#include <boost/json.hpp>
+
+#include <pthread.h>
+#include <charconv>
+#include <csignal>
+#include <cstdint>
+#include <exception>
+#include <iostream>
+#include <limits>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <system_error>
+
+namespace {
+
+namespace testing = nxsys::auth::testing;
+
+constexpr std::string_view usage = R"(usage: nxsys-mock-server [options]
+
+Serves POST /nxsys/oauth/token (and GET /stats) on 127.0.0.1 until SIGINT or SIGTERM, then
+prints its statistics as JSON.
+
+  --port N              port to listen on; 0 (default) picks a free one
+  --tls                 serve HTTPS (default certificate: tests/data/server.pem, CA ca.pem)
+  --cert FILE           PEM certificate chain for --tls (with --key)
+  --key FILE            PEM private key for --tls (with --cert)
+  --latency-ms N        wait N ms before each token answer (default 0)
+  --ttl SECONDS         expiresIn of issued tokens (default 3600)
+  --rotate              issue a new refresh token on every refresh
+  --reuse-detection     a rotated-away refresh token revokes the whole chain
+  --fail-every N        every Nth token request answers 503 (default 0: never)
+  --camel | --snake     field names of the answer: accessToken (default) or access_token
+  --client-id ID        accepted client id (default test-client)
+  --client-secret S     accepted client secret (default test-secret)
+  --refresh-token T     initial refresh token (default refresh-0)
+  --threads N           server threads (default 1)
+  --help                show this message
+)";
+
+struct usage_error {
+  std::string message;
+};
+
+template <class T>
+T parse_number(std::string_view flag, std::string_view text, T min, T max) {
+  T value{};
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || end != text.data() + text.size() || value < min || value > max) {
+    throw usage_error{std::string(flag) + " needs a number from " + std::to_string(min) + " to " +
+                      std::to_string(max) + ", not '" + std::string(text) + "'"};
+  }
+  return value;
+}
+
+// Returns nullopt for --help.
+std::optional<testing::mock_server_options> parse_args(int argc, char** argv) {
+  testing::mock_server_options opts;
+  bool camel = false;
+  bool snake = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    std::optional<std::string_view> inline_value;  // --flag=value
+    if (auto eq = arg.find('='); arg.substr(0, 2) == "--" && eq != std::string_view::npos) {
+      inline_value = arg.substr(eq + 1);
+      arg = arg.substr(0, eq);
+    }
+    auto value = [&]() -> std::string_view {
+      if (inline_value) return *inline_value;
+      if (i + 1 >= argc) throw usage_error{std::string(arg) + " needs a value"};
+      return argv[++i];
+    };
+    auto flag = [&]() {
+      if (inline_value) throw usage_error{std::string(arg) + " takes no value"};
+    };
+
+    if (arg == "--help" || arg == "-h") {
+      flag();
+      return std::nullopt;
+    } else if (arg == "--port") {
+      opts.port = parse_number<std::uint16_t>(arg, value(), 0, 65535);
+    } else if (arg == "--tls") {
+      flag();
+      opts.tls = true;
+    } else if (arg == "--cert") {
+      opts.cert_chain_file = value();
+    } else if (arg == "--key") {
+      opts.private_key_file = value();
+    } else if (arg == "--latency-ms") {
+      opts.latency = std::chrono::milliseconds(
+          parse_number<std::int64_t>(arg, value(), 0, std::int64_t{24} * 3600 * 1000));
+    } else if (arg == "--ttl") {
+      opts.ttl = std::chrono::seconds(
+          parse_number<std::int64_t>(arg, value(), 0, std::numeric_limits<std::int32_t>::max()));
+    } else if (arg == "--rotate") {
+      flag();
+      opts.rotate = true;
+    } else if (arg == "--reuse-detection") {
+      flag();
+      opts.reuse_detection = true;
+    } else if (arg == "--fail-every") {
+      opts.fail_every = parse_number<int>(arg, value(), 0, std::numeric_limits<int>::max());
+    } else if (arg == "--camel") {
+      flag();
+      camel = true;
+    } else if (arg == "--snake") {
+      flag();
+      snake = true;
+    } else if (arg == "--client-id") {
+      opts.client_id = value();
+    } else if (arg == "--client-secret") {
+      opts.client_secret = value();
+    } else if (arg == "--refresh-token") {
+      opts.initial_refresh_token = value();
+    } else if (arg == "--threads") {
+      opts.threads = parse_number<unsigned>(arg, value(), 1, 256);
+    } else {
+      throw usage_error{"unknown option '" + std::string(arg) + "'"};
+    }
+  }
+  if (camel && snake) throw usage_error{"--camel and --snake exclude each other"};
+  opts.names = snake ? testing::field_names::snake : testing::field_names::camel;
+  // Silently serving plain HTTP, or a key that does not match the certificate, would only
+  // surface later as a confusing handshake failure in the client under test.
+  if ((!opts.cert_chain_file.empty() || !opts.private_key_file.empty()) && !opts.tls)
+    throw usage_error{"--cert and --key need --tls"};
+  if (opts.cert_chain_file.empty() != opts.private_key_file.empty())
+    throw usage_error{"--cert and --key go together"};
+  if (opts.client_id.empty() || opts.client_secret.empty() || opts.initial_refresh_token.empty())
+    throw usage_error{"--client-id, --client-secret and --refresh-token must not be empty"};
+  return opts;
+}
+
+std::string stats_json(const testing::mock_server_stats& s) {
+  boost::json::object o;
+  o["requests"] = s.requests;
+  o["refreshes"] = s.refreshes;
+  o["errors"] = s.errors;
+  o["max_in_flight"] = s.max_in_flight;
+  o["connections"] = s.connections;
+  o["reuse_detected"] = s.reuse_detected;
+  return boost::json::serialize(o);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::optional<testing::mock_server_options> opts;
+  try {
+    opts = parse_args(argc, argv);
+  } catch (const usage_error& e) {
+    std::cerr << "nxsys-mock-server: " << e.message << "\n\n" << usage;
+    return 2;
+  }
+  if (!opts) {
+    std::cout << usage;
+    return 0;
+  }
+
+  // Blocked before the server starts its threads (they inherit the mask), so the signals reach
+  // only sigwait below and never interrupt a server thread.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  try {
+    testing::mock_server_stats stats;
+    {
+      testing::mock_server server(std::move(*opts));
+      std::cout << "listening on 127.0.0.1:" << server.port() << std::endl;
+      int signal = 0;
+      while (sigwait(&stop_signals, &signal) != 0) {
+      }
+      stats = server.stats();
+    }
+    std::cout << stats_json(stats) << std::endl;
+    return 0;
+  } catch (const std::exception& e) {
+    std::cerr << "nxsys-mock-server: " << e.what() << "\n";
+    return 1;
+  }
+}
