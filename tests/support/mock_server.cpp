@@ -196,11 +196,30 @@ struct token_ticket {
 
 // ---- Connections --------------------------------------------------------------------------------
 
+// Lets close_idle_connections() wait until every connection has been dealt with.
+class countdown {
+ public:
+  explicit countdown(std::size_t n) : left_(n) {}
+  void arrive() {
+    std::lock_guard lock(mutex_);
+    if (--left_ == 0) cv_.notify_all();
+  }
+  void wait() {
+    std::unique_lock lock(mutex_);
+    cv_.wait(lock, [this] { return left_ == 0; });
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::size_t left_;
+};
+
 // The part of a connection the registry needs; everything in it is touched only on strand_.
 struct connection_base {
   explicit connection_base(strand_type strand)
       : strand_(std::move(strand)), latency_timer_(strand_) {}
-  virtual ~connection_base() = default;
+  virtual ~connection_base() { release_idle_waiters(); }
   connection_base(const connection_base&) = delete;
   connection_base& operator=(const connection_base&) = delete;
 
@@ -209,8 +228,36 @@ struct connection_base {
   // reused connection is one a client can expect to find closed and retry on.
   bool idle() const { return answered_ && waiting_for_request_ && buffer_.size() == 0; }
 
+  // Called by close_idle_connections() on the strand. A client may read an answer before the write
+  // of it has completed here; a connection in that state becomes idle the moment the write
+  // completes, so the decision (and the caller's wait) is put off until then.
+  void close_if_idle(std::shared_ptr<countdown> done) {
+    if (idle()) {
+      close();
+    } else if (writing_ && !closed_) {
+      idle_waiters_.push_back(std::move(done));
+      return;
+    }
+    done->arrive();
+  }
+
+  // After the write of a keep-alive answer: honours a close_if_idle() that came during it.
+  void answer_written(bool ok) {
+    writing_ = false;
+    answered_ = true;
+    if (idle_waiters_.empty()) return;
+    if (ok && buffer_.size() == 0) close();
+    release_idle_waiters();
+  }
+
+  void release_idle_waiters() {
+    for (auto& w : idle_waiters_) w->arrive();
+    idle_waiters_.clear();
+  }
+
   // Aborts whatever the session awaits; the session sees closed_ and ends.
   void close() {
+    release_idle_waiters();
     if (closed_) return;
     closed_ = true;
     latency_timer_.cancel();
@@ -226,8 +273,10 @@ struct connection_base {
   asio::steady_timer latency_timer_;
   beast::flat_buffer buffer_;
   bool waiting_for_request_ = false;
+  bool writing_ = false;
   bool answered_ = false;
   bool closed_ = false;
+  std::vector<std::shared_ptr<countdown>> idle_waiters_;
 };
 
 template <class Stream>
@@ -575,8 +624,9 @@ asio::awaitable<void> mock_server::impl::write_answer(connection<Stream>& c, ans
   res.body() = std::move(a.body);
   res.keep_alive(keep_alive);
   res.prepare_payload();
+  c.writing_ = true;
   auto [ec, n] = co_await http::async_write(c.stream_, res, use_tuple);
-  c.answered_ = true;
+  c.answer_written(!ec && keep_alive);
   if (ec) {
     c.close();
   } else if (!keep_alive) {
@@ -816,24 +866,11 @@ void mock_server::close_idle_connections() {
 
   // Waits until the sockets are really closed, so a test that reuses a pooled connection right
   // after this call deterministically finds it closed.
-  struct countdown {
-    std::mutex mutex;
-    std::condition_variable cv;
-    std::size_t left;
-  };
-  auto done = std::make_shared<countdown>();
-  done->left = open.size();
-  for (auto& c : open) {
-    asio::post(c->strand_, [c, done] {
-      if (c->idle()) c->close();
-      std::lock_guard lock(done->mutex);
-      if (--done->left == 0) done->cv.notify_all();
-    });
-  }
+  auto done = std::make_shared<countdown>(open.size());
+  for (auto& c : open) asio::post(c->strand_, [c, done] { c->close_if_idle(done); });
   // On a server thread (threads == 1) waiting would deadlock: there the closes just follow.
   if (impl_->ioc_.get_executor().running_in_this_thread()) return;
-  std::unique_lock lock(done->mutex);
-  done->cv.wait(lock, [&] { return done->left == 0; });
+  done->wait();
 }
 
 std::string test_data_dir() {

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the Debian packages nxsys-auth needs to build, test and run its demo. Idempotent:
+# packages already present are not touched, and apt is only called when something is missing.
+set -euo pipefail
+packages=(
+  build-essential cmake ninja-build clang-14 libclang-rt-14-dev
+  libboost1.81-all-dev libboost-json1.81-dev libboost-url1.81-dev
+  libssl-dev openssl curl
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
