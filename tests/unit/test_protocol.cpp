@@ -408,7 +408,7 @@ BOOST_AUTO_TEST_CASE(token_url_look_alike_hosts_are_not_loopback) {
         "http://[2001:db8::1]/t", "http://192.168.1.1/t", "http://example.com/t"}) {
     BOOST_TEST_CONTEXT(url) {
       auto p = parse_url(url);
-      BOOST_TEST((p.ec == errc::invalid_config));
+      BOOST_TEST(p.ec == errc::invalid_config);
       BOOST_TEST(!p.diag.client_message.empty());
       // The same URL is fine when the user explicitly allows plain http.
       auto q = parse_url(url, true);
@@ -436,7 +436,7 @@ BOOST_AUTO_TEST_CASE(token_url_dotted_names_starting_with_an_ipv4_address,
         BOOST_TEST(!p.ep.host_is_ip);
         BOOST_TEST(p.ep.target.substr(0, 1) == "/");
       } else {
-        BOOST_TEST((p.ec == errc::invalid_config));
+        BOOST_TEST(p.ec == errc::invalid_config);
       }
     }
   }
@@ -444,7 +444,7 @@ BOOST_AUTO_TEST_CASE(token_url_dotted_names_starting_with_an_ipv4_address,
 
 BOOST_AUTO_TEST_CASE(token_url_plain_http_refused_off_loopback) {
   auto p = parse_url("http://auth.example.com/nxsys/oauth/token");
-  BOOST_TEST((p.ec == errc::invalid_config));
+  BOOST_TEST(p.ec == errc::invalid_config);
   BOOST_TEST(p.ec.category().name() == std::string_view("nxsys.auth.client"));
   BOOST_TEST(p.diag.client_message.find("http") != std::string::npos);
 
@@ -499,7 +499,7 @@ BOOST_AUTO_TEST_CASE(token_url_rejects_bad_urls) {
     BOOST_TEST_CONTEXT("url '" << url << "'") {
       for (bool allow_insecure : {false, true}) {
         auto p = parse_url(url, allow_insecure);
-        BOOST_TEST((p.ec == errc::invalid_config));
+        BOOST_TEST(p.ec == errc::invalid_config);
         BOOST_TEST(!p.diag.client_message.empty());
       }
     }
@@ -512,7 +512,7 @@ BOOST_AUTO_TEST_CASE(token_url_rejects_user_info) {
                                "https://@auth.example.com/t", "http://alice:S3cr3tPa55@localhost/t"}) {
     BOOST_TEST_CONTEXT(url) {
       auto p = parse_url(url, true);
-      BOOST_TEST((p.ec == errc::invalid_config));
+      BOOST_TEST(p.ec == errc::invalid_config);
       BOOST_TEST(!p.diag.client_message.empty());
     }
   }
@@ -700,7 +700,7 @@ BOOST_AUTO_TEST_CASE(expiry_invalid_values_are_malformed) {
        }) {
     BOOST_TEST_CONTEXT("expiresIn " << json) {
       auto p = parse_expiry(json);
-      BOOST_TEST((p.ec == errc::malformed_response));
+      BOOST_TEST(p.ec == errc::malformed_response);
       BOOST_TEST(p.ec.category().name() == std::string_view("nxsys.auth.client"));
       BOOST_TEST(!p.diag.client_message.empty());
       BOOST_TEST(p.diag.http_status == 200);
@@ -740,7 +740,7 @@ BOOST_AUTO_TEST_CASE(response_without_access_token_is_malformed) {
        }) {
     BOOST_TEST_CONTEXT(body) {
       auto p = parse(200, body);
-      BOOST_TEST((p.ec == errc::malformed_response));
+      BOOST_TEST(p.ec == errc::malformed_response);
       BOOST_TEST(!p.diag.client_message.empty());
     }
   }
@@ -753,7 +753,7 @@ BOOST_AUTO_TEST_CASE(response_with_non_string_fields_is_malformed) {
            R"({"accessToken":"a","scope":["read"]})",
        }) {
     BOOST_TEST_CONTEXT(body) {
-      BOOST_TEST((parse(200, body).ec == errc::malformed_response));
+      BOOST_TEST(parse(200, body).ec == errc::malformed_response);
     }
   }
 }
@@ -769,7 +769,7 @@ BOOST_AUTO_TEST_CASE(response_not_a_json_object_is_malformed) {
        }) {
     BOOST_TEST_CONTEXT("body '" << body << "'") {
       auto p = parse(200, body);
-      BOOST_TEST((p.ec == errc::malformed_response));
+      BOOST_TEST(p.ec == errc::malformed_response);
       BOOST_TEST(!p.diag.client_message.empty());
     }
   }
@@ -777,7 +777,7 @@ BOOST_AUTO_TEST_CASE(response_not_a_json_object_is_malformed) {
   BOOST_TEST((parse(200, std::string_view("{\"accessToken\":\"a\"}\0", 20)).ec ==
               errc::malformed_response));
   // The same for a 204, which has no body by definition.
-  BOOST_TEST((parse(204, "").ec == errc::malformed_response));
+  BOOST_TEST(parse(204, "").ec == errc::malformed_response);
   BOOST_TEST(parse(204, "").diag.http_status == 204);
 }
 
@@ -795,7 +795,7 @@ BOOST_AUTO_TEST_CASE(response_token_not_header_safe_is_malformed) {
        }) {
     BOOST_TEST_CONTEXT(body) {
       auto p = parse(200, body);
-      BOOST_TEST((p.ec == errc::malformed_response));
+      BOOST_TEST(p.ec == errc::malformed_response);
       BOOST_TEST(!p.diag.client_message.empty());
     }
   }
@@ -847,7 +847,7 @@ BOOST_AUTO_TEST_CASE(oauth_errors_map_to_their_errc) {
         const std::string body =
             R"({"error":")" + name + R"(","error_description":"why )" + name + R"("})";
         auto p = parse(status, body);
-        BOOST_TEST((p.ec == code));
+        BOOST_TEST(p.ec == code);
         BOOST_TEST(p.ec.category().name() == std::string_view("nxsys.auth.oauth"));
         BOOST_TEST(p.diag.http_status == static_cast<int>(status));
         BOOST_TEST(p.diag.server_error == name);
@@ -856,40 +856,40 @@ BOOST_AUTO_TEST_CASE(oauth_errors_map_to_their_errc) {
     }
   }
   // The usual 5xx pairings keep their own meaning too.
-  BOOST_TEST((parse(500, R"({"error":"server_error"})").ec == errc::server_error));
-  BOOST_TEST((parse(503, R"({"error":"temporarily_unavailable"})").ec == errc::temporarily_unavailable));
+  BOOST_TEST(parse(500, R"({"error":"server_error"})").ec == errc::server_error);
+  BOOST_TEST(parse(503, R"({"error":"temporarily_unavailable"})").ec == errc::temporarily_unavailable);
 }
 
 BOOST_AUTO_TEST_CASE(oauth_error_without_description) {
   auto p = parse(400, R"({"error":"invalid_grant"})");
-  BOOST_TEST((p.ec == errc::invalid_grant));
+  BOOST_TEST(p.ec == errc::invalid_grant);
   BOOST_TEST(p.diag.server_error == "invalid_grant");
   BOOST_TEST(p.diag.server_description.empty());
   // A description that is not a string is dropped, the error still counts.
   auto q = parse(400, R"({"error":"invalid_client","error_description":{"text":"x"}})");
-  BOOST_TEST((q.ec == errc::invalid_client));
+  BOOST_TEST(q.ec == errc::invalid_client);
   BOOST_TEST(q.diag.server_description.empty());
   // Other members of the error object (error_uri, ...) do not matter.
   auto r = parse(401, R"({"error_uri":"https://x","error":"invalid_client","extra":[1]})");
-  BOOST_TEST((r.ec == errc::invalid_client));
+  BOOST_TEST(r.ec == errc::invalid_client);
 }
 
 BOOST_AUTO_TEST_CASE(unknown_oauth_error) {
   auto p = parse(400, R"({"error":"account_locked","error_description":"too many attempts"})");
-  BOOST_TEST((p.ec == errc::unrecognized_error));
+  BOOST_TEST(p.ec == errc::unrecognized_error);
   BOOST_TEST(p.ec.category().name() == std::string_view("nxsys.auth.oauth"));
   BOOST_TEST(p.diag.server_error == "account_locked");
   BOOST_TEST(p.diag.server_description == "too many attempts");
   BOOST_TEST(p.diag.http_status == 400);
   // RFC 6749 error codes are case-sensitive.
-  BOOST_TEST((parse(400, R"({"error":"INVALID_GRANT"})").ec == errc::unrecognized_error));
-  BOOST_TEST((parse(400, R"({"error":""})").ec == errc::unrecognized_error));
+  BOOST_TEST(parse(400, R"({"error":"INVALID_GRANT"})").ec == errc::unrecognized_error);
+  BOOST_TEST(parse(400, R"({"error":""})").ec == errc::unrecognized_error);
 
   // From a 5xx the unknown error is the server failing, not an answer about our request.
   for (unsigned status : {500u, 502u, 503u, 599u}) {
     BOOST_TEST_CONTEXT("status " << status) {
       auto q = parse(status, R"({"error":"database_down","error_description":"later"})");
-      BOOST_TEST((q.ec == errc::server_error));
+      BOOST_TEST(q.ec == errc::server_error);
       BOOST_TEST(q.diag.server_error == "database_down");
       BOOST_TEST(q.diag.server_description == "later");
       BOOST_TEST(q.diag.http_status == static_cast<int>(status));
@@ -903,7 +903,7 @@ BOOST_AUTO_TEST_CASE(server_failure_without_oauth_body) {
     for (unsigned status : {500u, 502u, 503u, 504u}) {
       BOOST_TEST_CONTEXT(status << " '" << body << "'") {
         auto p = parse(status, body);
-        BOOST_TEST((p.ec == errc::server_error));
+        BOOST_TEST(p.ec == errc::server_error);
         BOOST_TEST(p.diag.http_status == static_cast<int>(status));
         BOOST_TEST(p.diag.server_error.empty());
         BOOST_TEST(!p.diag.client_message.empty());
@@ -918,7 +918,7 @@ BOOST_AUTO_TEST_CASE(client_error_status_without_oauth_body) {
     for (unsigned status : {400u, 404u, 405u, 429u, 499u}) {
       BOOST_TEST_CONTEXT(status << " '" << body << "'") {
         auto p = parse(status, body);
-        BOOST_TEST((p.ec == errc::unexpected_status));
+        BOOST_TEST(p.ec == errc::unexpected_status);
         BOOST_TEST(p.ec.category().name() == std::string_view("nxsys.auth.client"));
         BOOST_TEST(p.diag.http_status == static_cast<int>(status));
         BOOST_TEST(!p.diag.client_message.empty());
@@ -926,7 +926,7 @@ BOOST_AUTO_TEST_CASE(client_error_status_without_oauth_body) {
     }
   }
   // A 404 that does carry an OAuth error is that error.
-  BOOST_TEST((parse(404, R"({"error":"invalid_client"})").ec == errc::invalid_client));
+  BOOST_TEST(parse(404, R"({"error":"invalid_client"})").ec == errc::invalid_client);
 }
 
 BOOST_AUTO_TEST_CASE(non_answer_statuses_are_unexpected) {
@@ -935,7 +935,7 @@ BOOST_AUTO_TEST_CASE(non_answer_statuses_are_unexpected) {
   for (unsigned status : {300u, 301u, 302u, 303u, 304u, 307u, 308u, 399u}) {
     BOOST_TEST_CONTEXT("status " << status) {
       auto p = parse(status, R"({"accessToken":"tok","expiresIn":60})");
-      BOOST_TEST((p.ec == errc::unexpected_status));
+      BOOST_TEST(p.ec == errc::unexpected_status);
       BOOST_TEST(p.diag.http_status == static_cast<int>(status));
       BOOST_TEST(!p.diag.client_message.empty());
       BOOST_TEST(p.response.access_token.empty());
@@ -944,11 +944,11 @@ BOOST_AUTO_TEST_CASE(non_answer_statuses_are_unexpected) {
   for (unsigned status : {0u, 1u, 100u, 101u, 103u, 199u, 600u, 999u}) {
     BOOST_TEST_CONTEXT("status " << status) {
       auto p = parse(status, R"({"accessToken":"tok"})");
-      BOOST_TEST((p.ec == errc::unexpected_status));
+      BOOST_TEST(p.ec == errc::unexpected_status);
       BOOST_TEST(!p.diag.client_message.empty());
     }
     BOOST_TEST_CONTEXT("status " << status << " with an OAuth error") {
-      BOOST_TEST((parse(status, R"({"error":"invalid_grant"})").ec == errc::unexpected_status));
+      BOOST_TEST(parse(status, R"({"error":"invalid_grant"})").ec == errc::unexpected_status);
     }
   }
 }
@@ -960,7 +960,7 @@ BOOST_AUTO_TEST_CASE(server_text_is_made_printable) {
   BOOST_TEST(p.diag.server_error == "invalid_grant??X");
   BOOST_TEST(p.diag.server_description == "line1?line2?[31m??" "!");
   // The error value with control characters is not a known code.
-  BOOST_TEST((p.ec == errc::unrecognized_error));
+  BOOST_TEST(p.ec == errc::unrecognized_error);
 
   // UTF-8 text is kept as it is.
   auto u = parse(400, R"({"error":"invalid_grant","error_description":"jeton p\u00e9rim\u00e9 \u65e5\u672c"})");
@@ -969,7 +969,7 @@ BOOST_AUTO_TEST_CASE(server_text_is_made_printable) {
   const std::string long_error(1000, 'e');
   const std::string long_description(5000, 'd');
   auto l = parse(400, R"({"error":")" + long_error + R"(","error_description":")" + long_description + R"("})");
-  BOOST_TEST((l.ec == errc::unrecognized_error));
+  BOOST_TEST(l.ec == errc::unrecognized_error);
   BOOST_TEST(l.diag.server_error == std::string(128, 'e') + "...");
   BOOST_TEST(l.diag.server_description == std::string(512, 'd') + "...");
 }
