@@ -4,7 +4,6 @@
 #include <nxsys/auth/detail/token_policy.hpp>
 #include <nxsys/auth/protocol.hpp>
 
-#include "text.hpp"
 #include "transport.hpp"
 
 #include <boost/asio/append.hpp>
@@ -81,11 +80,13 @@ public:
         transport_(strand_, std::move(ep), cfg_) {
     refresh_token_ = std::move(cfg_.refresh_token);
     wipe(cfg_.refresh_token);
+    secret_encoded_ = protocol::form_urlencode(cfg_.client_secret);
   }
 
   ~client_impl() {
     wipe(refresh_token_);
     wipe(cfg_.client_secret);
+    wipe(secret_encoded_);
   }
 
   const asio::any_io_executor& executor() const noexcept { return ex_; }
@@ -223,11 +224,15 @@ private:
         protocol::build_refresh_body(refresh_token, self->cfg_.client_id, self->cfg_.client_secret),
         answer, diag);
     protocol::token_response tr;
-    if (!ec) ec = protocol::parse_token_response(answer.status, answer.body, tr, diag);
+    if (!ec) {
+      // A server may echo what it was sent, raw or form-encoded: none of it may reach a message.
+      std::string rt_encoded = protocol::form_urlencode(refresh_token);
+      ec = protocol::parse_token_response(
+          answer.status, answer.body, tr, diag,
+          {refresh_token, rt_encoded, self->cfg_.client_secret, self->secret_encoded_});
+      wipe(rt_encoded);
+    }
     wipe(answer.body);
-    // A server may echo what it was sent; none of it may reach a message or a log.
-    for (auto* s : {&diag.server_error, &diag.server_description, &diag.client_message})
-      redact(*s, {refresh_token, self->cfg_.client_secret, tr.access_token, tr.refresh_token});
     wipe(refresh_token);
     self->finish(ec, std::move(tr), sent, std::move(diag));
   }
@@ -278,6 +283,7 @@ private:
   asio::any_io_executor ex_;
   asio::strand<asio::any_io_executor> strand_;
   client_config cfg_;  // immutable after construction (its refresh_token is moved out)
+  std::string secret_encoded_;  // as it appears in the request body, for redaction
   const std::uint64_t uid_;
 
   // Written only under mu_; read without it by the fast path.

@@ -16,8 +16,10 @@ namespace {
 
 using boost::system::error_code;
 
+// URLSearchParams' set, spelled out: std::isalnum would depend on the C locale.
 bool is_unreserved(unsigned char c) noexcept {
-  return std::isalnum(c) != 0 || c == '-' || c == '.' || c == '_' || c == '~' || c == '*';
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+         c == '.' || c == '_' || c == '*';
 }
 
 error_code fail(errc e, diagnostics& diag, std::string message) {
@@ -51,8 +53,8 @@ error_code parse_expires_in(const boost::json::value& v, std::optional<std::chro
   } else if (v.is_uint64()) {
     secs = static_cast<long double>(v.get_uint64());
   } else if (v.is_double()) {
-    secs = v.get_double();
-    if (!std::isfinite(secs)) return fail(errc::malformed_response, diag, "expiresIn is not finite");
+    secs = v.get_double();  // 1e400 arrives as +inf: huge, clamped below like 1e30
+    if (std::isnan(secs)) return fail(errc::malformed_response, diag, "expiresIn is not a number");
   } else if (v.is_string()) {
     const auto& s = v.get_string();
     long long n = 0;
@@ -89,15 +91,24 @@ errc oauth_errc(std::string_view e) noexcept {
   return errc::unrecognized_error;
 }
 
-error_code parse_error_answer(unsigned status, std::string_view body, diagnostics& diag) {
+// Server text is redacted before it is cut, so a secret straddling the cut cannot survive.
+std::string server_text(std::string_view text, std::size_t max,
+                        std::initializer_list<std::string_view> secrets) {
+  std::string s(text);
+  detail::redact(s, secrets);
+  return detail::printable(s, max);
+}
+
+error_code parse_error_answer(unsigned status, std::string_view body, diagnostics& diag,
+                              std::initializer_list<std::string_view> secrets) {
   error_code jec;
   auto jv = boost::json::parse(body, jec);
   const boost::json::object* o = (!jec && jv.is_object()) ? &jv.get_object() : nullptr;
   const boost::json::value* e = o ? o->if_contains("error") : nullptr;
   if (e != nullptr && e->is_string()) {
-    diag.server_error = detail::printable(e->get_string(), 128);
+    diag.server_error = server_text(e->get_string(), 128, secrets);
     if (const auto* d = o->if_contains("error_description"); d && d->is_string())
-      diag.server_description = detail::printable(d->get_string(), 512);
+      diag.server_description = server_text(d->get_string(), 512, secrets);
     // A 5xx that names a client error is still the server's failure to decide.
     errc code = oauth_errc(e->get_string());
     if (status >= 500 && code == errc::unrecognized_error) code = errc::server_error;
@@ -155,6 +166,10 @@ error_code parse_token_url(std::string_view url, bool allow_insecure_http, endpo
   if (u.has_fragment()) return fail(errc::invalid_config, diag, "token_url must not hold a fragment");
   out.host = u.host_address();
   if (out.host.empty()) return fail(errc::invalid_config, diag, "token_url has no host");
+  // Boost.URL reads "http://127.0.0.1.nip.io/t" as host 127.0.0.1 and path ".nip.io/t": a
+  // path after an authority must start with '/', so such a URL is not what it looks like.
+  if (!u.encoded_path().empty() && u.encoded_path().front() != '/')
+    return fail(errc::invalid_config, diag, "token_url has an invalid host");
   switch (u.host_type()) {
     case boost::urls::host_type::ipv4:
       out.host_is_ip = true;
@@ -190,9 +205,10 @@ error_code parse_token_url(std::string_view url, bool allow_insecure_http, endpo
 }
 
 error_code parse_token_response(unsigned status, std::string_view body, token_response& out,
-                                diagnostics& diag) {
+                                diagnostics& diag,
+                                std::initializer_list<std::string_view> secrets) {
   diag.http_status = static_cast<int>(status);
-  if (status >= 400 && status <= 599) return parse_error_answer(status, body, diag);
+  if (status >= 400 && status <= 599) return parse_error_answer(status, body, diag, secrets);
   if (status < 200 || status > 299) {
     return fail(errc::unexpected_status, diag,
                 status >= 300 && status <= 399 ? "redirects are not followed"

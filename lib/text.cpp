@@ -1,6 +1,10 @@
 // Text helpers: comparison, header safety, sanitising server text, redaction.
 #include "text.hpp"
 
+#include <algorithm>
+#include <utility>
+#include <vector>
+
 namespace nxsys::auth::detail {
 
 bool iequals(std::string_view a, std::string_view b) noexcept {
@@ -21,7 +25,12 @@ bool is_header_token(std::string_view s) noexcept {
 std::string printable(std::string_view s, std::size_t max) {
   std::string out;
   const bool cut = s.size() > max;
-  if (cut) s = s.substr(0, max);
+  if (cut) {
+    // Never split a UTF-8 sequence: step back over continuation bytes (10xxxxxx).
+    std::size_t n = max;
+    while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+    s = s.substr(0, n);
+  }
   out.reserve(s.size() + 3);
   for (unsigned char c : s) out.push_back(c < 0x20 || c == 0x7F ? '?' : static_cast<char>(c));
   if (cut) out += "...";
@@ -29,12 +38,29 @@ std::string printable(std::string_view s, std::size_t max) {
 }
 
 void redact(std::string& s, std::initializer_list<std::string_view> secrets) {
-  static constexpr std::string_view mask = "[redacted]";
+  // Every occurrence of every secret is found in the original text first, so that overlapping
+  // occurrences and secrets contained in one another leave no byte behind.
+  std::vector<std::pair<std::size_t, std::size_t>> ranges;
   for (auto secret : secrets) {
     if (secret.empty()) continue;
-    for (auto pos = s.find(secret); pos != std::string::npos; pos = s.find(secret, pos + mask.size()))
-      s.replace(pos, secret.size(), mask);
+    for (auto pos = s.find(secret); pos != std::string::npos; pos = s.find(secret, pos + 1))
+      ranges.emplace_back(pos, pos + secret.size());
   }
+  if (ranges.empty()) return;
+  std::sort(ranges.begin(), ranges.end());
+  std::string out;
+  out.reserve(s.size());
+  std::size_t copied = 0;
+  for (std::size_t i = 0; i < ranges.size();) {
+    auto [begin, end] = ranges[i];
+    // Overlapping occurrences become one mask; adjacent ones stay separate.
+    for (++i; i < ranges.size() && ranges[i].first < end; ++i) end = std::max(end, ranges[i].second);
+    out.append(s, copied, begin - copied);
+    out += "[redacted]";
+    copied = end;
+  }
+  out.append(s, copied, std::string::npos);
+  s = std::move(out);
 }
 
 }  // namespace nxsys::auth::detail

@@ -62,7 +62,7 @@ struct diagnostics {
   void clear() { *this = diagnostics{}; }
 };
 
-/// "invalid_grant (HTTP 400): server says: invalid_grant: token expired" — used as what().
+/// "invalid_grant (HTTP 400); server says: invalid_grant: token expired" — used as what().
 std::string describe(const boost::system::error_code& ec, const diagnostics& diag);
 
 /// What token() throws: a system_error whose what() includes the diagnostics.

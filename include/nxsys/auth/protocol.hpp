@@ -6,6 +6,7 @@
 #include <nxsys/auth/error.hpp>
 
 #include <chrono>
+#include <initializer_list>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -53,8 +54,11 @@ inline constexpr std::chrono::seconds max_expires_in{10LL * 365 * 24 * 3600};
 /// (camelCase or snake_case names; expiresIn as a number or numeric string) or
 /// malformed_response. 4xx/5xx: the OAuth `error` mapped to errc, `error_description` kept in
 /// diag. 3xx and other statuses: unexpected_status (redirects are never followed).
-boost::system::error_code parse_token_response(unsigned status, std::string_view body,
-                                               token_response& out, diagnostics& diag);
+/// Every occurrence of each of `secrets` in the server's text is replaced by "[redacted]"
+/// before the text is shortened for diag, so a server echoing a credential cannot leak it.
+boost::system::error_code parse_token_response(
+    unsigned status, std::string_view body, token_response& out, diagnostics& diag,
+    std::initializer_list<std::string_view> secrets = {});
 
 }  // namespace nxsys::auth::protocol
 
