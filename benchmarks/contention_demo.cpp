@@ -64,16 +64,19 @@ row run_case(int n, unsigned threads, int latency_ms) {
   std::atomic<int> failures{0};
   const auto start = clock_type::now();
   for (int i = 0; i < n; ++i) {
-    asio::co_spawn(ctx, [&, i]() -> asio::awaitable<void> {
-      const auto t0 = clock_type::now();
-      try {
-        co_await client.token();
-      } catch (const std::exception&) {
-        ++failures;
-      }
-      waits[static_cast<std::size_t>(i)] =
-          std::chrono::duration<double, std::milli>(clock_type::now() - t0).count();
-    }, asio::detached);
+    asio::co_spawn(
+        ctx,
+        [&, i]() -> asio::awaitable<void> {
+          const auto t0 = clock_type::now();
+          try {
+            co_await client.token();
+          } catch (const std::exception&) {
+            ++failures;
+          }
+          waits[static_cast<std::size_t>(i)] =
+              std::chrono::duration<double, std::milli>(clock_type::now() - t0).count();
+        },
+        asio::detached);
   }
   std::vector<std::thread> pool;
   for (unsigned t = 1; t < threads; ++t) pool.emplace_back([&] { ctx.run(); });
@@ -82,8 +85,17 @@ row run_case(int n, unsigned threads, int latency_ms) {
   const double wall = std::chrono::duration<double, std::milli>(clock_type::now() - start).count();
 
   const auto ss = server.stats();
-  row r{n, threads, latency_ms, ss.refreshes, ss.max_in_flight, wall, 0, 0, 0,
-        failures.load(), client.stats().waiters_coalesced};
+  row r{n,
+        threads,
+        latency_ms,
+        ss.refreshes,
+        ss.max_in_flight,
+        wall,
+        0,
+        0,
+        0,
+        failures.load(),
+        client.stats().waiters_coalesced};
   r.p50_ms = percentile(waits, 0.50);
   r.p99_ms = percentile(waits, 0.99);
   r.max_ms = *std::max_element(waits.begin(), waits.end());
@@ -102,9 +114,8 @@ int main(int argc, char** argv) {
   }
   std::printf("nxsys-auth refresh contention demo: N concurrent token() calls on an empty cache\n");
   std::printf("against the embedded mock token server (127.0.0.1, rotating refresh tokens).\n\n");
-  std::printf("%7s %3s %6s | %9s %7s | %9s %9s %9s %9s | %9s %5s\n", "N", "T", "L(ms)",
-              "refreshes", "maxfly", "wall(ms)", "p50(ms)", "p99(ms)", "max(ms)", "coalesced",
-              "fail");
+  std::printf("%7s %3s %6s | %9s %7s | %9s %9s %9s %9s | %9s %5s\n", "N", "T", "L(ms)", "refreshes",
+              "maxfly", "wall(ms)", "p50(ms)", "p99(ms)", "max(ms)", "coalesced", "fail");
   bool ok = true;
   const std::size_t total = ns.size() * thread_counts.size() * latencies.size();
   std::size_t done = 0;

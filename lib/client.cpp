@@ -1,8 +1,9 @@
 // The token cache, the single flight of refreshes, and the fast path.
 #include <nxsys/auth/client.hpp>
+#include <nxsys/auth/protocol.hpp>
+
 #include <nxsys/auth/detail/single_flight.hpp>
 #include <nxsys/auth/detail/token_policy.hpp>
-#include <nxsys/auth/protocol.hpp>
 
 #include "transport.hpp"
 
@@ -70,7 +71,7 @@ client_config validated(client_config cfg, protocol::endpoint& ep) {
 }  // namespace
 
 class client_impl : public std::enable_shared_from_this<client_impl> {
-public:
+ public:
   client_impl(asio::any_io_executor ex, client_config cfg, protocol::endpoint ep)
       : ex_(std::move(ex)),
         strand_(asio::make_strand(ex_)),
@@ -91,7 +92,9 @@ public:
 
   const asio::any_io_executor& executor() const noexcept { return ex_; }
 
-  clock_type::time_point now() const noexcept { return cfg_.clock ? cfg_.clock() : clock_type::now(); }
+  clock_type::time_point now() const noexcept {
+    return cfg_.clock ? cfg_.clock() : clock_type::now();
+  }
 
   // The fast path: no lock, no shared write when this thread's replica is current.
   const access_token* fresh_token() {
@@ -159,7 +162,7 @@ public:
     return s;
   }
 
-private:
+ private:
   replica* renew_replica(replica* r) {
     access_token current;
     clock_type::time_point refresh_at;
@@ -178,9 +181,9 @@ private:
     r->version = version;
     r->refresh_at = refresh_at;
     if (current) {
-      r->token = access_token(std::make_shared<const token_data>(token_data{
-          std::string(current.value()), std::string(current.type()), current.expires_at(),
-          current.serial()}));
+      r->token = access_token(std::make_shared<const token_data>(
+          token_data{std::string(current.value()), std::string(current.type()),
+                     current.expires_at(), current.serial()}));
     } else {
       r->token = access_token{};
       r->refresh_at = clock_type::time_point::min();
@@ -252,9 +255,8 @@ private:
           ++stats_.refresh_tokens_rotated;
         }
         const clock_type::duration lifetime = tr.expires_in.value_or(cfg_.default_lifetime);
-        token = access_token(std::make_shared<const token_data>(
-            token_data{std::move(tr.access_token), std::move(tr.token_type), sent + lifetime,
-                       ++serial_}));
+        token = access_token(std::make_shared<const token_data>(token_data{
+            std::move(tr.access_token), std::move(tr.token_type), sent + lifetime, ++serial_}));
         ++stats_.refreshes_succeeded;
         if (!shut_down_) {
           current_ = token;
@@ -282,7 +284,7 @@ private:
 
   asio::any_io_executor ex_;
   asio::strand<asio::any_io_executor> strand_;
-  client_config cfg_;  // immutable after construction (its refresh_token is moved out)
+  client_config cfg_;           // immutable after construction (its refresh_token is moved out)
   std::string secret_encoded_;  // as it appears in the request body, for redaction
   const std::uint64_t uid_;
 
@@ -329,7 +331,9 @@ client& client::operator=(client&& other) noexcept {
   return *this;
 }
 
-client::executor_type client::get_executor() const noexcept { return impl_->executor(); }
+client::executor_type client::get_executor() const noexcept {
+  return impl_->executor();
+}
 
 boost::asio::awaitable<access_token> client::token() {
   if (const auto* t = impl_->fresh_token()) co_return *t;
@@ -339,8 +343,12 @@ boost::asio::awaitable<access_token> client::token() {
   co_return std::move(t);
 }
 
-void client::invalidate() { impl_->invalidate(); }
+void client::invalidate() {
+  impl_->invalidate();
+}
 
-client_stats client::stats() const { return impl_->stats(); }
+client_stats client::stats() const {
+  return impl_->stats();
+}
 
 }  // namespace nxsys::auth

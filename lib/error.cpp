@@ -8,34 +8,50 @@ namespace {
 
 const char* name_of(errc e) noexcept {
   switch (e) {
-    case errc::invalid_request: return "invalid_request";
-    case errc::invalid_client: return "invalid_client";
-    case errc::invalid_grant: return "invalid_grant";
-    case errc::unauthorized_client: return "unauthorized_client";
-    case errc::unsupported_grant_type: return "unsupported_grant_type";
-    case errc::invalid_scope: return "invalid_scope";
-    case errc::server_error: return "server_error";
-    case errc::temporarily_unavailable: return "temporarily_unavailable";
-    case errc::unrecognized_error: return "unrecognized OAuth error";
-    case errc::malformed_response: return "malformed token response";
-    case errc::timeout: return "timed out";
-    case errc::tls: return "TLS failure";
-    case errc::connection: return "connection failure";
-    case errc::response_too_large: return "token response too large";
-    case errc::unexpected_status: return "unexpected HTTP status";
-    case errc::invalid_config: return "invalid configuration";
+    case errc::invalid_request:
+      return "invalid_request";
+    case errc::invalid_client:
+      return "invalid_client";
+    case errc::invalid_grant:
+      return "invalid_grant";
+    case errc::unauthorized_client:
+      return "unauthorized_client";
+    case errc::unsupported_grant_type:
+      return "unsupported_grant_type";
+    case errc::invalid_scope:
+      return "invalid_scope";
+    case errc::server_error:
+      return "server_error";
+    case errc::temporarily_unavailable:
+      return "temporarily_unavailable";
+    case errc::unrecognized_error:
+      return "unrecognized OAuth error";
+    case errc::malformed_response:
+      return "malformed token response";
+    case errc::timeout:
+      return "timed out";
+    case errc::tls:
+      return "TLS failure";
+    case errc::connection:
+      return "connection failure";
+    case errc::response_too_large:
+      return "token response too large";
+    case errc::unexpected_status:
+      return "unexpected HTTP status";
+    case errc::invalid_config:
+      return "invalid configuration";
   }
   return "unknown nxsys.auth error";
 }
 
 class oauth_category_impl final : public boost::system::error_category {
-public:
+ public:
   const char* name() const noexcept override { return "nxsys.auth.oauth"; }
   std::string message(int ev) const override { return name_of(static_cast<errc>(ev)); }
 };
 
 class client_category_impl final : public boost::system::error_category {
-public:
+ public:
   const char* name() const noexcept override { return "nxsys.auth.client"; }
   std::string message(int ev) const override { return name_of(static_cast<errc>(ev)); }
 };
@@ -57,7 +73,9 @@ boost::system::error_code make_error_code(errc e) noexcept {
   return {v, v < static_cast<int>(errc::malformed_response) ? oauth_category() : client_category()};
 }
 
-std::ostream& operator<<(std::ostream& os, errc e) { return os << name_of(e); }
+std::ostream& operator<<(std::ostream& os, errc e) {
+  return os << name_of(e);
+}
 
 std::string describe(const boost::system::error_code& ec, const diagnostics& diag) {
   std::string s = ec.message();

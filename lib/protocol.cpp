@@ -40,7 +40,8 @@ error_code string_field(const boost::json::object& o, std::string_view camel,
   const auto* v = find_field(o, camel, snake);
   if (v == nullptr || v->is_null()) return {};
   if (!v->is_string())
-    return fail(errc::malformed_response, diag, "field '" + std::string(camel) + "' is not a string");
+    return fail(errc::malformed_response, diag,
+                "field '" + std::string(camel) + "' is not a string");
   out.assign(v->get_string().data(), v->get_string().size());
   return {};
 }
@@ -60,8 +61,10 @@ error_code parse_expires_in(const boost::json::value& v, std::optional<std::chro
     long long n = 0;
     auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
     if (s.empty() || ec == std::errc::result_out_of_range) {
-      if (ec == std::errc::result_out_of_range && s.front() != '-') n = max_expires_in.count();
-      else return fail(errc::malformed_response, diag, "expiresIn is not a number");
+      if (ec == std::errc::result_out_of_range && s.front() != '-')
+        n = max_expires_in.count();
+      else
+        return fail(errc::malformed_response, diag, "expiresIn is not a number");
     } else if (ec != std::errc{} || end != s.data() + s.size()) {
       return fail(errc::malformed_response, diag, "expiresIn is not a number");
     }
@@ -114,7 +117,8 @@ error_code parse_error_answer(unsigned status, std::string_view body, diagnostic
     if (status >= 500 && code == errc::unrecognized_error) code = errc::server_error;
     return make_error_code(code);
   }
-  if (status >= 500) return fail(errc::server_error, diag, "the server failed without an OAuth error");
+  if (status >= 500)
+    return fail(errc::server_error, diag, "the server failed without an OAuth error");
   return fail(errc::unexpected_status, diag, "the answer carries no OAuth error");
 }
 
@@ -162,8 +166,10 @@ error_code parse_token_url(std::string_view url, bool allow_insecure_http, endpo
   } else {
     return fail(errc::invalid_config, diag, "token_url must be http:// or https://");
   }
-  if (u.has_userinfo()) return fail(errc::invalid_config, diag, "token_url must not hold user info");
-  if (u.has_fragment()) return fail(errc::invalid_config, diag, "token_url must not hold a fragment");
+  if (u.has_userinfo())
+    return fail(errc::invalid_config, diag, "token_url must not hold user info");
+  if (u.has_fragment())
+    return fail(errc::invalid_config, diag, "token_url must not hold a fragment");
   out.host = u.host_address();
   if (out.host.empty()) return fail(errc::invalid_config, diag, "token_url has no host");
   // Boost.URL reads "http://127.0.0.1.nip.io/t" as host 127.0.0.1 and path ".nip.io/t": a
@@ -183,7 +189,8 @@ error_code parse_token_url(std::string_view url, bool allow_insecure_http, endpo
       out.host_is_ip = false;
       out.loopback = detail::iequals(out.host, "localhost");
       break;
-    default: return fail(errc::invalid_config, diag, "token_url has an unsupported host");
+    default:
+      return fail(errc::invalid_config, diag, "token_url has an unsupported host");
   }
   if (u.has_port()) {
     if (u.port().empty() || u.port_number() == 0)
@@ -210,14 +217,15 @@ error_code parse_token_response(unsigned status, std::string_view body, token_re
   diag.http_status = static_cast<int>(status);
   if (status >= 400 && status <= 599) return parse_error_answer(status, body, diag, secrets);
   if (status < 200 || status > 299) {
-    return fail(errc::unexpected_status, diag,
-                status >= 300 && status <= 399 ? "redirects are not followed"
-                                               : "not a token answer");
+    return fail(
+        errc::unexpected_status, diag,
+        status >= 300 && status <= 399 ? "redirects are not followed" : "not a token answer");
   }
   error_code jec;
   auto jv = boost::json::parse(body, jec);
   if (jec) return fail(errc::malformed_response, diag, "the answer is not valid JSON");
-  if (!jv.is_object()) return fail(errc::malformed_response, diag, "the answer is not a JSON object");
+  if (!jv.is_object())
+    return fail(errc::malformed_response, diag, "the answer is not a JSON object");
   const auto& o = jv.get_object();
 
   token_response r;

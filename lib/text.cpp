@@ -54,7 +54,8 @@ void redact(std::string& s, std::initializer_list<std::string_view> secrets) {
   for (std::size_t i = 0; i < ranges.size();) {
     auto [begin, end] = ranges[i];
     // Overlapping occurrences become one mask; adjacent ones stay separate.
-    for (++i; i < ranges.size() && ranges[i].first < end; ++i) end = std::max(end, ranges[i].second);
+    for (++i; i < ranges.size() && ranges[i].first < end; ++i)
+      end = std::max(end, ranges[i].second);
     out.append(s, copied, begin - copied);
     out += "[redacted]";
     copied = end;

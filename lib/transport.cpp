@@ -78,7 +78,9 @@ http_transport::http_transport(asio::any_io_executor ex, protocol::endpoint ep,
   if (ep_.tls) ssl_ctx_.emplace(make_ssl_context(cfg.tls));
 }
 
-http_transport::~http_transport() { drop_connection(); }
+http_transport::~http_transport() {
+  drop_connection();
+}
 
 void http_transport::drop_connection() noexcept {
   error_code ignored;
@@ -130,8 +132,7 @@ error_code http_transport::classify(error_code ec, const char* phase, diagnostic
     return make_error_code(errc::response_too_large);
   }
   if (ec.category() == make_error_code(http::error::end_of_stream).category() &&
-      ec != http::error::end_of_stream &&
-      ec != http::error::partial_message) {
+      ec != http::error::end_of_stream && ec != http::error::partial_message) {
     diag.client_message = where + ": invalid HTTP answer (" + ec.message() + ")";
     return make_error_code(errc::malformed_response);
   }
@@ -196,8 +197,8 @@ asio::awaitable<error_code> http_transport::connect(diagnostics& diag) {
 }
 
 template <class Stream>
-asio::awaitable<error_code> http_transport::exchange(Stream& s, std::string& body,
-                                                     http_answer& out, bool& keep_alive) {
+asio::awaitable<error_code> http_transport::exchange(Stream& s, std::string& body, http_answer& out,
+                                                     bool& keep_alive) {
   http::request<http::string_body> req{http::verb::post, ep_.target, 11};
   req.set(http::field::host, host_header_);
   req.set(http::field::user_agent, "nxsys-auth/0.1 " BOOST_BEAST_VERSION_STRING);
@@ -213,7 +214,8 @@ asio::awaitable<error_code> http_transport::exchange(Stream& s, std::string& bod
   if (wec) co_return wec;
 
   http::response_parser<http::string_body> parser;
-  parser.header_limit(static_cast<std::uint32_t>(std::min<std::size_t>(max_response_bytes_, 16 * 1024)));
+  parser.header_limit(
+      static_cast<std::uint32_t>(std::min<std::size_t>(max_response_bytes_, 16 * 1024)));
   parser.body_limit(max_response_bytes_);
   auto [rec, read] = co_await http::async_read(s, buffer_, parser, use_tuple);
   if (rec) co_return rec;

@@ -28,7 +28,7 @@ struct http_answer {
 };
 
 class http_transport {
-public:
+ public:
   http_transport(boost::asio::any_io_executor ex, protocol::endpoint ep, const client_config& cfg);
   ~http_transport();
 
@@ -45,7 +45,7 @@ public:
     return connections_opened_.load(std::memory_order_relaxed);
   }
 
-private:
+ private:
   using tls_stream = boost::asio::ssl::stream<boost::beast::tcp_stream>;
 
   bool connected() const noexcept { return tcp_.has_value() || tls_.has_value(); }

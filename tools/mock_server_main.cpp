@@ -5,6 +5,7 @@
 #include <boost/json.hpp>
 
 #include <pthread.h>
+
 #include <charconv>
 #include <csignal>
 #include <cstdint>

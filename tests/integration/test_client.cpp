@@ -151,9 +151,7 @@ BOOST_AUTO_TEST_CASE(every_completion_token_kind_works) {
   // deferred: nothing happens until the deferred operation is launched.
   auto op = c.async_token(asio::deferred);
   called = false;
-  std::move(op)([&](error_code ec, na::access_token) {
-    called = !ec;
-  });
+  std::move(op)([&](error_code ec, na::access_token) { called = !ec; });
   ctx.restart();
   BOOST_REQUIRE(run_bounded(ctx, 1));
   BOOST_TEST(called);
@@ -255,8 +253,7 @@ BOOST_AUTO_TEST_CASE(fifty_expiries_with_a_rotating_server_chain_the_refresh_tok
   const auto presented = server.presented_refresh_tokens();
   BOOST_REQUIRE(presented.size() == 50u);
   BOOST_TEST(presented[0] == opts.initial_refresh_token);
-  for (std::size_t i = 1; i < presented.size(); ++i)
-    BOOST_TEST(presented[i] != presented[i - 1]);
+  for (std::size_t i = 1; i < presented.size(); ++i) BOOST_TEST(presented[i] != presented[i - 1]);
   // The 51st refresh sends the token the 50th answer carried.
   c.invalidate();
   get_token(ctx, c);
@@ -276,7 +273,7 @@ BOOST_AUTO_TEST_CASE(a_short_lived_token_is_not_refreshed_on_every_call) {
   get_token(ctx, c);
   manual_clock::advance(std::chrono::milliseconds(1200));
   get_token(ctx, c);
-  BOOST_TEST(server.stats().refreshes == 1u);  // leeway capped at a fraction of 2 s
+  BOOST_TEST(server.stats().refreshes == 1u);             // leeway capped at a fraction of 2 s
   manual_clock::advance(std::chrono::milliseconds(500));  // 1.7 s: inside the capped leeway
   get_token(ctx, c);
   BOOST_TEST(server.stats().refreshes == 2u);

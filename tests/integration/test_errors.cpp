@@ -26,23 +26,26 @@ struct attempt {
 // One token() call; records the exception's code, diagnostics and message.
 attempt try_token(asio::io_context& ctx, na::client& c) {
   attempt a;
-  asio::co_spawn(ctx, [&]() -> asio::awaitable<void> {
-    try {
-      a.token = co_await c.token();
-    } catch (const na::error_with_diagnostics& e) {
-      a.ec = e.code();
-      a.diag = e.get_diagnostics();
-      a.what = e.what();
-    }
-  }, asio::detached);
+  asio::co_spawn(
+      ctx,
+      [&]() -> asio::awaitable<void> {
+        try {
+          a.token = co_await c.token();
+        } catch (const na::error_with_diagnostics& e) {
+          a.ec = e.code();
+          a.diag = e.get_diagnostics();
+          a.what = e.what();
+        }
+      },
+      asio::detached);
   ctx.restart();
   BOOST_REQUIRE(run_bounded(ctx, 1));
   return a;
 }
 
 void check_secrets_absent(const attempt& a, const na::client_config& cfg) {
-  for (const auto* text : {&a.what, &a.diag.server_description, &a.diag.client_message,
-                           &a.diag.server_error}) {
+  for (const auto* text :
+       {&a.what, &a.diag.server_description, &a.diag.client_message, &a.diag.server_error}) {
     BOOST_TEST(text->find(cfg.client_secret) == std::string::npos);
     BOOST_TEST(text->find(cfg.refresh_token) == std::string::npos);
   }
@@ -124,8 +127,8 @@ BOOST_AUTO_TEST_CASE(an_oversized_answer_is_refused) {
   auto cfg = config_for(server);
   cfg.max_response_bytes = 4096;
   na::client c(ctx.get_executor(), cfg);
-  server.fail_next({200, R"({"accessToken":")" + std::string(100'000, 'a') + R"("})",
-                    "application/json", {}});
+  server.fail_next(
+      {200, R"({"accessToken":")" + std::string(100'000, 'a') + R"("})", "application/json", {}});
   BOOST_TEST(try_token(ctx, c).ec == na::errc::response_too_large);
   BOOST_TEST(!try_token(ctx, c).ec);
 }
@@ -174,7 +177,8 @@ BOOST_AUTO_TEST_CASE(a_server_echoing_secrets_cannot_leak_them) {
   server.fail_next({400,
                     R"({"error":"invalid_grant","error_description":"token )" + cfg.refresh_token +
                         " with secret " + cfg.client_secret + R"( rejected"})",
-                    "application/json", {}});
+                    "application/json",
+                    {}});
   auto a = try_token(ctx, c);
   BOOST_TEST(a.ec == na::errc::invalid_grant);
   BOOST_TEST(a.diag.server_description.find("[redacted]") != std::string::npos);

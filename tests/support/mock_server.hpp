@@ -17,8 +17,8 @@ enum class field_names { camel, snake };
 
 /// A scripted failure the server answers with instead of a token.
 struct scripted_failure {
-  int status = 500;                 ///< HTTP status of the answer
-  std::string body;                 ///< raw body (e.g. {"error":"invalid_grant"} or HTML)
+  int status = 500;  ///< HTTP status of the answer
+  std::string body;  ///< raw body (e.g. {"error":"invalid_grant"} or HTML)
   std::string content_type = "application/json";
   std::vector<std::pair<std::string, std::string>> headers;  ///< extra headers (Retry-After)
 };
@@ -27,34 +27,34 @@ struct mock_server_options {
   std::string client_id = "test-client";
   std::string client_secret = "test-secret";
   std::string initial_refresh_token = "refresh-0";
-  std::uint16_t port = 0;                    ///< port on 127.0.0.1; 0: an ephemeral one
-  bool tls = false;                          ///< serve HTTPS with tests/data/server.pem
-  std::string cert_chain_file;               ///< PEM; defaults to the test data server cert
-  std::string private_key_file;              ///< PEM; defaults to the test data server key
-  std::chrono::milliseconds latency{0};      ///< delay before each token answer (async timer)
-  std::chrono::seconds ttl{3600};            ///< expiresIn of issued tokens
-  bool send_expires_in = true;               ///< false: the answer carries no expiry
-  bool expires_in_as_string = false;         ///< "expiresIn":"3600" instead of 3600
-  bool rotate = false;                       ///< issue a new refresh token on every refresh
-  bool reuse_detection = false;              ///< a rotated (old) refresh token revokes the chain
+  std::uint16_t port = 0;                ///< port on 127.0.0.1; 0: an ephemeral one
+  bool tls = false;                      ///< serve HTTPS with tests/data/server.pem
+  std::string cert_chain_file;           ///< PEM; defaults to the test data server cert
+  std::string private_key_file;          ///< PEM; defaults to the test data server key
+  std::chrono::milliseconds latency{0};  ///< delay before each token answer (async timer)
+  std::chrono::seconds ttl{3600};        ///< expiresIn of issued tokens
+  bool send_expires_in = true;           ///< false: the answer carries no expiry
+  bool expires_in_as_string = false;     ///< "expiresIn":"3600" instead of 3600
+  bool rotate = false;                   ///< issue a new refresh token on every refresh
+  bool reuse_detection = false;          ///< a rotated (old) refresh token revokes the chain
   field_names names = field_names::camel;
-  int fail_every = 0;                        ///< every Nth token request fails with 503
-  unsigned threads = 1;                      ///< io_context threads of the server
+  int fail_every = 0;    ///< every Nth token request fails with 503
+  unsigned threads = 1;  ///< io_context threads of the server
 };
 
 /// Counters, readable while the server runs.
 struct mock_server_stats {
-  std::uint64_t requests = 0;          ///< HTTP requests of any kind
-  std::uint64_t refreshes = 0;         ///< token requests answered with a token
-  std::uint64_t errors = 0;            ///< token requests answered with an error
-  std::uint64_t max_in_flight = 0;     ///< most token requests being handled at once
-  std::uint64_t connections = 0;       ///< TCP connections accepted
-  std::uint64_t reuse_detected = 0;    ///< rotated refresh tokens presented again
+  std::uint64_t requests = 0;        ///< HTTP requests of any kind
+  std::uint64_t refreshes = 0;       ///< token requests answered with a token
+  std::uint64_t errors = 0;          ///< token requests answered with an error
+  std::uint64_t max_in_flight = 0;   ///< most token requests being handled at once
+  std::uint64_t connections = 0;     ///< TCP connections accepted
+  std::uint64_t reuse_detected = 0;  ///< rotated refresh tokens presented again
 };
 
 /// Runs on its own threads, bound to 127.0.0.1; stops in the destructor.
 class mock_server {
-public:
+ public:
   explicit mock_server(mock_server_options opts = {});
   ~mock_server();
   mock_server(const mock_server&) = delete;
@@ -83,7 +83,7 @@ public:
   /// Closes every idle keep-alive connection now (as a server's idle timeout would).
   void close_idle_connections();
 
-private:
+ private:
   struct impl;
   std::unique_ptr<impl> impl_;
 };

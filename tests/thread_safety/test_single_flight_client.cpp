@@ -73,10 +73,13 @@ BOOST_AUTO_TEST_CASE(ten_thousand_waiters_on_four_threads_cause_one_refresh) {
   constexpr int n = 10'000;
   tally t;
   for (int i = 0; i < n; ++i) {
-    asio::co_spawn(ctx, [&]() -> asio::awaitable<void> {
-      auto tok = co_await c.token();
-      t.ok(tok.value());
-    }, asio::detached);
+    asio::co_spawn(
+        ctx,
+        [&]() -> asio::awaitable<void> {
+          auto tok = co_await c.token();
+          t.ok(tok.value());
+        },
+        asio::detached);
   }
   BOOST_REQUIRE(run_bounded(ctx, 4));
   BOOST_TEST(t.completions.load() == n);
@@ -105,9 +108,8 @@ BOOST_AUTO_TEST_CASE(calls_from_many_plain_threads_share_one_refresh) {
   for (int i = 0; i < 8; ++i)
     callers.emplace_back([&] {
       for (int j = 0; j < 250; ++j)
-        c.async_token([&](error_code ec, na::access_token tok) {
-          ec ? t.failed(ec) : t.ok(tok.value());
-        });
+        c.async_token(
+            [&](error_code ec, na::access_token tok) { ec ? t.failed(ec) : t.ok(tok.value()); });
     });
   for (auto& th : callers) th.join();
   BOOST_TEST(eventually([&] { return t.completions.load() == 2000; }));
@@ -126,19 +128,23 @@ BOOST_AUTO_TEST_CASE(fresh_reads_on_many_threads_do_no_io_and_take_no_shared_loc
   mock_server server;
   asio::io_context ctx(4);
   na::client c(ctx.get_executor(), config_for(server));
-  asio::co_spawn(ctx, [&]() -> asio::awaitable<void> { co_await c.token(); }, asio::detached);
+  asio::co_spawn(
+      ctx, [&]() -> asio::awaitable<void> { co_await c.token(); }, asio::detached);
   BOOST_REQUIRE(run_bounded(ctx, 1));
   const auto before = c.stats();
   const auto requests = server.stats().requests;
 
   std::atomic<int> reads{0};
   for (int i = 0; i < 4; ++i) {
-    asio::co_spawn(ctx, [&]() -> asio::awaitable<void> {
-      for (int j = 0; j < 10'000; ++j) {
-        auto tok = co_await c.token();
-        if (!tok.value().empty()) ++reads;
-      }
-    }, asio::detached);
+    asio::co_spawn(
+        ctx,
+        [&]() -> asio::awaitable<void> {
+          for (int j = 0; j < 10'000; ++j) {
+            auto tok = co_await c.token();
+            if (!tok.value().empty()) ++reads;
+          }
+        },
+        asio::detached);
   }
   ctx.restart();
   BOOST_REQUIRE(run_bounded(ctx, 4));
@@ -157,24 +163,31 @@ BOOST_AUTO_TEST_CASE(readers_of_a_fresh_client_never_wait_for_another_refresh) {
   asio::io_context ctx(2);
   na::client fresh(ctx.get_executor(), config_for(fast_server));
   na::client stale(ctx.get_executor(), config_for(slow_server, slow));
-  asio::co_spawn(ctx, [&]() -> asio::awaitable<void> { co_await fresh.token(); }, asio::detached);
+  asio::co_spawn(
+      ctx, [&]() -> asio::awaitable<void> { co_await fresh.token(); }, asio::detached);
   BOOST_REQUIRE(run_bounded(ctx, 1));
 
   ctx.restart();
   std::atomic<int> stale_done{0}, fresh_reads{0};
   std::atomic<bool> fresh_finished_first{false};
   for (int i = 0; i < 100; ++i)
-    asio::co_spawn(ctx, [&]() -> asio::awaitable<void> {
-      co_await stale.token();
-      ++stale_done;
-    }, asio::detached);
-  asio::co_spawn(ctx, [&]() -> asio::awaitable<void> {
-    for (int j = 0; j < 1000; ++j) {
-      co_await fresh.token();
-      ++fresh_reads;
-    }
-    fresh_finished_first = stale_done.load() == 0;
-  }, asio::detached);
+    asio::co_spawn(
+        ctx,
+        [&]() -> asio::awaitable<void> {
+          co_await stale.token();
+          ++stale_done;
+        },
+        asio::detached);
+  asio::co_spawn(
+      ctx,
+      [&]() -> asio::awaitable<void> {
+        for (int j = 0; j < 1000; ++j) {
+          co_await fresh.token();
+          ++fresh_reads;
+        }
+        fresh_finished_first = stale_done.load() == 0;
+      },
+      asio::detached);
   BOOST_REQUIRE(run_bounded(ctx, 2));
   BOOST_TEST(fresh_reads.load() == 1000);
   BOOST_TEST(fresh_finished_first.load());  // did not wait for the 1.5 s refresh in flight
@@ -196,20 +209,27 @@ BOOST_AUTO_TEST_CASE(cancelling_one_waiter_completes_only_it_and_the_refresh_goe
   tally others;
   constexpr int n = 1000;
   for (int i = 0; i < n; ++i)
-    asio::co_spawn(ctx, [&]() -> asio::awaitable<void> {
-      auto [ec, tok] = co_await c.async_token(asio::as_tuple(asio::use_awaitable));
-      ec ? others.failed(ec) : others.ok(tok.value());
-    }, asio::detached);
+    asio::co_spawn(
+        ctx,
+        [&]() -> asio::awaitable<void> {
+          auto [ec, tok] = co_await c.async_token(asio::as_tuple(asio::use_awaitable));
+          ec ? others.failed(ec) : others.ok(tok.value());
+        },
+        asio::detached);
 
   // A waiter with a timeout through awaitable operators (its cancellation slot).
   auto strand = asio::make_strand(ctx);
   std::atomic<int> timeout_won{0}, timeout_completions{0};
-  asio::co_spawn(strand, [&]() -> asio::awaitable<void> {
-    asio::steady_timer timer(co_await asio::this_coro::executor, std::chrono::milliseconds(50));
-    auto r = co_await (c.async_token(asio::use_awaitable) || timer.async_wait(asio::use_awaitable));
-    ++timeout_completions;
-    if (r.index() == 1) ++timeout_won;
-  }, asio::detached);
+  asio::co_spawn(
+      strand,
+      [&]() -> asio::awaitable<void> {
+        asio::steady_timer timer(co_await asio::this_coro::executor, std::chrono::milliseconds(50));
+        auto r =
+            co_await (c.async_token(asio::use_awaitable) || timer.async_wait(asio::use_awaitable));
+        ++timeout_completions;
+        if (r.index() == 1) ++timeout_won;
+      },
+      asio::detached);
 
   // A waiter cancelled through an explicit cancellation signal, emitted on its strand.
   auto strand2 = asio::make_strand(ctx);
@@ -246,18 +266,23 @@ BOOST_AUTO_TEST_CASE(when_every_waiter_cancels_the_refresh_still_fills_the_cache
   na::client c(ctx.get_executor(), config_for(server, opts));
   auto strand = asio::make_strand(ctx);
   std::atomic<int> aborted{0};
-  asio::co_spawn(strand, [&]() -> asio::awaitable<void> {
-    asio::steady_timer timer(co_await asio::this_coro::executor, std::chrono::milliseconds(20));
-    auto r = co_await (c.async_token(asio::use_awaitable) || timer.async_wait(asio::use_awaitable));
-    if (r.index() == 1) ++aborted;
-  }, asio::detached);
+  asio::co_spawn(
+      strand,
+      [&]() -> asio::awaitable<void> {
+        asio::steady_timer timer(co_await asio::this_coro::executor, std::chrono::milliseconds(20));
+        auto r =
+            co_await (c.async_token(asio::use_awaitable) || timer.async_wait(asio::use_awaitable));
+        if (r.index() == 1) ++aborted;
+      },
+      asio::detached);
   BOOST_REQUIRE(run_bounded(ctx, 2));
   BOOST_TEST(aborted.load() == 1);
   BOOST_TEST(server.stats().refreshes == 1u);
   BOOST_TEST(c.stats().refreshes_succeeded == 1u);
   const auto requests = server.stats().requests;
   ctx.restart();
-  asio::co_spawn(ctx, [&]() -> asio::awaitable<void> { co_await c.token(); }, asio::detached);
+  asio::co_spawn(
+      ctx, [&]() -> asio::awaitable<void> { co_await c.token(); }, asio::detached);
   BOOST_REQUIRE(run_bounded(ctx, 2));
   BOOST_TEST(server.stats().requests == requests);  // served from the cache
 }
@@ -271,23 +296,28 @@ BOOST_AUTO_TEST_CASE(a_failed_refresh_completes_every_waiter_once_with_the_same_
   mock_server_options opts;
   opts.latency = std::chrono::milliseconds(300);
   mock_server server(opts);
-  server.fail_next({503, R"({"error":"temporarily_unavailable","error_description":"down"})",
-                    "application/json", {}});
+  server.fail_next({503,
+                    R"({"error":"temporarily_unavailable","error_description":"down"})",
+                    "application/json",
+                    {}});
   asio::io_context ctx(4);
   na::client c(ctx.get_executor(), config_for(server, opts));
   constexpr int n = 2000;
   tally t;
   std::atomic<int> with_diag{0};
   for (int i = 0; i < n; ++i)
-    asio::co_spawn(ctx, [&]() -> asio::awaitable<void> {
-      try {
-        co_await c.token();
-        t.ok("unexpected success");
-      } catch (const na::error_with_diagnostics& e) {
-        if (e.get_diagnostics().server_description == "down") ++with_diag;
-        t.failed(e.code());
-      }
-    }, asio::detached);
+    asio::co_spawn(
+        ctx,
+        [&]() -> asio::awaitable<void> {
+          try {
+            co_await c.token();
+            t.ok("unexpected success");
+          } catch (const na::error_with_diagnostics& e) {
+            if (e.get_diagnostics().server_description == "down") ++with_diag;
+            t.failed(e.code());
+          }
+        },
+        asio::detached);
   BOOST_REQUIRE(run_bounded(ctx, 4));
   BOOST_TEST(t.completions.load() == n);
   BOOST_TEST(t.values.empty());
@@ -302,9 +332,9 @@ BOOST_AUTO_TEST_CASE(a_failed_refresh_completes_every_waiter_once_with_the_same_
   tally again;
   ctx.restart();
   for (int i = 0; i < n; ++i)
-    asio::co_spawn(ctx, [&]() -> asio::awaitable<void> {
-      again.ok((co_await c.token()).value());
-    }, asio::detached);
+    asio::co_spawn(
+        ctx, [&]() -> asio::awaitable<void> { again.ok((co_await c.token()).value()); },
+        asio::detached);
   BOOST_REQUIRE(run_bounded(ctx, 4));
   BOOST_TEST(again.completions.load() == n);
   BOOST_TEST(again.values.size() == 1u);
@@ -332,14 +362,17 @@ BOOST_AUTO_TEST_CASE(destroying_the_client_aborts_suspended_waiters) {
   constexpr int n = 1000;
   tally t;
   for (int i = 0; i < n; ++i)
-    asio::co_spawn(ctx, [&, cl = c.get()]() -> asio::awaitable<void> {
-      try {
-        co_await cl->token();
-        t.ok("unexpected");
-      } catch (const boost::system::system_error& e) {
-        t.failed(e.code());
-      }
-    }, asio::detached);
+    asio::co_spawn(
+        ctx,
+        [&, cl = c.get()]() -> asio::awaitable<void> {
+          try {
+            co_await cl->token();
+            t.ok("unexpected");
+          } catch (const boost::system::system_error& e) {
+            t.failed(e.code());
+          }
+        },
+        asio::detached);
   BOOST_REQUIRE(eventually([&] {
     auto s = c->stats();
     return s.waiters_coalesced + s.refreshes_started == static_cast<std::uint64_t>(n);
@@ -348,7 +381,8 @@ BOOST_AUTO_TEST_CASE(destroying_the_client_aborts_suspended_waiters) {
   const auto start = std::chrono::steady_clock::now();
   c.reset();
   BOOST_TEST(eventually([&] { return t.completions.load() == n; }, std::chrono::seconds(4)));
-  BOOST_TEST((std::chrono::steady_clock::now() - start < std::chrono::seconds(4)));  // not the 5 s refresh
+  BOOST_TEST(
+      (std::chrono::steady_clock::now() - start < std::chrono::seconds(4)));  // not the 5 s refresh
   guard.reset();
   for (auto& th : runners) th.join();
   BOOST_REQUIRE(t.errors.size() == 1u);
@@ -386,14 +420,20 @@ BOOST_AUTO_TEST_CASE(each_waiter_resumes_on_its_own_executor) {
   std::atomic<int> right_place{0}, wrong_place{0};
   for (int round = 0; round < 50; ++round) {
     for (auto& s : strands)
-      asio::co_spawn(s, [&, s]() -> asio::awaitable<void> {
-        co_await c.token();
-        (s.running_in_this_thread() ? right_place : wrong_place)++;
-      }, asio::detached);
-    asio::co_spawn(ctx_b, [&]() -> asio::awaitable<void> {
-      co_await c.token();
-      (ctx_b.get_executor().running_in_this_thread() ? right_place : wrong_place)++;
-    }, asio::detached);
+      asio::co_spawn(
+          s,
+          [&, s]() -> asio::awaitable<void> {
+            co_await c.token();
+            (s.running_in_this_thread() ? right_place : wrong_place)++;
+          },
+          asio::detached);
+    asio::co_spawn(
+        ctx_b,
+        [&]() -> asio::awaitable<void> {
+          co_await c.token();
+          (ctx_b.get_executor().running_in_this_thread() ? right_place : wrong_place)++;
+        },
+        asio::detached);
     // A plain callback bound to nothing runs on the client's executor.
     c.async_token([&](error_code, na::access_token) {
       (client_ctx.get_executor().running_in_this_thread() ? right_place : wrong_place)++;

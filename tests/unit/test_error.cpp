@@ -16,23 +16,33 @@
 
 namespace {
 
+using boost::system::error_code;
 using nxsys::auth::diagnostics;
 using nxsys::auth::errc;
-using boost::system::error_code;
 
 // Every enumerator with whether it is an OAuth (server) error; keep in step with error.hpp.
 const std::vector<std::pair<errc, bool>> all_errc = {
-    {errc::invalid_request, true},     {errc::invalid_client, true},
-    {errc::invalid_grant, true},       {errc::unauthorized_client, true},
-    {errc::unsupported_grant_type, true}, {errc::invalid_scope, true},
-    {errc::server_error, true},        {errc::temporarily_unavailable, true},
-    {errc::unrecognized_error, true},  {errc::malformed_response, false},
-    {errc::timeout, false},            {errc::tls, false},
-    {errc::connection, false},         {errc::response_too_large, false},
-    {errc::unexpected_status, false},  {errc::invalid_config, false},
+    {errc::invalid_request, true},
+    {errc::invalid_client, true},
+    {errc::invalid_grant, true},
+    {errc::unauthorized_client, true},
+    {errc::unsupported_grant_type, true},
+    {errc::invalid_scope, true},
+    {errc::server_error, true},
+    {errc::temporarily_unavailable, true},
+    {errc::unrecognized_error, true},
+    {errc::malformed_response, false},
+    {errc::timeout, false},
+    {errc::tls, false},
+    {errc::connection, false},
+    {errc::response_too_large, false},
+    {errc::unexpected_status, false},
+    {errc::invalid_config, false},
 };
 
-std::string_view category_name(const error_code& ec) { return ec.category().name(); }
+std::string_view category_name(const error_code& ec) {
+  return ec.category().name();
+}
 
 error_code parse_error(unsigned status, std::string_view body, diagnostics& diag) {
   nxsys::auth::protocol::token_response out;
@@ -78,8 +88,8 @@ BOOST_AUTO_TEST_CASE(each_errc_lives_in_its_category) {
       BOOST_TEST(static_cast<bool>(ec));  // never "success"
       BOOST_TEST(ec.value() == static_cast<int>(e));
       BOOST_TEST(category_name(ec) == (is_oauth ? "nxsys.auth.oauth" : "nxsys.auth.client"));
-      BOOST_TEST((&ec.category() == (is_oauth ? &nxsys::auth::oauth_category()
-                                              : &nxsys::auth::client_category())));
+      BOOST_TEST((&ec.category() ==
+                  (is_oauth ? &nxsys::auth::oauth_category() : &nxsys::auth::client_category())));
       BOOST_TEST((ec == e));
     }
   }
@@ -93,8 +103,8 @@ BOOST_AUTO_TEST_CASE(errc_values_are_distinct_codes) {
   for (const auto& [a, a_oauth] : all_errc) {
     for (const auto& [b, b_oauth] : all_errc) {
       if (a == b) continue;
-      BOOST_TEST((nxsys::auth::make_error_code(a) != b),
-                 static_cast<int>(a) << " vs " << static_cast<int>(b));
+      BOOST_TEST((nxsys::auth::make_error_code(a) != b), static_cast<int>(a)
+                                                             << " vs " << static_cast<int>(b));
     }
   }
   // Nor with generic error conditions of the same numeric value.
@@ -158,23 +168,25 @@ BOOST_AUTO_TEST_CASE(describe_formats) {
   BOOST_TEST(describe(make_error_code(errc::malformed_response),
                       {200, "", "", "the answer is not valid JSON"}) ==
              "malformed token response (HTTP 200): the answer is not valid JSON");
-  BOOST_TEST(describe(make_error_code(errc::invalid_grant), {400, "invalid_grant", "token expired", ""}) ==
-             "invalid_grant (HTTP 400); server says: invalid_grant: token expired");
+  BOOST_TEST(
+      describe(make_error_code(errc::invalid_grant), {400, "invalid_grant", "token expired", ""}) ==
+      "invalid_grant (HTTP 400); server says: invalid_grant: token expired");
   BOOST_TEST(describe(make_error_code(errc::invalid_grant), {400, "invalid_grant", "", ""}) ==
              "invalid_grant (HTTP 400); server says: invalid_grant");
   BOOST_TEST(describe(make_error_code(errc::server_error), {503, "", "maintenance", ""}) ==
              "server_error (HTTP 503); server says: maintenance");
   BOOST_TEST(describe(make_error_code(errc::connection), {0, "", "", "connection refused"}) ==
              "connection failure: connection refused");
-  BOOST_TEST(describe(make_error_code(errc::server_error),
-                      {500, "db", "down", "the server failed without an OAuth error"}) ==
-             "server_error (HTTP 500): the server failed without an OAuth error; server says: db: down");
+  BOOST_TEST(
+      describe(make_error_code(errc::server_error),
+               {500, "db", "down", "the server failed without an OAuth error"}) ==
+      "server_error (HTTP 500): the server failed without an OAuth error; server says: db: down");
 }
 
 BOOST_AUTO_TEST_CASE(describe_from_a_real_answer) {
   diagnostics diag;
-  const error_code ec =
-      parse_error(400, R"({"error":"invalid_grant","error_description":"refresh token revoked"})", diag);
+  const error_code ec = parse_error(
+      400, R"({"error":"invalid_grant","error_description":"refresh token revoked"})", diag);
   const std::string s = nxsys::auth::describe(ec, diag);
   BOOST_TEST(s.find("invalid_grant") == 0u);
   BOOST_TEST(s.find("HTTP 400") != std::string::npos);

@@ -15,7 +15,9 @@ using duration = std::chrono::steady_clock::duration;
 using time_point = std::chrono::steady_clock::time_point;
 
 // Durations compared as nanosecond counts so a failing check prints both numbers.
-constexpr long long ns(duration d) { return std::chrono::duration_cast<std::chrono::nanoseconds>(d).count(); }
+constexpr long long ns(duration d) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
+}
 
 // An arbitrary origin: the functions must only add and subtract, never look at a clock.
 const time_point sent = time_point{} + 12345s;
@@ -34,7 +36,7 @@ BOOST_AUTO_TEST_CASE(long_token_gets_the_configured_leeway) {
   BOOST_TEST(ns(effective_leeway(1h, 30s, 0.25)) == ns(30s));
   BOOST_TEST(ns(refresh_deadline(sent, 1h, 30s, 0.25) - sent) == ns(1h - 30s));
   // As long as leeway <= fraction * lifetime, the fraction does not matter.
-  BOOST_TEST(ns(effective_leeway(1h, 30s, 0.01)) == ns(30s));  // 36 s cap
+  BOOST_TEST(ns(effective_leeway(1h, 30s, 0.01)) == ns(30s));    // 36 s cap
   BOOST_TEST(ns(effective_leeway(120s, 30s, 0.25)) == ns(30s));  // cap exactly 30 s
   BOOST_TEST(ns(effective_leeway(1h, 0s, 0.25)) == 0);
 }

@@ -24,9 +24,9 @@ namespace {
 
 // The test suite below is itself named `protocol`, so the library namespace gets another name.
 namespace proto = nxsys::auth::protocol;
+using boost::system::error_code;
 using nxsys::auth::diagnostics;
 using nxsys::auth::errc;
-using boost::system::error_code;
 
 // ---------------------------------------------------------------------------------------------
 // Independent references, written from the specifications rather than from the library code.
@@ -115,8 +115,8 @@ const std::vector<std::string> tricky_values = {
     "with space",
     "  leading and trailing  ",
     "&=+%/? #;:@,$!'()[]{}\"<>\\^`|",
-    "caf\xC3\xA9",                        // "café"
-    "\xE6\x97\xA5\xE6\x9C\xAC",            // "日本"
+    "caf\xC3\xA9",               // "café"
+    "\xE6\x97\xA5\xE6\x9C\xAC",  // "日本"
     "line\r\nbreak\ttab",
     std::string("nul\0inside", 10),
     "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl+/==",  // a JWT-like token
@@ -247,9 +247,10 @@ BOOST_AUTO_TEST_CASE(form_urlencode_encodes_tilde_like_url_search_params) {
 }
 
 BOOST_AUTO_TEST_CASE(refresh_body_exact) {
-  BOOST_TEST(proto::build_refresh_body("YOUR_REFRESH_TOKEN", "YOUR_CLIENT_ID", "YOUR_CLIENT_SECRET") ==
-             "grantType=refresh_token&refreshToken=YOUR_REFRESH_TOKEN&clientId=YOUR_CLIENT_ID"
-             "&clientSecret=YOUR_CLIENT_SECRET");
+  BOOST_TEST(
+      proto::build_refresh_body("YOUR_REFRESH_TOKEN", "YOUR_CLIENT_ID", "YOUR_CLIENT_SECRET") ==
+      "grantType=refresh_token&refreshToken=YOUR_REFRESH_TOKEN&clientId=YOUR_CLIENT_ID"
+      "&clientSecret=YOUR_CLIENT_SECRET");
   BOOST_TEST(proto::build_refresh_body("r&t=1", "id with space", "s+c%r/e?t") ==
              "grantType=refresh_token&refreshToken=r%26t%3D1&clientId=id+with+space"
              "&clientSecret=s%2Bc%25r%2Fe%3Ft");
@@ -281,10 +282,10 @@ BOOST_AUTO_TEST_CASE(refresh_body_fields_round_trip) {
         BOOST_TEST((*fields)[3].first == "clientSecret");
         BOOST_TEST((*fields)[3].second == secret);
         // The same bytes URLSearchParams would send for these four fields.
-        BOOST_TEST(body == "grantType=refresh_token&refreshToken=" +
-                               url_search_params_encode(refresh) +
-                               "&clientId=" + url_search_params_encode(client_id) +
-                               "&clientSecret=" + url_search_params_encode(secret));
+        BOOST_TEST(body ==
+                   "grantType=refresh_token&refreshToken=" + url_search_params_encode(refresh) +
+                       "&clientId=" + url_search_params_encode(client_id) +
+                       "&clientSecret=" + url_search_params_encode(secret));
       }
     }
   }
@@ -383,9 +384,10 @@ BOOST_AUTO_TEST_CASE(token_url_ipv6_hosts) {
 
 BOOST_AUTO_TEST_CASE(token_url_loopback_detection) {
   // Plain http is accepted for these without allow_insecure_http because they are loopback.
-  for (std::string_view url : {"http://127.0.0.1/t", "http://127.5.5.5/t", "http://127.255.255.254/t",
-                               "http://[::1]/t", "http://[0:0:0:0:0:0:0:1]/t", "http://localhost/t",
-                               "http://LOCALHOST/t", "http://LocalHost:8080/t"}) {
+  for (std::string_view url :
+       {"http://127.0.0.1/t", "http://127.5.5.5/t", "http://127.255.255.254/t", "http://[::1]/t",
+        "http://[0:0:0:0:0:0:0:1]/t", "http://localhost/t", "http://LOCALHOST/t",
+        "http://LocalHost:8080/t"}) {
     BOOST_TEST_CONTEXT(url) {
       auto p = parse_url(url);
       BOOST_TEST(!p.ec);
@@ -401,9 +403,10 @@ BOOST_AUTO_TEST_CASE(token_url_loopback_detection) {
 BOOST_AUTO_TEST_CASE(token_url_look_alike_hosts_are_not_loopback) {
   // Names that merely start like loopback resolve wherever their DNS says.
   for (std::string_view url :
-       {"http://localhost.evil.example/t", "http://mylocalhost/t", "http://127.0.0.01/t", "http://127.1/t",
-        "http://128.0.0.1/t", "http://126.255.255.255/t", "http://0.0.0.0/t", "http://[::2]/t",
-        "http://[2001:db8::1]/t", "http://192.168.1.1/t", "http://example.com/t"}) {
+       {"http://localhost.evil.example/t", "http://mylocalhost/t", "http://127.0.0.01/t",
+        "http://127.1/t", "http://128.0.0.1/t", "http://126.255.255.255/t", "http://0.0.0.0/t",
+        "http://[::2]/t", "http://[2001:db8::1]/t", "http://192.168.1.1/t",
+        "http://example.com/t"}) {
     BOOST_TEST_CONTEXT(url) {
       auto p = parse_url(url);
       BOOST_TEST(p.ec == errc::invalid_config);
@@ -424,7 +427,8 @@ BOOST_AUTO_TEST_CASE(token_url_look_alike_hosts_are_not_loopback) {
 // target that is not origin-form. Whatever it decides, the host must be the whole name and the
 // target must start with '/'.
 BOOST_AUTO_TEST_CASE(token_url_dotted_names_starting_with_an_ipv4_address) {
-  for (std::string_view url : {"http://127.0.0.1.nip.io/t", "https://1.2.3.4.5/t", "http://127.0.0.1a/t"}) {
+  for (std::string_view url :
+       {"http://127.0.0.1.nip.io/t", "https://1.2.3.4.5/t", "http://127.0.0.1a/t"}) {
     BOOST_TEST_CONTEXT(url) {
       auto p = parse_url(url);
       // Not loopback, so plain http must be refused; https would be refused or a plain name.
@@ -504,9 +508,10 @@ BOOST_AUTO_TEST_CASE(token_url_rejects_bad_urls) {
 }
 
 BOOST_AUTO_TEST_CASE(token_url_rejects_user_info) {
-  for (std::string_view url : {"https://alice:S3cr3tPa55@auth.example.com/t",
-                               "https://alice@auth.example.com/t", "https://:S3cr3tPa55@auth.example.com/t",
-                               "https://@auth.example.com/t", "http://alice:S3cr3tPa55@localhost/t"}) {
+  for (std::string_view url :
+       {"https://alice:S3cr3tPa55@auth.example.com/t", "https://alice@auth.example.com/t",
+        "https://:S3cr3tPa55@auth.example.com/t", "https://@auth.example.com/t",
+        "http://alice:S3cr3tPa55@localhost/t"}) {
     BOOST_TEST_CONTEXT(url) {
       auto p = parse_url(url, true);
       BOOST_TEST(p.ec == errc::invalid_config);
@@ -589,7 +594,8 @@ BOOST_AUTO_TEST_CASE(response_snake_case) {
 }
 
 BOOST_AUTO_TEST_CASE(response_camel_case_wins_over_snake_case) {
-  auto p = parse(200, R"({"access_token":"snake","accessToken":"camel","expires_in":5,"expiresIn":60})");
+  auto p =
+      parse(200, R"({"access_token":"snake","accessToken":"camel","expires_in":5,"expiresIn":60})");
   BOOST_TEST_REQUIRE(!p.ec);
   BOOST_TEST(p.response.access_token == "camel");
   BOOST_TEST(p.response.expires_in->count() == 60);
@@ -616,9 +622,9 @@ BOOST_AUTO_TEST_CASE(response_minimal_defaults) {
 }
 
 BOOST_AUTO_TEST_CASE(response_token_type_defaults_to_bearer) {
-  for (std::string_view body : {R"({"accessToken":"tok"})", R"({"accessToken":"tok","tokenType":null})",
-                                R"({"accessToken":"tok","tokenType":""})",
-                                R"({"accessToken":"tok","token_type":""})"}) {
+  for (std::string_view body :
+       {R"({"accessToken":"tok"})", R"({"accessToken":"tok","tokenType":null})",
+        R"({"accessToken":"tok","tokenType":""})", R"({"accessToken":"tok","token_type":""})"}) {
     BOOST_TEST_CONTEXT(body) {
       auto p = parse(200, body);
       BOOST_TEST_REQUIRE(!p.ec);
@@ -659,12 +665,20 @@ BOOST_AUTO_TEST_CASE(response_surrounding_whitespace_is_fine) {
 
 BOOST_AUTO_TEST_CASE(expiry_number_string_double) {
   const std::vector<std::pair<std::string_view, long long>> cases = {
-      {"3600", 3600},        {"\"3600\"", 3600}, {"1", 1},       {"\"1\"", 1},
-      {"3600.0", 3600},      {"86400", 86400},  {"2", 2},       {"1.0", 1},
-      {"3600e0", 3600},      {"3.6e3", 3600},
+      {"3600", 3600},
+      {"\"3600\"", 3600},
+      {"1", 1},
+      {"\"1\"", 1},
+      {"3600.0", 3600},
+      {"86400", 86400},
+      {"2", 2},
+      {"1.0", 1},
+      {"3600e0", 3600},
+      {"3.6e3", 3600},
       // Fractions are cut, never rounded up: assuming a token lives longer than it does would
       // send an expired token.
-      {"3599.9", 3599},      {"1.5", 1},
+      {"3599.9", 3599},
+      {"1.5", 1},
   };
   for (const auto& [json, seconds] : cases) {
     BOOST_TEST_CONTEXT("expiresIn " << json) {
@@ -690,10 +704,13 @@ BOOST_AUTO_TEST_CASE(expiry_missing_or_null_is_none) {
 
 BOOST_AUTO_TEST_CASE(expiry_invalid_values_are_malformed) {
   for (std::string_view json : {
-           "0", "-1", "-3600", "0.0", "-0.0", "0.5", "0.999", "-1e30", "\"0\"", "\"-1\"", "\"-3600\"",
-           "\"-99999999999999999999\"", "\"\"", "\"abc\"", "\"12abc\"", "\"12 \"", "\" 12\"",
-           "\"+12\"", "\"1.5\"", "\"1e3\"", "\"0x10\"", "true", "false", "{}", "{\"s\":1}", "[]",
-           "[3600]", "-9223372036854775808",
+           "0",         "-1",      "-3600",     "0.0",
+           "-0.0",      "0.5",     "0.999",     "-1e30",
+           "\"0\"",     "\"-1\"",  "\"-3600\"", "\"-99999999999999999999\"",
+           "\"\"",      "\"abc\"", "\"12abc\"", "\"12 \"",
+           "\" 12\"",   "\"+12\"", "\"1.5\"",   "\"1e3\"",
+           "\"0x10\"",  "true",    "false",     "{}",
+           "{\"s\":1}", "[]",      "[3600]",    "-9223372036854775808",
        }) {
     BOOST_TEST_CONTEXT("expiresIn " << json) {
       auto p = parse_expiry(json);
@@ -709,9 +726,15 @@ BOOST_AUTO_TEST_CASE(expiry_huge_values_are_clamped) {
   const long long max = proto::max_expires_in.count();
   BOOST_TEST(max == 10LL * 365 * 24 * 3600);
   for (std::string_view json : {
-           "1e30", "1.7976931348623157e308", "\"99999999999999999999\"",
-           "\"9223372036854775807\"", "9223372036854775807", "18446744073709551615",
-           "99999999999999999999", "315360001", "\"315360001\"",
+           "1e30",
+           "1.7976931348623157e308",
+           "\"99999999999999999999\"",
+           "\"9223372036854775807\"",
+           "9223372036854775807",
+           "18446744073709551615",
+           "99999999999999999999",
+           "315360001",
+           "\"315360001\"",
        }) {
     BOOST_TEST_CONTEXT("expiresIn " << json) {
       auto p = parse_expiry(json);
@@ -730,10 +753,18 @@ BOOST_AUTO_TEST_CASE(expiry_huge_values_are_clamped) {
 
 BOOST_AUTO_TEST_CASE(response_without_access_token_is_malformed) {
   for (std::string_view body : {
-           R"({})", R"({"accessToken":""})", R"({"access_token":""})", R"({"accessToken":null})",
-           R"({"accessToken":123})", R"({"accessToken":true})", R"({"accessToken":["a"]})",
-           R"({"accessToken":{"value":"a"}})", R"({"access_token":7})", R"({"token":"a"})",
-           R"({"AccessToken":"a"})", R"({"refreshToken":"r","expiresIn":60})",
+           R"({})",
+           R"({"accessToken":""})",
+           R"({"access_token":""})",
+           R"({"accessToken":null})",
+           R"({"accessToken":123})",
+           R"({"accessToken":true})",
+           R"({"accessToken":["a"]})",
+           R"({"accessToken":{"value":"a"}})",
+           R"({"access_token":7})",
+           R"({"token":"a"})",
+           R"({"AccessToken":"a"})",
+           R"({"refreshToken":"r","expiresIn":60})",
        }) {
     BOOST_TEST_CONTEXT(body) {
       auto p = parse(200, body);
@@ -745,8 +776,10 @@ BOOST_AUTO_TEST_CASE(response_without_access_token_is_malformed) {
 
 BOOST_AUTO_TEST_CASE(response_with_non_string_fields_is_malformed) {
   for (std::string_view body : {
-           R"({"accessToken":"a","tokenType":1})", R"({"accessToken":"a","token_type":{}})",
-           R"({"accessToken":"a","refreshToken":1})", R"({"accessToken":"a","refresh_token":false})",
+           R"({"accessToken":"a","tokenType":1})",
+           R"({"accessToken":"a","token_type":{}})",
+           R"({"accessToken":"a","refreshToken":1})",
+           R"({"accessToken":"a","refresh_token":false})",
            R"({"accessToken":"a","scope":["read"]})",
        }) {
     BOOST_TEST_CONTEXT(body) {
@@ -757,11 +790,26 @@ BOOST_AUTO_TEST_CASE(response_with_non_string_fields_is_malformed) {
 
 BOOST_AUTO_TEST_CASE(response_not_a_json_object_is_malformed) {
   for (std::string_view body : {
-           "", " ", "{", "}", "not json", "<html><body>OK</body></html>", "null", "[]",
-           R"([{"accessToken":"a"}])", "42", "3.5", R"("accessToken")", "true",
-           R"({"accessToken":"a",})", R"({"accessToken":"a"} trailing)",
-           R"({"accessToken":"a"}{"accessToken":"b"})", R"({'accessToken':'a'})",
-           R"({accessToken:"a"})", "{\"accessToken\":\"a\"/*c*/}", "\xEF\xBB\xBF{\"accessToken\":\"a\"}",
+           "",
+           " ",
+           "{",
+           "}",
+           "not json",
+           "<html><body>OK</body></html>",
+           "null",
+           "[]",
+           R"([{"accessToken":"a"}])",
+           "42",
+           "3.5",
+           R"("accessToken")",
+           "true",
+           R"({"accessToken":"a",})",
+           R"({"accessToken":"a"} trailing)",
+           R"({"accessToken":"a"}{"accessToken":"b"})",
+           R"({'accessToken':'a'})",
+           R"({accessToken:"a"})",
+           "{\"accessToken\":\"a\"/*c*/}",
+           "\xEF\xBB\xBF{\"accessToken\":\"a\"}",
            "{\"accessToken\":\"a\xFF\"}",  // not UTF-8
        }) {
     BOOST_TEST_CONTEXT("body '" << body << "'") {
@@ -782,10 +830,16 @@ BOOST_AUTO_TEST_CASE(response_not_a_json_object_is_malformed) {
 // server inject header text, and non-ASCII is not a valid token68.
 BOOST_AUTO_TEST_CASE(response_token_not_header_safe_is_malformed) {
   for (std::string_view body : {
-           R"({"accessToken":"abc def"})", R"({"accessToken":" abc"})", R"({"accessToken":"abc "})",
-           R"({"accessToken":"abc\r\nX-Injected: 1"})", R"({"accessToken":"abc\n"})",
-           R"({"accessToken":"abc\t"})", R"({"accessToken":"a\u0000b"})", R"({"accessToken":"a\u0001b"})",
-           R"({"accessToken":"a\u007fb"})", R"({"accessToken":"t\u00f6ken"})",
+           R"({"accessToken":"abc def"})",
+           R"({"accessToken":" abc"})",
+           R"({"accessToken":"abc "})",
+           R"({"accessToken":"abc\r\nX-Injected: 1"})",
+           R"({"accessToken":"abc\n"})",
+           R"({"accessToken":"abc\t"})",
+           R"({"accessToken":"a\u0000b"})",
+           R"({"accessToken":"a\u0001b"})",
+           R"({"accessToken":"a\u007fb"})",
+           R"({"accessToken":"t\u00f6ken"})",
            R"({"accessToken":"tok","tokenType":"Bearer x"})",
            R"({"accessToken":"tok","tokenType":"Bearer\r\nX: 1"})",
            R"({"accessToken":"tok","tokenType":"B\u00e9arer"})",
@@ -809,12 +863,12 @@ BOOST_AUTO_TEST_CASE(response_failure_leaves_output_untouched) {
   out.refresh_token = "old-refresh";
   out.expires_in = std::chrono::seconds(7);
   const std::vector<std::pair<unsigned, std::string_view>> answers = {
-           {200, R"({"accessToken":"new","expiresIn":-1})"},
-           {200, R"({"accessToken":"new","refreshToken":"r","tokenType":"a b"})"},
-           {200, "nope"},
-           {400, R"({"error":"invalid_grant"})"},
-           {302, R"({"accessToken":"new"})"},
-       };
+      {200, R"({"accessToken":"new","expiresIn":-1})"},
+      {200, R"({"accessToken":"new","refreshToken":"r","tokenType":"a b"})"},
+      {200, "nope"},
+      {400, R"({"error":"invalid_grant"})"},
+      {302, R"({"accessToken":"new"})"},
+  };
   for (const auto& answer : answers) {
     diagnostics diag;
     BOOST_TEST(proto::parse_token_response(answer.first, answer.second, out, diag));
@@ -854,7 +908,8 @@ BOOST_AUTO_TEST_CASE(oauth_errors_map_to_their_errc) {
   }
   // The usual 5xx pairings keep their own meaning too.
   BOOST_TEST(parse(500, R"({"error":"server_error"})").ec == errc::server_error);
-  BOOST_TEST(parse(503, R"({"error":"temporarily_unavailable"})").ec == errc::temporarily_unavailable);
+  BOOST_TEST(parse(503, R"({"error":"temporarily_unavailable"})").ec ==
+             errc::temporarily_unavailable);
 }
 
 BOOST_AUTO_TEST_CASE(oauth_error_without_description) {
@@ -953,19 +1008,26 @@ BOOST_AUTO_TEST_CASE(non_answer_statuses_are_unexpected) {
 // Text from the server ends up in what() and in logs: control characters could forge log lines
 // or terminal escapes, so they are replaced, and overlong text is cut.
 BOOST_AUTO_TEST_CASE(server_text_is_made_printable) {
-  auto p = parse(400, R"({"error":"invalid_grant\r\nX","error_description":"line1\nline2\u001b[31m\t\u007f!"})");
+  auto p = parse(
+      400,
+      R"({"error":"invalid_grant\r\nX","error_description":"line1\nline2\u001b[31m\t\u007f!"})");
   BOOST_TEST(p.diag.server_error == "invalid_grant??X");
-  BOOST_TEST(p.diag.server_description == "line1?line2?[31m??" "!");
+  BOOST_TEST(p.diag.server_description ==
+             "line1?line2?[31m??"
+             "!");
   // The error value with control characters is not a known code.
   BOOST_TEST(p.ec == errc::unrecognized_error);
 
   // UTF-8 text is kept as it is.
-  auto u = parse(400, R"({"error":"invalid_grant","error_description":"jeton p\u00e9rim\u00e9 \u65e5\u672c"})");
+  auto u = parse(
+      400,
+      R"({"error":"invalid_grant","error_description":"jeton p\u00e9rim\u00e9 \u65e5\u672c"})");
   BOOST_TEST(u.diag.server_description == "jeton p\xC3\xA9rim\xC3\xA9 \xE6\x97\xA5\xE6\x9C\xAC");
 
   const std::string long_error(1000, 'e');
   const std::string long_description(5000, 'd');
-  auto l = parse(400, R"({"error":")" + long_error + R"(","error_description":")" + long_description + R"("})");
+  auto l = parse(400, R"({"error":")" + long_error + R"(","error_description":")" +
+                          long_description + R"("})");
   BOOST_TEST(l.ec == errc::unrecognized_error);
   BOOST_TEST(l.diag.server_error == std::string(128, 'e') + "...");
   BOOST_TEST(l.diag.server_description == std::string(512, 'd') + "...");
@@ -988,7 +1050,8 @@ BOOST_AUTO_TEST_CASE(secrets_in_server_text_are_redacted_before_it_is_cut) {
 
   nxsys::auth::diagnostics d2;
   proto::parse_token_response(
-      401, R"({"error":"invalid_client","error_description":"got clientSecret=)" + encoded + R"("})",
+      401,
+      R"({"error":"invalid_client","error_description":"got clientSecret=)" + encoded + R"("})",
       out, d2, {rt, secret, encoded});
   BOOST_TEST(d2.server_description == "got clientSecret=[redacted]");
 }

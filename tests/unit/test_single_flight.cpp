@@ -130,9 +130,8 @@ BOOST_AUTO_TEST_CASE(each_waiter_completes_on_its_own_executor) {
   flight f(flight_ctx.get_executor());
   auto strand_a = asio::make_strand(flight_ctx);
   bool on_a = false, on_other = false;
-  f.join(asio::bind_executor(strand_a, [&](error_code, std::string) {
-    on_a = strand_a.running_in_this_thread();
-  }));
+  f.join(asio::bind_executor(
+      strand_a, [&](error_code, std::string) { on_a = strand_a.running_in_this_thread(); }));
   f.join(asio::bind_executor(other_ctx, [&](error_code, std::string) {
     on_other = other_ctx.get_executor().running_in_this_thread();
   }));

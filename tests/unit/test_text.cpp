@@ -1,10 +1,10 @@
 // Unit tests of the library's private text helpers (lib/text.hpp: redact, printable,
 // is_header_token, iequals) and of make_token_url from config.hpp.
-#include "text.hpp"
-
 #include <nxsys/auth/config.hpp>
 #include <nxsys/auth/error.hpp>
 #include <nxsys/auth/protocol.hpp>
+
+#include "text.hpp"
 
 #include <boost/test/unit_test.hpp>
 
@@ -27,11 +27,13 @@ std::string redacted(std::string s, std::initializer_list<std::string_view> secr
 
 // Independent oracle for redaction: the bytes of `text` covered by no occurrence of any secret
 // (occurrences found at every position, so overlapping ones count too), in order.
-std::string uncovered_bytes(std::string_view text, std::initializer_list<std::string_view> secrets) {
+std::string uncovered_bytes(std::string_view text,
+                            std::initializer_list<std::string_view> secrets) {
   std::vector<bool> covered(text.size(), false);
   for (auto secret : secrets) {
     if (secret.empty()) continue;
-    for (auto pos = text.find(secret); pos != std::string_view::npos; pos = text.find(secret, pos + 1))
+    for (auto pos = text.find(secret); pos != std::string_view::npos;
+         pos = text.find(secret, pos + 1))
       for (std::size_t i = pos; i < pos + secret.size(); ++i) covered[i] = true;
   }
   std::string out;
@@ -116,12 +118,12 @@ BOOST_AUTO_TEST_CASE(redact_overlapping_and_nested_secrets) {
     std::string first, second;  // redact() takes an initializer_list, so a fixed pair
   };
   const std::vector<redact_case> cases = {
-      {"xx ababab yy", "abab", ""},                  // overlapping repeats
-      {"aaaaa", "aa", ""},                           // overlapping repeats, odd length
-      {"id=abc secret=abcdef", "abc", "abcdef"},     // shorter secret first
-      {"id=abc secret=abcdef", "abcdef", "abc"},     // longer secret first
-      {"XabcdefX", "cde", "abcdef"},                 // inner part first
-      {"XabcdefX", "abcd", "cdef"},                  // two secrets overlapping each other
+      {"xx ababab yy", "abab", ""},               // overlapping repeats
+      {"aaaaa", "aa", ""},                        // overlapping repeats, odd length
+      {"id=abc secret=abcdef", "abc", "abcdef"},  // shorter secret first
+      {"id=abc secret=abcdef", "abcdef", "abc"},  // longer secret first
+      {"XabcdefX", "cde", "abcdef"},              // inner part first
+      {"XabcdefX", "abcd", "cdef"},               // two secrets overlapping each other
       {"Z1Z2Z3", "Z1Z2", "Z2Z3"},
   };
   for (const auto& c : cases) {
@@ -248,8 +250,10 @@ BOOST_AUTO_TEST_CASE(make_token_url_appends_the_seed_path) {
   BOOST_TEST(make_token_url("https://api.example///") == "https://api.example/nxsys/oauth/token");
   BOOST_TEST(make_token_url("https://api.example:8443") ==
              "https://api.example:8443/nxsys/oauth/token");
-  BOOST_TEST(make_token_url("https://api.example/v1") == "https://api.example/v1/nxsys/oauth/token");
-  BOOST_TEST(make_token_url("https://api.example/v1/") == "https://api.example/v1/nxsys/oauth/token");
+  BOOST_TEST(make_token_url("https://api.example/v1") ==
+             "https://api.example/v1/nxsys/oauth/token");
+  BOOST_TEST(make_token_url("https://api.example/v1/") ==
+             "https://api.example/v1/nxsys/oauth/token");
   BOOST_TEST(make_token_url("http://127.0.0.1:8080") == "http://127.0.0.1:8080/nxsys/oauth/token");
   BOOST_TEST(make_token_url("") == "/nxsys/oauth/token");
   BOOST_TEST(make_token_url("/") == "/nxsys/oauth/token");
@@ -257,7 +261,8 @@ BOOST_AUTO_TEST_CASE(make_token_url_appends_the_seed_path) {
 
 // What make_token_url builds is what parse_token_url accepts, with the seed's path as target.
 BOOST_AUTO_TEST_CASE(make_token_url_result_parses) {
-  for (std::string_view base : {"https://api.example", "https://api.example/", "http://localhost:8080/"}) {
+  for (std::string_view base :
+       {"https://api.example", "https://api.example/", "http://localhost:8080/"}) {
     BOOST_TEST_CONTEXT(base) {
       nxsys::auth::protocol::endpoint ep;
       nxsys::auth::diagnostics diag;

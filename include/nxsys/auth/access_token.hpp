@@ -21,10 +21,9 @@ struct token_data {
 
 /// An access token. Copying shares the immutable data; a default-constructed one is empty.
 class access_token {
-public:
+ public:
   access_token() = default;
-  explicit access_token(std::shared_ptr<const detail::token_data> d) noexcept
-      : d_(std::move(d)) {}
+  explicit access_token(std::shared_ptr<const detail::token_data> d) noexcept : d_(std::move(d)) {}
 
   /// The bearer credential. Treat as a secret: never log it.
   std::string_view value() const noexcept { return d_ ? std::string_view(d_->value) : ""; }
@@ -41,7 +40,7 @@ public:
   bool empty() const noexcept { return !d_; }
   explicit operator bool() const noexcept { return d_ != nullptr; }
 
-private:
+ private:
   std::shared_ptr<const detail::token_data> d_;
 };
 

@@ -30,13 +30,13 @@ struct client_stats {
   /// Calls that found no fresh token in their thread's cache and took the client's lock. A
   /// fresh token never gets here: this stays flat however many callers read it.
   std::uint64_t slow_path_calls = 0;
-  std::uint64_t connections_opened = 0;      ///< TCP connections to the token endpoint
+  std::uint64_t connections_opened = 0;  ///< TCP connections to the token endpoint
 };
 
 namespace detail {
 class client_impl;
-using token_handler = boost::asio::any_completion_handler<void(boost::system::error_code,
-                                                               access_token)>;
+using token_handler =
+    boost::asio::any_completion_handler<void(boost::system::error_code, access_token)>;
 void initiate_token(const std::shared_ptr<client_impl>& impl, diagnostics* diag,
                     token_handler handler);
 }  // namespace detail
@@ -44,7 +44,7 @@ void initiate_token(const std::shared_ptr<client_impl>& impl, diagnostics* diag,
 /// Thread safety: all member functions may be called concurrently from any thread, on a shared
 /// client; moving or destroying it must not race with other calls on it.
 class client {
-public:
+ public:
   using executor_type = boost::asio::any_io_executor;
 
   /// `ex` runs the refresh (on an internal strand); waiters resume on their own executors.
@@ -90,7 +90,7 @@ public:
 
   client_stats stats() const;
 
-private:
+ private:
   template <class CompletionToken>
   auto async_token_impl(diagnostics* diag, CompletionToken&& tok) {
     return boost::asio::async_initiate<CompletionToken,

@@ -33,7 +33,7 @@ struct client_config {
 
   std::chrono::milliseconds connect_timeout{10'000};  ///< resolve + connect + TLS handshake
   std::chrono::milliseconds request_timeout{30'000};  ///< write the request + read the answer
-  std::size_t max_response_bytes = 64 * 1024;          ///< headers + body of the answer
+  std::size_t max_response_bytes = 64 * 1024;         ///< headers + body of the answer
   /// Idle keep-alive connections older than this are reopened instead of reused.
   std::chrono::milliseconds max_idle_connection{60'000};
 

@@ -17,15 +17,15 @@ namespace nxsys::auth {
 /// library produces: make_error_code() puts each value in its category.
 enum class errc : int {
   // -- category "nxsys.auth.oauth": the server answered with an OAuth error (RFC 6749 §5.2).
-  invalid_request = 1,     ///< the server rejected the request as malformed
-  invalid_client,          ///< client id or secret rejected: check the credentials
-  invalid_grant,           ///< refresh token invalid, expired or revoked: re-authorize
-  unauthorized_client,     ///< this client may not use the refresh_token grant
-  unsupported_grant_type,  ///< the server does not support the refresh_token grant
-  invalid_scope,           ///< the requested scope is invalid
-  server_error,            ///< 5xx or `"error":"server_error"`; diagnostics keep the HTTP status
-  temporarily_unavailable, ///< `"error":"temporarily_unavailable"` (e.g. 503)
-  unrecognized_error,      ///< an `error` value this library does not know; see diagnostics
+  invalid_request = 1,      ///< the server rejected the request as malformed
+  invalid_client,           ///< client id or secret rejected: check the credentials
+  invalid_grant,            ///< refresh token invalid, expired or revoked: re-authorize
+  unauthorized_client,      ///< this client may not use the refresh_token grant
+  unsupported_grant_type,   ///< the server does not support the refresh_token grant
+  invalid_scope,            ///< the requested scope is invalid
+  server_error,             ///< 5xx or `"error":"server_error"`; diagnostics keep the HTTP status
+  temporarily_unavailable,  ///< `"error":"temporarily_unavailable"` (e.g. 503)
+  unrecognized_error,       ///< an `error` value this library does not know; see diagnostics
 
   // -- category "nxsys.auth.client": failures found on this side.
   malformed_response = 100,  ///< not JSON, not an object, no access token, bad expiry, ...
@@ -33,8 +33,8 @@ enum class errc : int {
   tls,                       ///< TLS handshake or certificate verification failed
   connection,                ///< resolve, connect, reset or close before a full answer
   response_too_large,        ///< the answer exceeded client_config::max_response_bytes
-  unexpected_status,         ///< a status with no OAuth error body (3xx: redirects are not followed)
-  invalid_config,            ///< the configuration is unusable (bad URL, plain HTTP off loopback)
+  unexpected_status,  ///< a status with no OAuth error body (3xx: redirects are not followed)
+  invalid_config,     ///< the configuration is unusable (bad URL, plain HTTP off loopback)
 };
 
 /// Category of the OAuth server's errors ("nxsys.auth.oauth").
@@ -67,12 +67,12 @@ std::string describe(const boost::system::error_code& ec, const diagnostics& dia
 
 /// What token() throws: a system_error whose what() includes the diagnostics.
 class error_with_diagnostics : public boost::system::system_error {
-public:
+ public:
   error_with_diagnostics(const boost::system::error_code& ec, diagnostics diag);
   const diagnostics& get_diagnostics() const noexcept { return diag_; }
   const char* what() const noexcept override { return what_.c_str(); }
 
-private:
+ private:
   diagnostics diag_;
   std::string what_;
 };

@@ -24,10 +24,10 @@ namespace nxsys::auth::detail {
 
 /// Counters of a single_flight, read under its lock.
 struct single_flight_counters {
-  std::uint64_t flights = 0;     ///< operations started (first waiter of a flight)
-  std::uint64_t coalesced = 0;   ///< waiters that joined a flight already in progress
-  std::uint64_t cancelled = 0;   ///< waiters completed early by their cancellation slot
-  std::uint64_t max_waiters = 0; ///< most waiters attached to one flight
+  std::uint64_t flights = 0;      ///< operations started (first waiter of a flight)
+  std::uint64_t coalesced = 0;    ///< waiters that joined a flight already in progress
+  std::uint64_t cancelled = 0;    ///< waiters completed early by their cancellation slot
+  std::uint64_t max_waiters = 0;  ///< most waiters attached to one flight
 };
 
 /// Thread-safe. R must be default-constructible and copyable (it is copied to every waiter).
@@ -39,10 +39,10 @@ struct single_flight_counters {
 /// operation, the signal must be emitted from the waiter's own executor.
 template <class R>
 class single_flight {
-public:
+ public:
   using handler_type = boost::asio::any_completion_handler<void(boost::system::error_code, R)>;
 
-private:
+ private:
   struct node {
     node(handler_type&& h, boost::asio::any_completion_executor&& w, void* ctx)
         : handler(std::move(h)), work(std::move(w)), context(ctx) {}
@@ -121,12 +121,13 @@ private:
     }
   };
 
-public:
+ public:
   /// A detached list of waiters, taken under the lock and completed outside it.
   class batch {
-  public:
+   public:
     batch() = default;
-    batch(batch&& o) noexcept : io_ex_(std::move(o.io_ex_)), head_(std::exchange(o.head_, nullptr)) {}
+    batch(batch&& o) noexcept
+        : io_ex_(std::move(o.io_ex_)), head_(std::exchange(o.head_, nullptr)) {}
     batch& operator=(batch&& o) noexcept {
       if (this != &o) {
         complete(boost::asio::error::operation_aborted, R{});
@@ -147,7 +148,7 @@ public:
       }
     }
 
-  private:
+   private:
     friend class single_flight;
     batch(boost::asio::any_io_executor io_ex, node* head) noexcept
         : io_ex_(std::move(io_ex)), head_(head) {}
@@ -167,9 +168,8 @@ public:
   /// Attaches a waiter. Returns true when no flight was in progress: the caller must now start
   /// the operation and later call take_all() and complete the batch.
   bool join(handler_type h, void* context = nullptr) {
-    auto work = boost::asio::prefer(
-        boost::asio::get_associated_executor(h, s_->io_ex),
-        boost::asio::execution::outstanding_work.tracked);
+    auto work = boost::asio::prefer(boost::asio::get_associated_executor(h, s_->io_ex),
+                                    boost::asio::execution::outstanding_work.tracked);
     auto slot = h.get_cancellation_slot();
     auto* n = new node(std::move(h), std::move(work), context);
     // Installed before the node is visible to completers, so no other thread touches the slot
@@ -211,7 +211,7 @@ public:
     return s_->counters;
   }
 
-private:
+ private:
   std::shared_ptr<state> s_;
 };
 
