@@ -136,16 +136,6 @@ std::optional<testing::mock_server_options> parse_args(int argc, char** argv) {
   return opts;
 }
 
-std::string stats_json(const testing::mock_server_stats& s) {
-  boost::json::object o;
-  o["requests"] = s.requests;
-  o["refreshes"] = s.refreshes;
-  o["errors"] = s.errors;
-  o["max_in_flight"] = s.max_in_flight;
-  o["connections"] = s.connections;
-  o["reuse_detected"] = s.reuse_detected;
-  return boost::json::serialize(o);
-}
 
 }  // namespace
 
@@ -180,7 +170,7 @@ int main(int argc, char** argv) {
       }
       stats = server.stats();
     }
-    std::cout << stats_json(stats) << std::endl;
+    std::cout << testing::to_json(stats) << std::endl;
     return 0;
   } catch (const std::exception& e) {
     std::cerr << "nxsys-mock-server: " << e.what() << "\n";

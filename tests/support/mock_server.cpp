@@ -150,16 +150,6 @@ std::string error_json(std::string_view error, std::string_view description) {
   return json::serialize(o);
 }
 
-std::string stats_json(const mock_server_stats& s) {
-  json::object o;
-  o["requests"] = s.requests;
-  o["refreshes"] = s.refreshes;
-  o["errors"] = s.errors;
-  o["max_in_flight"] = s.max_in_flight;
-  o["connections"] = s.connections;
-  o["reuse_detected"] = s.reuse_detected;
-  return json::serialize(o);
-}
 
 // An answer before it becomes a response, so token decisions stay free of Beast types.
 struct answer {
@@ -571,7 +561,7 @@ asio::awaitable<void> mock_server::impl::run_session(std::shared_ptr<connection<
     if (path == token_path || path == stats_path) {
       if (path == stats_path && req.method() == http::verb::get) {
         std::lock_guard lock(mutex_);
-        a = json_answer(http::status::ok, stats_json(stats_));
+        a = json_answer(http::status::ok, to_json(stats_));
         a.no_store = true;
       } else {
         a = json_answer(http::status::method_not_allowed, error_json("method_not_allowed", ""));
@@ -871,6 +861,17 @@ void mock_server::close_idle_connections() {
   // On a server thread (threads == 1) waiting would deadlock: there the closes just follow.
   if (impl_->ioc_.get_executor().running_in_this_thread()) return;
   done->wait();
+}
+
+std::string to_json(const mock_server_stats& s) {
+  boost::json::object o;
+  o["requests"] = s.requests;
+  o["refreshes"] = s.refreshes;
+  o["errors"] = s.errors;
+  o["max_in_flight"] = s.max_in_flight;
+  o["connections"] = s.connections;
+  o["reuse_detected"] = s.reuse_detected;
+  return boost::json::serialize(o);
 }
 
 std::string test_data_dir() {

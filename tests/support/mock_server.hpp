@@ -88,6 +88,9 @@ class mock_server {
   std::unique_ptr<impl> impl_;
 };
 
+/// The counters as a JSON object (what GET /stats answers).
+std::string to_json(const mock_server_stats& s);
+
 /// Directory of tests/data (certificates).
 std::string test_data_dir();
 

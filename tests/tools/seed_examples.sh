@@ -58,6 +58,12 @@ refreshAccessToken();')
   echo "fetch: $js"
   echo "$js" | grep -q '"accessToken":"' || { echo "fetch got no access token"; exit 1; }
 else
+  js=""
   echo "fetch: skipped (no Node.js with fetch on this machine)"
 fi
+# The server's counters: three token requests, two refreshes, one error.
+stats=$(curl -sS --max-time 10 "$base/stats")
+echo "stats: $stats"
+case "$js" in *accessToken*) want_refreshes=2 ;; *) want_refreshes=1 ;; esac
+echo "$stats" | grep -q "\"refreshes\":$want_refreshes" || { echo "unexpected stats"; exit 1; }
 echo "seed examples: OK"
