@@ -10,6 +10,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -123,6 +124,21 @@ BOOST_AUTO_TEST_CASE(destruction_aborts_every_waiter) {
     BOOST_TEST(o.calls == 1);
     BOOST_TEST(o.ec == asio::error::operation_aborted);
   }
+}
+
+// A completion destroyed unrun (its io_context went away first) must take its cancellation
+// handler with it: emitting later would otherwise read the freed waiter (ASan sees it).
+BOOST_AUTO_TEST_CASE(a_completion_that_never_runs_leaves_no_cancel_handler_behind) {
+  asio::cancellation_signal sig;
+  outcome o;
+  std::optional<asio::io_context> ctx(std::in_place);
+  flight f(ctx->get_executor());
+  f.join(asio::bind_cancellation_slot(sig.slot(), record(o)));
+  f.take_all().complete({}, "tok");
+  ctx.reset();
+  sig.emit(asio::cancellation_type::terminal);
+  BOOST_TEST(o.calls == 0);
+  BOOST_TEST(f.counters().cancelled == 0u);
 }
 
 BOOST_AUTO_TEST_CASE(each_waiter_completes_on_its_own_executor) {

@@ -8,6 +8,7 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/bind_executor.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/cancellation_type.hpp>
 #include <boost/asio/error.hpp>
 #include <boost/asio/execution/outstanding_work.hpp>
@@ -46,12 +47,20 @@ class single_flight {
   struct node {
     node(handler_type&& h, boost::asio::any_completion_executor&& w, void* ctx)
         : handler(std::move(h)), work(std::move(w)), context(ctx) {}
+    // Whichever way the node ends (completed, or destroyed with an io_context that never ran
+    // it), no cancellation handler may outlive it in the waiter's slot.
+    ~node() {
+      if (slot.is_connected()) slot.clear();
+    }
+    node(const node&) = delete;
+    node& operator=(const node&) = delete;
     node* prev = nullptr;
     node* next = nullptr;
     bool linked = false;
     handler_type handler;
     boost::asio::any_completion_executor work;  // keeps the waiter's execution context running
     void* context;
+    boost::asio::cancellation_slot slot;  // connected while our cancel_handler is installed
   };
 
   struct state {
@@ -91,11 +100,9 @@ class single_flight {
                       boost::system::error_code ec, const R& value, const Finish& finish) {
     auto ex = n->work;
     auto fn = [owned = std::unique_ptr<node>(n), ec, value, finish]() mutable {
-      auto slot = owned->handler.get_cancellation_slot();
-      if (slot.is_connected()) slot.clear();
       finish(owned->context);
       handler_type h(std::move(owned->handler));  // move-construct: 1.81's move-assign is broken
-      owned.reset();
+      owned.reset();  // clears the slot before the handler runs
       std::move(h)(ec, std::move(value));
     };
     boost::asio::post(io_ex, boost::asio::bind_executor(std::move(ex), std::move(fn)));
@@ -174,7 +181,10 @@ class single_flight {
     auto* n = new node(std::move(h), std::move(work), context);
     // Installed before the node is visible to completers, so no other thread touches the slot
     // while we do.
-    if (slot.is_connected()) slot.template emplace<cancel_handler>(cancel_handler{s_, n});
+    if (slot.is_connected()) {
+      slot.template emplace<cancel_handler>(cancel_handler{s_, n});
+      n->slot = slot;
+    }
     std::lock_guard lk(s_->mu);
     s_->link(n);
     if (s_->size > s_->counters.max_waiters) s_->counters.max_waiters = s_->size;
