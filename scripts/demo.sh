@@ -4,7 +4,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/setup.sh"
-build=${BUILD_DIR:-$root/build}
+build=${BUILD_DIR:-$root/build-release}
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$build" -j "$(nproc)" --target nxsys-contention-demo
 "$build/benchmarks/nxsys-contention-demo" "$@"
