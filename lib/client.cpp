@@ -5,6 +5,7 @@
 #include <nxsys/auth/detail/single_flight.hpp>
 #include <nxsys/auth/detail/token_policy.hpp>
 
+#include "text.hpp"
 #include "transport.hpp"
 
 #include <boost/asio/append.hpp>
@@ -13,8 +14,6 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
-
-#include <openssl/crypto.h>
 
 #include <array>
 #include <atomic>
@@ -42,11 +41,6 @@ struct replica {
 constexpr std::size_t replicas_per_thread = 4;
 thread_local std::array<replica, replicas_per_thread> tls_replicas;
 thread_local std::size_t tls_next_victim = 0;
-
-void wipe(std::string& s) noexcept {
-  if (!s.empty()) OPENSSL_cleanse(s.data(), s.size());
-  s.clear();
-}
 
 client_config validated(client_config cfg, protocol::endpoint& ep) {
   diagnostics diag;

@@ -1,6 +1,8 @@
 // Text helpers: comparison, header safety, sanitising server text, redaction.
 #include "text.hpp"
 
+#include <openssl/crypto.h>
+
 #include <algorithm>
 #include <utility>
 #include <vector>
@@ -62,6 +64,11 @@ void redact(std::string& s, std::initializer_list<std::string_view> secrets) {
   }
   out.append(s, copied, std::string::npos);
   s = std::move(out);
+}
+
+void wipe(std::string& s) noexcept {
+  if (!s.empty()) OPENSSL_cleanse(s.data(), s.size());
+  s.clear();
 }
 
 }  // namespace nxsys::auth::detail

@@ -1,6 +1,8 @@
 // Beast HTTP/1.1 client for the token endpoint over TCP or TLS.
 #include "transport.hpp"
 
+#include "text.hpp"
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/ssl/error.hpp>
@@ -13,7 +15,6 @@
 #include <boost/beast/http/write.hpp>
 #include <boost/beast/version.hpp>
 
-#include <openssl/crypto.h>
 #include <openssl/ssl.h>
 #include <sys/socket.h>
 
@@ -28,10 +29,6 @@ using boost::system::error_code;
 namespace {
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
-void wipe(std::string& s) noexcept {
-  if (!s.empty()) OPENSSL_cleanse(s.data(), s.size());
-  s.clear();
-}
 }  // namespace
 
 asio::ssl::context make_ssl_context(const tls_options& opts) {
