@@ -8,8 +8,6 @@
 #include "text.hpp"
 #include "transport.hpp"
 
-#include <boost/asio/append.hpp>
-#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/strand.hpp>
@@ -28,6 +26,13 @@ using clock_type = std::chrono::steady_clock;
 namespace {
 
 std::atomic<std::uint64_t> next_client_uid{1};
+
+// A private copy of a token: same contents, its own reference count.
+access_token replicate(const access_token& t) {
+  if (!t) return {};
+  return access_token(std::make_shared<const token_data>(token_data{
+      std::string(t.value()), std::string(t.type()), t.expires_at(), t.serial()}));
+}
 
 // Each thread keeps its own copy of the current token of the clients it reads. Handing out a
 // copy then touches only this thread's reference count: one shared count written by every
@@ -63,6 +68,20 @@ client_config validated(client_config cfg, protocol::endpoint& ep) {
 }
 
 }  // namespace
+
+// Completes token()'s waiters: the error becomes the exception the awaitable rethrows.
+struct exception_call {
+  template <class Handler>
+  void operator()(Handler&& h, error_code ec, const flight_result& r) const {
+    if (ec) {
+      std::forward<Handler>(h)(
+          std::make_exception_ptr(error_with_diagnostics(ec, r.diag ? *r.diag : diagnostics{})),
+          access_token{});
+    } else {
+      std::forward<Handler>(h)(std::exception_ptr(), r.token);
+    }
+  }
+};
 
 class client_impl : public std::enable_shared_from_this<client_impl> {
  public:
@@ -101,23 +120,25 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
     return &r->token;
   }
 
-  void initiate(diagnostics* diag, token_handler handler) {
-    if (const auto* t = fresh_token()) return complete_now(std::move(handler), diag, {}, *t);
+  // The slow path of every caller whose thread cache had no fresh token.
+  void wait(std::unique_ptr<token_flight::waiter> w) {
     std::unique_lock lk(mu_);
     ++stats_.slow_path_calls;
     if (shut_down_) {
       lk.unlock();
-      return complete_now(std::move(handler), diag, asio::error::operation_aborted, {});
+      return token_flight::complete_one(ex_, w.release(), asio::error::operation_aborted, {});
     }
-    if (current_ && now() < current_refresh_at_) {  // published since fresh_token() looked
-      access_token t = current_;
+    if (current_ && now() < current_refresh_at_) {  // published since the caller looked
+      flight_result r{current_, nullptr};
       lk.unlock();
-      return complete_now(std::move(handler), diag, {}, t);
+      return token_flight::complete_one(ex_, w.release(), {}, std::move(r));
     }
-    const bool start = flight_.join(std::move(handler), diag);
+    const bool start = flight_.join(std::move(w));
     lk.unlock();
     if (start) start_refresh();
   }
+
+  token_flight& flight() noexcept { return flight_; }
 
   void invalidate() {
     std::lock_guard lk(mu_);
@@ -128,7 +149,7 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
   }
 
   void shutdown() {
-    single_flight<access_token>::batch waiters;
+    token_flight::batch waiters;
     {
       std::lock_guard lk(mu_);
       shut_down_ = true;
@@ -175,21 +196,12 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
     r->version = version;
     r->refresh_at = refresh_at;
     if (current) {
-      r->token = access_token(std::make_shared<const token_data>(
-          token_data{std::string(current.value()), std::string(current.type()),
-                     current.expires_at(), current.serial()}));
+      r->token = replicate(current);
     } else {
       r->token = access_token{};
       r->refresh_at = clock_type::time_point::min();
     }
     return r;
-  }
-
-  void complete_now(token_handler handler, diagnostics* diag, error_code ec, access_token t) {
-    if (diag) diag->clear();
-    // Through the I/O executor, which is never blocking; Asio then dispatches to the handler's
-    // own executor.
-    asio::post(ex_, asio::append(std::move(handler), ec, std::move(t)));
   }
 
   void start_refresh() {
@@ -236,7 +248,7 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
 
   void finish(error_code ec, protocol::token_response tr, clock_type::time_point sent,
               diagnostics diag) {
-    single_flight<access_token>::batch waiters;
+    token_flight::batch waiters;
     access_token token;
     {
       std::lock_guard lk(mu_);
@@ -265,14 +277,13 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
     }
     wipe(tr.access_token);
     if (!ec) {
-      waiters.complete(ec, token, [](void* d) {
-        if (d) static_cast<diagnostics*>(d)->clear();
+      // One copy of the token per chunk of waiters: waiters resumed on different threads then
+      // do not all write one reference count.
+      waiters.complete(ec, flight_result{token, nullptr}, [](const flight_result& r) {
+        return flight_result{replicate(r.token), nullptr};
       });
     } else {
-      auto shared = std::make_shared<const diagnostics>(std::move(diag));
-      waiters.complete(ec, {}, [shared](void* d) {
-        if (d) *static_cast<diagnostics*>(d) = *shared;
-      });
+      waiters.complete(ec, flight_result{{}, std::make_shared<const diagnostics>(std::move(diag))});
     }
   }
 
@@ -294,13 +305,28 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
   bool shut_down_ = false;
   client_stats stats_;
 
-  single_flight<access_token> flight_;
+  token_flight flight_;
   http_transport transport_;  // used on strand_ only
 };
 
-void initiate_token(const std::shared_ptr<client_impl>& impl, diagnostics* diag,
-                    token_handler handler) {
-  impl->initiate(diag, std::move(handler));
+token_flight& flight_of(client_impl& impl) noexcept {
+  return impl.flight();
+}
+
+const asio::any_io_executor& executor_of(const client_impl& impl) noexcept {
+  return impl.executor();
+}
+
+bool try_fresh(client_impl& impl, access_token& out) {
+  const auto* t = impl.fresh_token();
+  if (t == nullptr) return false;
+  out = *t;
+  return true;
+}
+
+void wait_for_token(const std::shared_ptr<client_impl>& impl,
+                    std::unique_ptr<token_flight::waiter> w) {
+  impl->wait(std::move(w));
 }
 
 }  // namespace detail
@@ -331,10 +357,14 @@ client::executor_type client::get_executor() const noexcept {
 
 boost::asio::awaitable<access_token> client::token() {
   if (const auto* t = impl_->fresh_token()) co_return *t;
-  diagnostics diag;
-  auto [ec, t] = co_await async_token(diag, boost::asio::as_tuple(boost::asio::use_awaitable));
-  if (ec) throw error_with_diagnostics(ec, std::move(diag));
-  co_return std::move(t);
+  // The slow path completes with an exception_ptr, which use_awaitable rethrows: the frame
+  // holds no diagnostics or tuple while it waits.
+  co_return co_await boost::asio::async_initiate<const boost::asio::use_awaitable_t<>&,
+                                                 void(std::exception_ptr, access_token)>(
+      [](auto handler, const std::shared_ptr<detail::client_impl>& impl) {
+        impl->wait(impl->flight().make_waiter(std::move(handler), detail::exception_call{}));
+      },
+      boost::asio::use_awaitable, impl_);
 }
 
 void client::invalidate() {

@@ -9,7 +9,10 @@
 #include <boost/asio/strand.hpp>
 #include <boost/test/unit_test.hpp>
 
+#include <chrono>
+#include <functional>
 #include <memory>
+#include <thread>
 #include <optional>
 #include <string>
 #include <vector>
@@ -160,17 +163,58 @@ BOOST_AUTO_TEST_CASE(each_waiter_completes_on_its_own_executor) {
   BOOST_TEST(on_other);
 }
 
-BOOST_AUTO_TEST_CASE(finish_sees_each_waiters_context_before_its_handler) {
+BOOST_AUTO_TEST_CASE(a_call_policy_sees_the_result_before_the_handler) {
   asio::io_context ctx;
   flight f(ctx.get_executor());
-  std::string ctx_a, ctx_b, seen_in_handler;
-  f.join([&](error_code, std::string) { seen_in_handler = ctx_a; }, &ctx_a);
-  f.join([](error_code, std::string) {}, &ctx_b);
-  f.take_all().complete({}, "tok", [](void* p) { *static_cast<std::string*>(p) = "finished"; });
+  std::string seen_by_call, seen_by_handler;
+  struct prefixing_call {
+    std::string* seen;
+    void operator()(std::function<void(error_code, std::string)> h, error_code ec,
+                    const std::string& v) const {
+      *seen = v;
+      h(ec, "via-call:" + v);
+    }
+  };
+  f.join([&](error_code, std::string v) { seen_by_handler = v; }, prefixing_call{&seen_by_call});
+  f.take_all().complete({}, "tok");
   ctx.run();
-  BOOST_TEST(ctx_a == "finished");
-  BOOST_TEST(ctx_b == "finished");
-  BOOST_TEST(seen_in_handler == "finished");
+  BOOST_TEST(seen_by_call == "tok");
+  BOOST_TEST(seen_by_handler == "via-call:tok");
+}
+
+BOOST_AUTO_TEST_CASE(each_chunk_of_waiters_gets_its_own_replica) {
+  asio::io_context ctx;
+  flight f(ctx.get_executor());
+  const std::size_t n = 3 * flight::chunk_size + 1;  // four chunks
+  std::vector<outcome> out(n);
+  for (auto& o : out) f.join(record(o));
+  int replicas = 0;
+  f.take_all().complete({}, "tok", [&](const std::string& v) {
+    ++replicas;
+    return v + "#" + std::to_string(replicas);
+  });
+  ctx.run();
+  BOOST_TEST(replicas == 4);
+  for (std::size_t i = 0; i < n; ++i) {
+    BOOST_TEST(out[i].calls == 1);
+    BOOST_TEST(out[i].value == "tok#" + std::to_string(i / flight::chunk_size + 1));
+  }
+}
+
+BOOST_AUTO_TEST_CASE(waiters_on_the_io_executor_keep_its_context_running) {
+  // One work count per flight, not per waiter: run() must not return while they wait.
+  asio::io_context ctx;
+  flight f(ctx.get_executor());
+  outcome o;
+  f.join(record(o));
+  std::thread completer([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    f.take_all().complete({}, "late");
+  });
+  ctx.run();  // would return at once, before the completion, without the flight's work
+  completer.join();
+  BOOST_TEST(o.calls == 1);
+  BOOST_TEST(o.value == "late");
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -7,10 +7,13 @@
 #include <nxsys/auth/config.hpp>
 #include <nxsys/auth/error.hpp>
 
-#include <boost/asio/any_completion_handler.hpp>
+#include <nxsys/auth/detail/single_flight.hpp>
+
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/append.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/post.hpp>
 
 #include <cstdint>
 #include <memory>
@@ -35,10 +38,38 @@ struct client_stats {
 
 namespace detail {
 class client_impl;
-using token_handler =
-    boost::asio::any_completion_handler<void(boost::system::error_code, access_token)>;
-void initiate_token(const std::shared_ptr<client_impl>& impl, diagnostics* diag,
-                    token_handler handler);
+
+/// What a refresh hands its waiters: the token, or on failure what the server said.
+struct flight_result {
+  access_token token;
+  std::shared_ptr<const diagnostics> diag;
+};
+using token_flight = single_flight<flight_result>;
+
+// The non-template part of async_token, compiled once in the library.
+token_flight& flight_of(client_impl& impl) noexcept;
+const boost::asio::any_io_executor& executor_of(const client_impl& impl) noexcept;
+/// True, with the token, when the calling thread's cache holds a fresh one (no lock, no I/O).
+bool try_fresh(client_impl& impl, access_token& out);
+/// The slow path: joins (or starts) the refresh; completes `w` at once if it can.
+void wait_for_token(const std::shared_ptr<client_impl>& impl,
+                    std::unique_ptr<token_flight::waiter> w);
+
+/// Completes an async_token handler: (ec, token), after filling the caller's diagnostics.
+struct diagnostics_call {
+  diagnostics* diag;
+  template <class Handler>
+  void operator()(Handler&& h, boost::system::error_code ec, const flight_result& r) const {
+    if (diag != nullptr) {
+      if (r.diag) {
+        *diag = *r.diag;
+      } else {
+        diag->clear();
+      }
+    }
+    std::forward<Handler>(h)(ec, r.token);
+  }
+};
 }  // namespace detail
 
 /// Thread safety: all member functions may be called concurrently from any thread, on a shared
@@ -95,8 +126,18 @@ class client {
   auto async_token_impl(diagnostics* diag, CompletionToken&& tok) {
     return boost::asio::async_initiate<CompletionToken,
                                        void(boost::system::error_code, access_token)>(
-        [](auto handler, std::shared_ptr<detail::client_impl> impl, diagnostics* d) {
-          detail::initiate_token(impl, d, detail::token_handler(std::move(handler)));
+        [](auto handler, const std::shared_ptr<detail::client_impl>& impl, diagnostics* d) {
+          access_token t;
+          if (detail::try_fresh(*impl, t)) {
+            if (d != nullptr) d->clear();
+            // post: never inline; Asio runs the handler on its own executor.
+            boost::asio::post(detail::executor_of(*impl),
+                              boost::asio::append(std::move(handler), boost::system::error_code{},
+                                                  std::move(t)));
+            return;
+          }
+          detail::wait_for_token(impl, detail::flight_of(*impl).make_waiter(
+                                           std::move(handler), detail::diagnostics_call{d}));
         },
         tok, impl_, diag);
   }

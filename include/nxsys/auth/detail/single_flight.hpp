@@ -3,9 +3,8 @@
 #ifndef NXSYS_AUTH_DETAIL_SINGLE_FLIGHT_HPP
 #define NXSYS_AUTH_DETAIL_SINGLE_FLIGHT_HPP
 
-#include <boost/asio/any_completion_executor.hpp>
-#include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/cancellation_signal.hpp>
@@ -16,9 +15,12 @@
 #include <boost/asio/prefer.hpp>
 #include <boost/system/error_code.hpp>
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <type_traits>
 #include <utility>
 
 namespace nxsys::auth::detail {
@@ -31,9 +33,33 @@ struct single_flight_counters {
   std::uint64_t max_waiters = 0;  ///< most waiters attached to one flight
 };
 
+/// True when `ex` is (a type-erased copy of) `io_ex`: a handler on it may be run directly by a
+/// function already running on io_ex.
+template <class Executor>
+bool same_executor(const Executor& ex, const boost::asio::any_io_executor& io_ex) {
+  if constexpr (std::is_same_v<Executor, boost::asio::any_io_executor>) {
+    return ex == io_ex;
+  } else {
+    const auto* target = io_ex.template target<Executor>();
+    return target != nullptr && *target == ex;
+  }
+}
+
+/// Calls a waiter's handler with the flight's result as is: handler(ec, value).
+struct plain_call {
+  template <class Handler, class R>
+  void operator()(Handler&& h, boost::system::error_code ec, const R& value) const {
+    std::forward<Handler>(h)(ec, value);
+  }
+};
+
 /// Thread-safe. R must be default-constructible and copyable (it is copied to every waiter).
-/// Each waiter may carry a context pointer that `finish` sees on the waiter's executor just
-/// before its handler runs (the client uses it to fill the caller's diagnostics).
+///
+/// A waiter is one allocation holding its handler, like an Asio operation; waiters whose
+/// handler runs on the flight's own I/O executor are completed in chunks, one posted function
+/// per chunk resuming each of them in turn, as a timer's cancel() completes its waiters. Other
+/// waiters are each posted to their own executor, whose context they keep running while they
+/// wait.
 ///
 /// Cancellation: a waiter's slot (any cancellation type: removing a waiter has no side effect)
 /// completes only that waiter with operation_aborted; the flight goes on. As for every Asio
@@ -41,90 +67,165 @@ struct single_flight_counters {
 template <class R>
 class single_flight {
  public:
-  using handler_type = boost::asio::any_completion_handler<void(boost::system::error_code, R)>;
+  /// Waiters completed by one posted function.
+  static constexpr std::size_t chunk_size = 32;
 
- private:
-  struct node {
-    node(handler_type&& h, boost::asio::any_completion_executor&& w, void* ctx)
-        : handler(std::move(h)), work(std::move(w)), context(ctx) {}
-    // Whichever way the node ends (completed, or destroyed with an io_context that never ran
-    // it), no cancellation handler may outlive it in the waiter's slot.
-    ~node() {
-      if (slot.is_connected()) slot.clear();
+  /// A waiting handler. Owned by the flight while linked, then by whatever completes it.
+  class waiter {
+   public:
+    virtual ~waiter() {
+      // Whichever way the waiter ends (completed, or destroyed with an io_context that never
+      // ran it), no cancellation handler may outlive it in the waiter's slot.
+      if (slot_.is_connected()) slot_.clear();
     }
-    node(const node&) = delete;
-    node& operator=(const node&) = delete;
-    node* prev = nullptr;
-    node* next = nullptr;
+    waiter(const waiter&) = delete;
+    waiter& operator=(const waiter&) = delete;
+
+    /// The handler's executor is the flight's I/O executor.
+    bool on_io_executor() const noexcept { return on_io_executor_; }
+    /// Runs the handler now, then deletes this. The caller is running on the handler's
+    /// executor (for on_io_executor() waiters: in a function posted to the I/O executor).
+    virtual void invoke(boost::system::error_code ec, const R& value) = 0;
+    /// Schedules invoke() on the handler's own executor; never runs it inline.
+    virtual void post_invoke(const boost::asio::any_io_executor& io_ex,
+                             boost::system::error_code ec, R value) = 0;
+
+   protected:
+    explicit waiter(bool on_io_executor) : on_io_executor_(on_io_executor) {}
+    boost::asio::cancellation_slot slot_;  // connected while our cancel_handler is installed
+
+   private:
+    friend class single_flight;
+    waiter* prev = nullptr;
+    waiter* next = nullptr;
     bool linked = false;
-    handler_type handler;
-    boost::asio::any_completion_executor work;  // keeps the waiter's execution context running
-    void* context;
-    boost::asio::cancellation_slot slot;  // connected while our cancel_handler is installed
+    const bool on_io_executor_;
   };
 
+ private:
   struct state {
     explicit state(boost::asio::any_io_executor ex) : io_ex(std::move(ex)) {}
     const boost::asio::any_io_executor io_ex;
     std::mutex mu;
-    node* head = nullptr;
-    node* tail = nullptr;
+    waiter* head = nullptr;
+    waiter* tail = nullptr;
     std::uint64_t size = 0;
     bool in_flight = false;
+    // Keeps io_ex's context running while a flight has waiters that complete through it.
+    boost::asio::any_io_executor work;
     single_flight_counters counters;
 
-    void link(node* n) noexcept {
-      n->prev = tail;
-      n->next = nullptr;
-      (tail ? tail->next : head) = n;
-      tail = n;
-      n->linked = true;
+    void link(waiter* w) noexcept {
+      w->prev = tail;
+      w->next = nullptr;
+      (tail ? tail->next : head) = w;
+      tail = w;
+      w->linked = true;
       ++size;
     }
-    void unlink(node* n) noexcept {
-      (n->prev ? n->prev->next : head) = n->next;
-      (n->next ? n->next->prev : tail) = n->prev;
-      n->prev = n->next = nullptr;
-      n->linked = false;
+    void unlink(waiter* w) noexcept {
+      (w->prev ? w->prev->next : head) = w->next;
+      (w->next ? w->next->prev : tail) = w->prev;
+      w->prev = w->next = nullptr;
+      w->linked = false;
       --size;
     }
   };
 
-  // Completes one waiter on its own executor. The node stays alive until that posted function
-  // runs, so a cancellation handler that fires before it still finds valid memory.
-  // any_completion_executor cannot be required to be non-blocking in Boost 1.81, so the
-  // function is posted through the flight's I/O executor and from there dispatched to the
-  // waiter's executor (Asio's work_dispatcher), which never runs it inline here.
-  template <class Finish>
-  static void deliver(const boost::asio::any_io_executor& io_ex, node* n,
-                      boost::system::error_code ec, const R& value, const Finish& finish) {
-    auto ex = n->work;
-    auto fn = [owned = std::unique_ptr<node>(n), ec, value, finish]() mutable {
-      finish(owned->context);
-      handler_type h(std::move(owned->handler));  // move-construct: 1.81's move-assign is broken
-      owned.reset();  // clears the slot before the handler runs
-      std::move(h)(ec, std::move(value));
-    };
-    boost::asio::post(io_ex, boost::asio::bind_executor(std::move(ex), std::move(fn)));
-  }
+  // Completes a chain of on_io_executor() waiters (linked through `next`) in one posted
+  // function. Waiters it never reached (its io_context destroyed, a handler that threw) are
+  // destroyed or re-posted, never leaked.
+  struct chunk_op {
+    boost::asio::any_io_executor io_ex;
+    waiter* head;
+    boost::system::error_code ec;
+    R value;
 
-  struct no_finish {
-    void operator()(void*) const noexcept {}
+    chunk_op(boost::asio::any_io_executor ex, waiter* h, boost::system::error_code e, R v)
+        : io_ex(std::move(ex)), head(h), ec(e), value(std::move(v)) {}
+    chunk_op(chunk_op&& o) noexcept
+        : io_ex(std::move(o.io_ex)),
+          head(std::exchange(o.head, nullptr)),
+          ec(o.ec),
+          value(std::move(o.value)) {}
+    chunk_op& operator=(chunk_op&&) = delete;
+    ~chunk_op() {
+      while (head != nullptr) delete std::exchange(head, head->next);
+    }
+    void operator()() {
+      try {
+        while (head != nullptr) std::exchange(head, head->next)->invoke(ec, value);
+      } catch (...) {
+        if (head != nullptr) boost::asio::post(io_ex, std::move(*this));
+        throw;
+      }
+    }
+  };
+
+  template <class Handler, class Call>
+  class handler_waiter final : public waiter {
+    using handler_executor =
+        boost::asio::associated_executor_t<Handler, boost::asio::any_io_executor>;
+    using work_executor = std::decay_t<decltype(boost::asio::prefer(
+        std::declval<handler_executor>(), boost::asio::execution::outstanding_work.tracked))>;
+
+   public:
+    handler_waiter(Handler&& h, Call&& call, const boost::asio::any_io_executor& io_ex,
+                   bool on_io)
+        : waiter(on_io), handler_(std::move(h)), call_(std::move(call)) {
+      if (!on_io) {
+        work_.emplace(boost::asio::prefer(boost::asio::get_associated_executor(handler_, io_ex),
+                                          boost::asio::execution::outstanding_work.tracked));
+      }
+    }
+
+    void invoke(boost::system::error_code ec, const R& value) override {
+      Handler h(std::move(handler_));
+      Call call(std::move(call_));
+      delete this;  // clears the slot before the handler runs
+      call(std::move(h), ec, value);
+    }
+
+    // Only for waiters not on the I/O executor, which hold work_.
+    void post_invoke(const boost::asio::any_io_executor& io_ex, boost::system::error_code ec,
+                     R value) override {
+      // Through the I/O executor, which is never blocking; Asio then dispatches to the
+      // handler's own executor (work_dispatcher), which never runs it inline here.
+      boost::asio::post(io_ex,
+                        boost::asio::bind_executor(
+                            *work_, [self = std::unique_ptr<waiter>(this), ec,
+                                            value = std::move(value)]() mutable {
+                              self.release()->invoke(ec, value);
+                            }));
+    }
+
+    void install(const std::weak_ptr<state>& s) {
+      auto slot = boost::asio::get_associated_cancellation_slot(handler_);
+      if (slot.is_connected()) {
+        slot.template emplace<cancel_handler>(cancel_handler{s, this});
+        this->slot_ = slot;
+      }
+    }
+
+   private:
+    Handler handler_;
+    Call call_;
+    std::optional<work_executor> work_;
   };
 
   struct cancel_handler {
     std::weak_ptr<state> weak;
-    node* n;
+    waiter* w;
     void operator()(boost::asio::cancellation_type_t) const {
       auto s = weak.lock();
       if (!s) return;
       {
         std::lock_guard lk(s->mu);
-        if (!n->linked) return;  // already being completed
-        s->unlink(n);
+        if (!w->linked) return;  // already being completed
+        s->unlink(w);
         ++s->counters.cancelled;
       }
-      deliver(s->io_ex, n, boost::asio::error::operation_aborted, R{}, no_finish{});
+      complete_one(s->io_ex, w, boost::asio::error::operation_aborted, R{});
     }
   };
 
@@ -134,33 +235,64 @@ class single_flight {
    public:
     batch() = default;
     batch(batch&& o) noexcept
-        : io_ex_(std::move(o.io_ex_)), head_(std::exchange(o.head_, nullptr)) {}
+        : io_ex_(std::move(o.io_ex_)),
+          work_(std::move(o.work_)),
+          head_(std::exchange(o.head_, nullptr)) {}
     batch& operator=(batch&& o) noexcept {
       if (this != &o) {
         complete(boost::asio::error::operation_aborted, R{});
         io_ex_ = std::move(o.io_ex_);
+        work_ = std::move(o.work_);
         head_ = std::exchange(o.head_, nullptr);
       }
       return *this;
     }
     ~batch() { complete(boost::asio::error::operation_aborted, R{}); }
 
-    /// Completes every waiter of the batch with (ec, value), each on its executor.
-    template <class Finish = no_finish>
-    void complete(boost::system::error_code ec, const R& value, const Finish& finish = {}) {
-      for (node* n = std::exchange(head_, nullptr); n != nullptr;) {
-        node* next = n->next;
-        deliver(io_ex_, n, ec, value, finish);
-        n = next;
+    /// Completes every waiter of the batch with (ec, value), each on its executor. Each chunk
+    /// of waiters gets its own `replicate(value)`, so that waiters resumed on different
+    /// threads do not share one reference count.
+    template <class Replicate = std::nullptr_t>
+    void complete(boost::system::error_code ec, const R& value, Replicate replicate = nullptr) {
+      auto copy = [&]() -> R {
+        if constexpr (std::is_same_v<Replicate, std::nullptr_t>) {
+          return value;
+        } else {
+          return replicate(value);
+        }
+      };
+      waiter* chunk = nullptr;
+      waiter* chunk_tail = nullptr;
+      std::size_t chunk_count = 0;
+      auto flush = [&] {
+        if (chunk == nullptr) return;
+        chunk_tail->next = nullptr;
+        boost::asio::post(io_ex_, chunk_op(io_ex_, std::exchange(chunk, nullptr), ec, copy()));
+        chunk_count = 0;
+      };
+      for (waiter* w = std::exchange(head_, nullptr); w != nullptr;) {
+        waiter* next = w->next;
+        if (w->on_io_executor()) {
+          (chunk ? chunk_tail->next : chunk) = w;
+          chunk_tail = w;
+          if (++chunk_count == chunk_size) flush();
+        } else {
+          w->post_invoke(io_ex_, ec, value);
+        }
+        w = next;
       }
+      flush();
+      work_ = boost::asio::any_io_executor();  // the posted functions hold the context now
     }
 
    private:
     friend class single_flight;
-    batch(boost::asio::any_io_executor io_ex, node* head) noexcept
-        : io_ex_(std::move(io_ex)), head_(head) {}
+    batch(boost::asio::any_io_executor io_ex, boost::asio::any_io_executor work,
+          waiter* head) noexcept
+        : io_ex_(std::move(io_ex)), work_(std::move(work)), head_(head) {}
     boost::asio::any_io_executor io_ex_;
-    node* head_ = nullptr;
+    boost::asio::any_io_executor work_;
+    waiter* head_ = nullptr;
   };
 
   /// `io_ex` completes waiters whose handler has no associated executor, and carries every
@@ -172,21 +304,31 @@ class single_flight {
   /// Completes every remaining waiter with operation_aborted.
   ~single_flight() { take_all().complete(boost::asio::error::operation_aborted, R{}); }
 
+  const boost::asio::any_io_executor& io_executor() const noexcept { return s_->io_ex; }
+
+  /// Makes a waiter for `h`, to be passed to join(). `call(handler, ec, value)` runs on the
+  /// handler's executor when the flight completes (plain_call: handler(ec, value)).
+  template <class Handler, class Call = plain_call>
+  std::unique_ptr<waiter> make_waiter(Handler&& h, Call call = {}) const {
+    using H = std::decay_t<Handler>;
+    const bool on_io =
+        same_executor(boost::asio::get_associated_executor(h, s_->io_ex), s_->io_ex);
+    auto w = std::make_unique<handler_waiter<H, Call>>(H(std::forward<Handler>(h)),
+                                                       std::move(call), s_->io_ex, on_io);
+    // Installed before the waiter is visible to completers, so no other thread touches the
+    // slot while we do.
+    w->install(s_);
+    return w;
+  }
+
   /// Attaches a waiter. Returns true when no flight was in progress: the caller must now start
   /// the operation and later call take_all() and complete the batch.
-  bool join(handler_type h, void* context = nullptr) {
-    auto work = boost::asio::prefer(boost::asio::get_associated_executor(h, s_->io_ex),
-                                    boost::asio::execution::outstanding_work.tracked);
-    auto slot = h.get_cancellation_slot();
-    auto* n = new node(std::move(h), std::move(work), context);
-    // Installed before the node is visible to completers, so no other thread touches the slot
-    // while we do.
-    if (slot.is_connected()) {
-      slot.template emplace<cancel_handler>(cancel_handler{s_, n});
-      n->slot = slot;
-    }
+  bool join(std::unique_ptr<waiter> w) {
     std::lock_guard lk(s_->mu);
-    s_->link(n);
+    if (w->on_io_executor() && !s_->work)
+      s_->work = boost::asio::prefer(s_->io_ex, boost::asio::execution::outstanding_work.tracked);
+    waiter* raw = w.release();
+    s_->link(raw);
     if (s_->size > s_->counters.max_waiters) s_->counters.max_waiters = s_->size;
     if (s_->in_flight) {
       ++s_->counters.coalesced;
@@ -197,15 +339,33 @@ class single_flight {
     return true;
   }
 
+  /// make_waiter() and join() in one.
+  template <class Handler, class Call = plain_call>
+  bool join(Handler&& h, Call call = {}) {
+    return join(make_waiter(std::forward<Handler>(h), std::move(call)));
+  }
+
+  /// Completes one waiter that never joined (or was unlinked) with (ec, value), on its
+  /// executor, never inline.
+  static void complete_one(const boost::asio::any_io_executor& io_ex, waiter* w,
+                           boost::system::error_code ec, R value) {
+    if (w->on_io_executor()) {
+      w->next = nullptr;
+      boost::asio::post(io_ex, chunk_op(io_ex, w, ec, std::move(value)));
+    } else {
+      w->post_invoke(io_ex, ec, std::move(value));
+    }
+  }
+
   /// Ends the flight: detaches all its waiters. The next join() starts a new flight.
   batch take_all() {
     std::lock_guard lk(s_->mu);
-    node* head = s_->head;
-    for (node* n = head; n != nullptr; n = n->next) n->linked = false;
+    waiter* head = s_->head;
+    for (waiter* w = head; w != nullptr; w = w->next) w->linked = false;
     s_->head = s_->tail = nullptr;
     s_->size = 0;
     s_->in_flight = false;
-    return batch(s_->io_ex, head);
+    return batch(s_->io_ex, std::exchange(s_->work, boost::asio::any_io_executor()), head);
   }
 
   bool in_flight() const {

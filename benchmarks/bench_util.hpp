@@ -1,0 +1,157 @@
+// Shared by the benchmark programs: client configs for the mock server, latency summaries,
+// peak-RSS probes, a progress line and JSON output.
+#ifndef NXSYS_AUTH_BENCHMARKS_BENCH_UTIL_HPP
+#define NXSYS_AUTH_BENCHMARKS_BENCH_UTIL_HPP
+
+#include <nxsys/auth.hpp>
+
+#include "mock_server.hpp"
+
+#include <boost/json.hpp>
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace nxsys::auth::bench {
+
+/// A client_config for `server`, with the mock server's default credentials.
+inline client_config config_for(const testing::mock_server& server,
+                                const testing::mock_server_options& opts = {}) {
+  client_config cfg;
+  cfg.token_url = server.token_url();
+  cfg.client_id = opts.client_id;
+  cfg.client_secret = opts.client_secret;
+  cfg.refresh_token = opts.initial_refresh_token;
+  return cfg;
+}
+
+inline double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+/// Percentiles of a set of latencies (any unit; the input is reordered).
+struct latency_summary {
+  double p50 = 0, p99 = 0, p999 = 0, max = 0;
+  std::size_t count = 0;
+};
+
+inline latency_summary summarize(std::vector<double>& v) {
+  latency_summary s;
+  s.count = v.size();
+  if (v.empty()) return s;
+  std::sort(v.begin(), v.end());
+  auto at = [&](double p) {
+    return v[static_cast<std::size_t>(p * static_cast<double>(v.size() - 1) + 0.5)];
+  };
+  s.p50 = at(0.50);
+  s.p99 = at(0.99);
+  s.p999 = at(0.999);
+  s.max = v.back();
+  return s;
+}
+
+inline boost::json::object to_json(const latency_summary& s) {
+  return {{"p50", s.p50}, {"p99", s.p99}, {"p999", s.p999}, {"max", s.max}, {"count", s.count}};
+}
+
+/// The process's peak resident set since the last reset_peak_rss(), in KiB (VmHWM).
+inline long peak_rss_kib() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::stol(line.substr(6));
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return ru.ru_maxrss;
+}
+
+/// Resets VmHWM to the current RSS (Linux: "5" > /proc/self/clear_refs). False if refused.
+inline bool reset_peak_rss() {
+  std::ofstream out("/proc/self/clear_refs");
+  out << "5";
+  out.flush();
+  return static_cast<bool>(out);
+}
+
+inline long current_rss_kib() {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+  return 0;
+}
+
+/// "[3/20 15%] text" on stderr, rewritten in place on a terminal, one line per step otherwise.
+class progress {
+ public:
+  explicit progress(std::size_t total) : total_(total), tty_(isatty(STDERR_FILENO) != 0) {}
+  void step(const std::string& what) {
+    ++done_;
+    std::fprintf(stderr, "%s[%zu/%zu %3zu%%] %-60s%s", tty_ ? "\r" : "", done_, total_,
+                 total_ ? done_ * 100 / total_ : 100, what.c_str(), tty_ ? "" : "\n");
+    std::fflush(stderr);
+  }
+  void finish() {
+    if (tty_) std::fprintf(stderr, "\r%80s\r", "");
+  }
+
+ private:
+  std::size_t total_;
+  std::size_t done_ = 0;
+  bool tty_;
+};
+
+inline void write_json(const std::string& path, const boost::json::value& v) {
+  std::ofstream out(path, std::ios::trunc);
+  out << boost::json::serialize(v) << "\n";
+  if (!out) throw std::runtime_error("cannot write " + path);
+}
+
+inline boost::json::object to_json(const client_stats& s) {
+  return {{"refreshes_started", s.refreshes_started},
+          {"refreshes_succeeded", s.refreshes_succeeded},
+          {"refreshes_failed", s.refreshes_failed},
+          {"refresh_tokens_rotated", s.refresh_tokens_rotated},
+          {"waiters_coalesced", s.waiters_coalesced},
+          {"waiters_cancelled", s.waiters_cancelled},
+          {"max_waiters_per_refresh", s.max_waiters_per_refresh},
+          {"invalidations", s.invalidations},
+          {"slow_path_calls", s.slow_path_calls},
+          {"connections_opened", s.connections_opened}};
+}
+
+/// The machine the figures come from, for the JSON results.
+inline boost::json::object machine_info() {
+  boost::json::object m;
+  m["cores"] = static_cast<std::int64_t>(sysconf(_SC_NPROCESSORS_ONLN));
+  std::ifstream cpu("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(cpu, line))
+    if (line.rfind("model name", 0) == 0) {
+      m["cpu"] = line.substr(line.find(':') + 2);
+      break;
+    }
+#if defined(__clang__)
+  m["compiler"] = "clang " __clang_version__;
+#elif defined(__GNUC__)
+  m["compiler"] = "g++ " __VERSION__;
+#endif
+#ifdef NDEBUG
+  m["build"] = "optimized, NDEBUG";
+#else
+  m["build"] = "assertions on";
+#endif
+  return m;
+}
+
+}  // namespace nxsys::auth::bench
+
+#endif

@@ -1,0 +1,729 @@
+// nxsys-contention-bench: N concurrent token() calls arrive when the token has expired. The
+// SDK's single flight beside the designs a user would otherwise write, each in the same run
+// and against the same mock token server configuration (a fresh server per cell, so that its
+// counters and connections belong to that cell alone):
+//
+//   single-flight  nxsys::auth::client: one refresh, every caller resumes with its result
+//   herd           no coordination: every caller refreshes (one client, one connection each)
+//   serialized     a cache whose mutex is held across the refresh (golang.org/x/oauth2's
+//                  ReuseTokenSource), callers on a pool of blocking threads
+//   timer floor    the same N coroutines suspended on one steady_timer and woken by cancel():
+//                  the least a wake-up of N coroutines costs in Asio
+//
+// Every caller's latency counts from the burst's arrival (all N calls are queued at t0) to
+// its result, so queueing for a thread counts the same way in every design.
+#include "alloc_tracker.hpp"
+#include "bench_util.hpp"
+
+#include <boost/asio/append.hpp>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/use_future.hpp>
+
+#include <sys/resource.h>
+
+#include <atomic>
+#include <charconv>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+namespace asio = boost::asio;
+namespace json = boost::json;
+namespace na = nxsys::auth;
+namespace bench = nxsys::auth::bench;
+using steady = std::chrono::steady_clock;
+
+namespace {
+
+// The clock of every client and of the serialized cache. jump_clock() makes every token
+// issued so far expired, which is how each measured burst starts.
+std::atomic<steady::rep> clock_offset{0};
+steady::time_point bench_now() { return steady::now() + steady::duration(clock_offset.load()); }
+void jump_clock() { clock_offset += std::chrono::duration_cast<steady::duration>(std::chrono::hours(4)).count(); }
+
+struct options {
+  std::vector<int> ns{1, 100, 1000, 10000, 100000};
+  std::vector<unsigned> threads{1, 2};
+  std::vector<int> latencies_ms{0, 5, 50};
+  int herd_cap = 10000;     // herd above this would only measure a drowned server
+  int serial_threads = 256;  // blocking worker threads of the serialized design
+  int memory_n = 100000;
+  std::string json_path;
+  std::string plot_path;
+  int plot_latency_ms = 5;
+  std::vector<std::string> designs{"single-flight", "timer-floor", "herd", "serialized", "rotation"};
+  bool runs(std::string_view d) const {
+    return std::find(designs.begin(), designs.end(), d) != designs.end();
+  }
+};
+
+struct cell {
+  std::string design;
+  int n = 0;
+  unsigned threads = 0;  // io_context threads; for "serialized", its blocking threads
+  int latency_ms = 0;
+  std::uint64_t requests = 0;  // token requests the server answered (tokens and errors)
+  std::uint64_t max_in_flight = 0;
+  std::uint64_t reuse_detected = 0;
+  double wall_ms = 0;  // t0 to the last caller's result
+  bench::latency_summary wait_ms;
+  double wake_ns = 0;  // (wall - L) / N
+  double rss_mib = 0;  // peak RSS growth during the cell
+  int failures = 0;
+
+  cell(std::string d, int n_, unsigned t, int l)
+      : design(std::move(d)), n(n_), threads(t), latency_ms(l) {}
+};
+
+na::testing::mock_server_options server_options(int latency_ms, bool rotate) {
+  na::testing::mock_server_options o;
+  o.latency = std::chrono::milliseconds(latency_ms);
+  o.rotate = rotate;
+  o.reuse_detection = rotate;
+  o.threads = 1;
+  return o;
+}
+
+na::client_config bench_config(const na::testing::mock_server& server) {
+  auto cfg = bench::config_for(server);
+  cfg.clock = &bench_now;
+  cfg.request_timeout = std::chrono::seconds(60);
+  return cfg;
+}
+
+// Runs `ctx` on `threads` threads (this one included) until it has no more work.
+void run_on(asio::io_context& ctx, unsigned threads) {
+  ctx.restart();
+  std::vector<std::thread> pool;
+  for (unsigned t = 1; t < threads; ++t) pool.emplace_back([&] { ctx.run(); });
+  ctx.run();
+  for (auto& t : pool) t.join();
+}
+
+// What every design does around its burst: the clock, RSS and the latency summary.
+struct burst {
+  explicit burst(int n) : waits(static_cast<std::size_t>(n)) {
+    bench::reset_peak_rss();
+    rss0 = bench::current_rss_kib();
+  }
+  void start() { t0 = steady::now(); }
+  void done(int i) { waits[static_cast<std::size_t>(i)] = bench::ms_since(t0); }
+  void fill(cell& c, int latency_ms) {
+    c.rss_mib = static_cast<double>(bench::peak_rss_kib() - rss0) / 1024.0;
+    c.wait_ms = bench::summarize(waits);
+    c.wall_ms = c.wait_ms.max;  // the last caller's result ends the burst
+    c.wake_ns = (c.wall_ms - latency_ms) * 1e6 / static_cast<double>(waits.size());
+    c.failures = failures.load();
+  }
+  std::vector<double> waits;
+  std::atomic<int> failures{0};
+  steady::time_point t0;
+  long rss0 = 0;
+};
+
+void fill_server(cell& c, const na::testing::mock_server& server,
+                 const na::testing::mock_server_stats& before) {
+  const auto s = server.stats();
+  c.requests = (s.refreshes + s.errors) - (before.refreshes + before.errors);
+  c.max_in_flight = s.max_in_flight;
+  c.reuse_detected = s.reuse_detected;
+}
+
+// Fetches a first token, so that the burst finds an expired token and a warm connection.
+void warm_up(asio::io_context& ctx, na::client& client) {
+  asio::co_spawn(ctx, client.token(), asio::detached);
+  run_on(ctx, 1);
+}
+
+cell run_single_flight(int n, unsigned threads, int latency_ms, bool rotate = false) {
+  na::testing::mock_server server(server_options(latency_ms, rotate));
+  asio::io_context ctx(static_cast<int>(threads));
+  na::client client(ctx.get_executor(), bench_config(server));
+  warm_up(ctx, client);
+  jump_clock();
+  const auto before = server.stats();
+  burst b(n);
+  for (int i = 0; i < n; ++i)
+    asio::co_spawn(
+        ctx,
+        [&, i]() -> asio::awaitable<void> {
+          try {
+            co_await client.token();
+          } catch (const std::exception&) {
+            ++b.failures;
+          }
+          b.done(i);
+        },
+        asio::detached);
+  b.start();
+  run_on(ctx, threads);
+  cell c(rotate ? "single-flight (rotating)" : "single-flight", n, threads, latency_ms);
+  b.fill(c, latency_ms);
+  fill_server(c, server, before);
+  return c;
+}
+
+cell run_herd(int n, unsigned threads, int latency_ms, bool rotate = false) {
+  na::testing::mock_server server(server_options(latency_ms, rotate));
+  asio::io_context ctx(static_cast<int>(threads));
+  std::vector<std::unique_ptr<na::client>> clients;
+  clients.reserve(static_cast<std::size_t>(n));
+  // Cold: a herd has no shared state, so each caller's refresh also opens its connection.
+  for (int i = 0; i < n; ++i)
+    clients.push_back(std::make_unique<na::client>(ctx.get_executor(), bench_config(server)));
+  const auto before = server.stats();
+  burst b(n);
+  for (int i = 0; i < n; ++i)
+    asio::co_spawn(
+        ctx,
+        [&, i]() -> asio::awaitable<void> {
+          try {
+            co_await clients[static_cast<std::size_t>(i)]->token();
+          } catch (const std::exception&) {
+            ++b.failures;
+          }
+          b.done(i);
+        },
+        asio::detached);
+  b.start();
+  run_on(ctx, threads);
+  cell c(rotate ? "herd (rotating)" : "herd", n, threads, latency_ms);
+  b.fill(c, latency_ms);
+  fill_server(c, server, before);
+  clients.clear();
+  return c;
+}
+
+// The design of golang.org/x/oauth2's ReuseTokenSource: the cache's mutex is held across the
+// blocking refresh, so every caller that finds the token expired queues on it, and each then
+// takes the lock once more to read the new token. Tokens are refreshed 10 s before expiry
+// (oauth2's expiryDelta).
+class serialized_source {
+ public:
+  explicit serialized_source(na::client& refresher) : refresher_(refresher) {}
+  na::access_token get() {
+    std::lock_guard lk(mu_);
+    if (cached_ && bench_now() < cached_.expires_at() - std::chrono::seconds(10)) return cached_;
+    // The HTTP round trip happens under the lock; the refresher only supplies the transport.
+    refresher_.invalidate();
+    cached_ = refresher_.async_token(asio::use_future).get();
+    return cached_;
+  }
+
+ private:
+  std::mutex mu_;
+  na::access_token cached_;
+  na::client& refresher_;
+};
+
+cell run_serialized(int n, int pool_threads, int latency_ms) {
+  na::testing::mock_server server(server_options(latency_ms, false));
+  asio::io_context io;  // the refresher's I/O, on its own thread as a blocking library's would be
+  auto guard = asio::make_work_guard(io);
+  std::thread io_thread([&] { io.run(); });
+  {
+    na::client refresher(io.get_executor(), bench_config(server));
+    serialized_source source(refresher);
+    source.get();  // warm: a token and a connection
+    jump_clock();
+    const auto before = server.stats();
+    const int workers = std::min(n, pool_threads);
+    burst b(n);
+    std::atomic<int> next{0};
+    std::atomic<bool> go{false};
+    std::vector<std::thread> pool;
+    for (int w = 0; w < workers; ++w)
+      pool.emplace_back([&] {
+        go.wait(false);
+        for (int i; (i = next.fetch_add(1)) < n;) {
+          try {
+            source.get();
+          } catch (const std::exception&) {
+            ++b.failures;
+          }
+          b.done(i);
+        }
+      });
+    b.start();
+    go = true;
+    go.notify_all();
+    for (auto& t : pool) t.join();
+    cell c("serialized", n, static_cast<unsigned>(workers), latency_ms);
+    b.fill(c, latency_ms);
+    fill_server(c, server, before);
+    guard.reset();
+    io_thread.join();
+    return c;
+  }
+}
+
+// N coroutines suspended on one steady_timer, released after L by cancel(). Callers that
+// arrive after the release complete at once (through post, as the SDK does for a fresh
+// token). The lock makes "check, then wait" atomic with "release, then cancel" on 2 threads.
+struct timer_gate {
+  explicit timer_gate(asio::io_context& ctx) : ctx(ctx), timer(ctx, steady::time_point::max()) {}
+  template <class Token>
+  auto async_wait(Token&& token) {
+    return asio::async_initiate<Token, void(boost::system::error_code)>(
+        [this](auto handler) {
+          std::lock_guard lk(mu);
+          if (released) return asio::post(ctx, asio::append(std::move(handler), boost::system::error_code{}));
+          ++waiting;
+          timer.async_wait(std::move(handler));
+        },
+        token);
+  }
+  void release() {
+    std::lock_guard lk(mu);
+    released = true;
+    timer.cancel();
+  }
+  asio::io_context& ctx;
+  asio::steady_timer timer;
+  std::mutex mu;
+  bool released = false;
+  int waiting = 0;
+};
+
+cell run_timer_floor(int n, unsigned threads, int latency_ms) {
+  asio::io_context ctx(static_cast<int>(threads));
+  timer_gate gate(ctx);
+  asio::steady_timer server_answer(ctx);
+  burst b(n);
+  for (int i = 0; i < n; ++i)
+    asio::co_spawn(
+        ctx,
+        [&, i]() -> asio::awaitable<void> {
+          co_await gate.async_wait(asio::as_tuple(asio::use_awaitable));
+          b.done(i);
+        },
+        asio::detached);
+  b.start();
+  server_answer.expires_at(b.t0 + std::chrono::milliseconds(latency_ms));
+  server_answer.async_wait([&](boost::system::error_code) { gate.release(); });
+  run_on(ctx, threads);
+  cell c("timer floor", n, threads, latency_ms);
+  b.fill(c, latency_ms);
+  return c;
+}
+
+// Heap held per suspended call, measured with every call suspended: for the SDK, the bytes
+// allocated inside token() (its frames, the waiter node, the type-erased handler); for the
+// floor and the SDK, everything including the caller's own coroutine frame.
+struct memory_result {
+  int n = 0;
+  double sdk_bytes_per_call = 0;
+  double total_bytes_per_call = 0;
+  double floor_total_bytes_per_call = 0;
+};
+
+// Posts `probe` after everything queued so far; it re-posts itself until `ready()`.
+template <class Ready, class Probe>
+void probe_when(asio::io_context& ctx, Ready ready, Probe probe, int tries = 1000) {
+  asio::post(ctx, [&ctx, ready, probe, tries]() mutable {
+    if (ready() || tries == 0) return probe();
+    probe_when(ctx, ready, probe, tries - 1);
+  });
+}
+
+memory_result measure_memory(int n) {
+  memory_result m{n};
+  namespace alloc = bench::alloc;
+  alloc::enabled = true;
+  {
+    asio::io_context ctx(1);
+    timer_gate gate(ctx);
+    const auto base = alloc::heap_in_use();
+    for (int i = 0; i < n; ++i)
+      asio::co_spawn(
+          ctx,
+          [&]() -> asio::awaitable<void> {
+            co_await gate.async_wait(asio::as_tuple(asio::use_awaitable));
+          },
+          asio::detached);
+    probe_when(
+        ctx, [&] { return gate.waiting == n; },
+        [&] {
+          m.floor_total_bytes_per_call = static_cast<double>(alloc::heap_in_use() - base) / n;
+          gate.release();
+        });
+    run_on(ctx, 1);
+  }
+  {
+    // A token endpoint that accepts the connection and never answers holds every call
+    // suspended; destroying the client then completes them all with operation_aborted.
+    asio::io_context ctx(1);
+    asio::ip::tcp::acceptor silent(ctx, {asio::ip::make_address("127.0.0.1"), 0});
+    asio::ip::tcp::socket held(ctx);
+    silent.async_accept(held, [](boost::system::error_code) {});
+    na::client_config cfg;
+    cfg.token_url = "http://127.0.0.1:" + std::to_string(silent.local_endpoint().port()) +
+                    "/nxsys/oauth/token";
+    cfg.client_id = "test-client";
+    cfg.client_secret = "test-secret";
+    cfg.refresh_token = "refresh-0";
+    auto client = std::make_unique<na::client>(ctx.get_executor(), cfg);
+    const auto base = alloc::heap_in_use();
+    const auto sdk_base = alloc::sdk_bytes.load();
+    for (int i = 0; i < n; ++i)
+      asio::co_spawn(
+          ctx,
+          [&]() -> asio::awaitable<void> {
+            // Left set while suspended: until the next caller runs, this thread only does the
+            // SDK's own work (the refresh's connect and write); the probe clears it.
+            alloc::in_sdk = true;
+            try {
+              co_await client->token();
+            } catch (const std::exception&) {
+            }
+          },
+          asio::detached);
+    probe_when(
+        ctx, [&] { return client->stats().waiters_coalesced + 1 == static_cast<unsigned>(n); },
+        [&] {
+          alloc::in_sdk = false;
+          m.total_bytes_per_call = static_cast<double>(alloc::heap_in_use() - base) / n;
+          m.sdk_bytes_per_call = static_cast<double>(alloc::sdk_bytes.load() - sdk_base) / n;
+          client.reset();
+          silent.close();
+          held.close();
+        });
+    run_on(ctx, 1);
+  }
+  alloc::enabled = false;
+  return m;
+}
+
+json::object to_json(const cell& c) {
+  return {{"design", c.design},
+          {"n", c.n},
+          {"threads", c.threads},
+          {"latency_ms", c.latency_ms},
+          {"server_requests", c.requests},
+          {"server_max_in_flight", c.max_in_flight},
+          {"server_reuse_detected", c.reuse_detected},
+          {"wall_ms", c.wall_ms},
+          {"wait_ms", bench::to_json(c.wait_ms)},
+          {"wake_ns_per_waiter", c.wake_ns},
+          {"peak_rss_growth_mib", c.rss_mib},
+          {"failures", c.failures}};
+}
+
+void print_header() {
+  std::printf("%5s  %-25s %4s %7s | %8s %6s | %9s %9s %9s %9s | %9s %8s | %5s\n", "L(ms)", "design",
+              "T", "N", "requests", "maxfly", "wall(ms)", "p50(ms)", "p99(ms)", "max(ms)",
+              "wake(ns)", "RSS+MiB", "fail");
+}
+
+void print_row(const cell& c) {
+  const bool server = c.design != "timer floor";
+  std::printf("%5d  %-25s %4u %7d | %8s %6s | %9.2f %9.3f %9.3f %9.3f | %9.0f %8.1f | %5d\n",
+              c.latency_ms, c.design.c_str(), c.threads, c.n,
+              server ? std::to_string(c.requests).c_str() : "-",
+              server ? std::to_string(c.max_in_flight).c_str() : "-", c.wall_ms, c.wait_ms.p50,
+              c.wait_ms.p99, c.wait_ms.max, c.wake_ns, c.rss_mib, c.failures);
+  std::fflush(stdout);
+}
+
+// The issue's targets, checked against this run's figures. Misses are reported, not fatal:
+// they are measurements on a shared machine. Only correctness (one refresh per burst, no
+// failures) decides the exit status.
+struct verdicts {
+  bool correct = true;
+  std::vector<std::string> lines;
+  void add(bool ok, const std::string& what, bool correctness = false) {
+    lines.push_back(std::string(ok ? "PASS  " : (correctness ? "FAIL  " : "MISS  ")) + what);
+    if (!ok && correctness) correct = false;
+  }
+};
+
+std::string fmt(const char* f, double a, double b = 0, double c = 0) {
+  char buf[256];
+  std::snprintf(buf, sizeof buf, f, a, b, c);
+  return buf;
+}
+
+verdicts check_targets(const std::vector<cell>& cells, const std::optional<memory_result>& mem) {
+  verdicts v;
+  auto find = [&](const std::string& d, int n, int l, unsigned t) -> const cell* {
+    for (const auto& c : cells)
+      if (c.design == d && c.n == n && c.latency_ms == l && (t == 0 || c.threads == t)) return &c;
+    return nullptr;
+  };
+  int single_rows = 0, single_ok = 0;
+  for (const auto& c : cells)
+    if (c.design.rfind("single-flight", 0) == 0) {
+      ++single_rows;
+      if (c.requests == 1 && c.failures == 0 && c.reuse_detected == 0) ++single_ok;
+    }
+  v.add(single_rows == single_ok,
+        fmt("single-flight: exactly 1 refresh and no failure in %.0f of %.0f bursts", single_ok,
+            single_rows),
+        true);
+  for (const auto& c : cells) {
+    if (c.design != "single-flight" || c.n != 100000) continue;
+    const cell* fl = find("timer floor", c.n, c.latency_ms, c.threads);
+    v.add(c.wake_ns <= 250, fmt("wake-up at N=100k, L=%.0f ms, T=%.0f: %.0f ns/waiter (target <= 250)",
+                                c.latency_ms, c.threads, c.wake_ns));
+    if (fl)
+      v.add(c.wake_ns <= fl->wake_ns,
+            fmt("wake-up at N=100k, L=%.0f ms, T=%.0f: SDK/timer floor = %.2f (target <= 1)",
+                c.latency_ms, c.threads, c.wake_ns / fl->wake_ns));
+  }
+  if (mem)
+    v.add(mem->sdk_bytes_per_call <= 512,
+          fmt("SDK heap per waiting call at N=%.0f: %.0f B (target <= 512)", mem->n,
+              mem->sdk_bytes_per_call));
+  for (const auto& h : cells) {
+    if (h.design != "herd" || h.n != 10000) continue;
+    const cell* s = find("single-flight", h.n, h.latency_ms, h.threads);
+    if (s && s->requests > 0)
+      v.add(h.requests >= 1000 * s->requests,
+            fmt("N=10k, L=%.0f ms: herd/single-flight token requests = %.0f (target >= 1000)",
+                h.latency_ms, static_cast<double>(h.requests) / static_cast<double>(s->requests)));
+  }
+  for (const auto& s : cells) {
+    if (s.design != "single-flight" || s.n < 1000) continue;
+    const cell* z = find("serialized", s.n, s.latency_ms, 0);
+    if (z)
+      v.add(s.wait_ms.p99 < z->wait_ms.p99,
+            fmt("p99 N=%.0f L=%.0f ms: single-flight %.3f ms vs serialized", s.n, s.latency_ms,
+                s.wait_ms.p99) +
+                fmt(" %.3f ms (T=%.0f)", z->wait_ms.p99, s.threads));
+  }
+  return v;
+}
+
+// Gnuplot data: one block per design (separated by two blank lines, gnuplot's `index`), the
+// cells at one latency and the largest thread count: N, p99 (ms), token requests.
+void write_plot_data(const std::string& path, const std::vector<cell>& cells, int latency_ms) {
+  std::ofstream out(path, std::ios::trunc);
+  const unsigned t = 2;
+  out << "# design blocks: single-flight, herd, serialized, timer floor; L=" << latency_ms
+      << " ms\n";
+  for (const char* d : {"single-flight", "herd", "serialized", "timer floor"}) {
+    out << "# " << d << "\n# N p99_ms requests\n";
+    for (const auto& c : cells)
+      if (c.design == d && c.latency_ms == latency_ms &&
+          (c.threads == t || std::string_view(d) == "serialized"))
+        out << c.n << ' ' << c.wait_ms.p99 << ' ' << c.requests << '\n';
+    out << "\n\n";
+  }
+  if (!out) throw std::runtime_error("cannot write " + path);
+}
+
+constexpr std::string_view usage = R"(usage: nxsys-contention-bench [options]
+
+N concurrent token() calls arrive on an expired token: nxsys::auth's single flight beside a herd
+(every caller refreshes), a serialized cache (mutex held across the refresh, blocking threads)
+and the floor of waking N coroutines by cancelling one steady_timer.
+
+  --n LIST              caller counts (default 1,100,1000,10000,100000)
+  --threads LIST        io_context threads (default 1,2)
+  --latency-ms LIST     mock server latencies (default 0,5,50)
+  --herd-cap N          largest N run for the herd (default 10000)
+  --serial-threads P    blocking threads of the serialized design (default 256)
+  --memory-n N          callers suspended for the heap measurement (default 100000; 0: skip)
+  --designs LIST        any of single-flight,timer-floor,herd,serialized,rotation (default all)
+  --json FILE           write every figure as JSON
+  --plot-data FILE      write gnuplot data (p99 and requests vs N) for one latency
+  --plot-latency-ms L   latency of the plot data (default 5)
+  --help
+)";
+
+struct usage_error {
+  std::string message;
+};
+
+int parse_int(std::string_view flag, std::string_view s, int min) {
+  int v = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || end != s.data() + s.size() || v < min)
+    throw usage_error{std::string(flag) + ": '" + std::string(s) + "' is not a number >= " +
+                      std::to_string(min)};
+  return v;
+}
+
+template <class T>
+std::vector<T> parse_list(std::string_view flag, std::string_view s, int min) {
+  std::vector<T> out;
+  while (!s.empty()) {
+    const auto comma = s.find(',');
+    out.push_back(static_cast<T>(parse_int(flag, s.substr(0, comma), min)));
+    s = comma == std::string_view::npos ? std::string_view{} : s.substr(comma + 1);
+  }
+  if (out.empty()) throw usage_error{std::string(flag) + " needs a list"};
+  return out;
+}
+
+std::vector<std::string> parse_names(std::string_view flag, std::string_view s) {
+  std::vector<std::string> out;
+  while (!s.empty()) {
+    const auto comma = s.find(',');
+    std::string name(s.substr(0, comma));
+    if (name != "single-flight" && name != "timer-floor" && name != "herd" &&
+        name != "serialized" && name != "rotation")
+      throw usage_error{std::string(flag) + ": unknown design '" + name + "'"};
+    out.push_back(std::move(name));
+    s = comma == std::string_view::npos ? std::string_view{} : s.substr(comma + 1);
+  }
+  return out;
+}
+
+std::optional<options> parse_args(int argc, char** argv) {
+  options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view a = argv[i];
+    auto value = [&]() -> std::string_view {
+      if (i + 1 >= argc) throw usage_error{std::string(a) + " needs a value"};
+      return argv[++i];
+    };
+    if (a == "--help") return std::nullopt;
+    if (a == "--n") o.ns = parse_list<int>(a, value(), 1);
+    else if (a == "--threads") o.threads = parse_list<unsigned>(a, value(), 1);
+    else if (a == "--latency-ms") o.latencies_ms = parse_list<int>(a, value(), 0);
+    else if (a == "--herd-cap") o.herd_cap = parse_int(a, value(), 0);
+    else if (a == "--serial-threads") o.serial_threads = parse_int(a, value(), 1);
+    else if (a == "--memory-n") o.memory_n = parse_int(a, value(), 0);
+    else if (a == "--designs") o.designs = parse_names(a, value());
+    else if (a == "--json") o.json_path = value();
+    else if (a == "--plot-data") o.plot_path = value();
+    else if (a == "--plot-latency-ms") o.plot_latency_ms = parse_int(a, value(), 0);
+    else throw usage_error{"unknown option " + std::string(a)};
+  }
+  return o;
+}
+
+// The herd and big bursts hold many sockets (both ends are in this process).
+void raise_fd_limit(int needed) {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+  const rlim_t want = static_cast<rlim_t>(needed);
+  if (rl.rlim_cur >= want) return;
+  rl.rlim_cur = want;
+  if (rl.rlim_max < want) rl.rlim_max = want;  // allowed for root (CAP_SYS_RESOURCE)
+  if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+    getrlimit(RLIMIT_NOFILE, &rl);
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) try {
+  std::optional<options> parsed;
+  try {
+    parsed = parse_args(argc, argv);
+  } catch (const usage_error& e) {
+    std::cerr << "nxsys-contention-bench: " << e.message << "\n\n" << usage;
+    return 2;
+  }
+  if (!parsed) {
+    std::cout << usage;
+    return 0;
+  }
+  const options& o = *parsed;
+  raise_fd_limit(2 * o.herd_cap + 4096);
+
+  struct job {
+    std::string label;
+    std::function<cell()> run;
+  };
+  std::vector<job> jobs;
+  for (int l : o.latencies_ms)
+    for (int n : o.ns) {
+      for (unsigned t : o.threads) {
+        if (o.runs("single-flight"))
+          jobs.push_back({"single-flight", [=] { return run_single_flight(n, t, l); }});
+        if (o.runs("timer-floor"))
+          jobs.push_back({"timer floor", [=] { return run_timer_floor(n, t, l); }});
+        if (o.runs("herd") && n <= o.herd_cap)
+          jobs.push_back({"herd", [=] { return run_herd(n, t, l); }});
+      }
+      if (o.runs("serialized"))
+        jobs.push_back({"serialized", [=] { return run_serialized(n, o.serial_threads, l); }});
+    }
+  // With rotation (and reuse detection) a herd cannot work at all: one caller rotates the
+  // refresh token, every other presents the consumed one and the server revokes the chain.
+  const int rot_n = std::min(1000, o.ns.back());
+  const int rot_l = o.latencies_ms.front();
+  if (o.runs("rotation")) {
+    jobs.push_back({"single-flight (rotating)",
+                    [=] { return run_single_flight(rot_n, o.threads.back(), rot_l, true); }});
+    jobs.push_back({"herd (rotating)",
+                    [=] { return run_herd(std::min(100, rot_n), o.threads.back(), rot_l, true); }});
+  }
+
+  std::printf("nxsys-auth refresh contention: N concurrent token() calls on an expired token.\n");
+  std::printf("Mock token server on 127.0.0.1 (1 thread, latency L, a fresh server per cell).\n");
+  std::printf("T: io_context threads (serialized: its blocking threads). Waits count from the\n");
+  std::printf("burst's arrival. wake = (wall - L) / N. RSS+ = peak RSS growth during the cell.\n\n");
+  print_header();
+
+  bench::progress prog(jobs.size() + (o.memory_n > 0 ? 1 : 0));
+  std::vector<cell> cells;
+  int last_l = -1, last_n = -1;
+  for (const auto& j : jobs) {
+    prog.step(j.label);
+    cell c = j.run();
+    if (!cells.empty() && (c.latency_ms != last_l || c.n != last_n)) std::printf("\n");
+    last_l = c.latency_ms;
+    last_n = c.n;
+    prog.finish();
+    print_row(c);
+    cells.push_back(std::move(c));
+  }
+  std::optional<memory_result> mem;
+  if (o.memory_n > 0) {
+    prog.step("heap per waiting call, N=" + std::to_string(o.memory_n));
+    mem = measure_memory(o.memory_n);
+    prog.finish();
+    std::printf("\nheap per suspended call at N=%d: SDK (inside token()) %.0f B; whole call with "
+                "the caller's coroutine %.0f B; timer floor whole call %.0f B\n",
+                mem->n, mem->sdk_bytes_per_call, mem->total_bytes_per_call,
+                mem->floor_total_bytes_per_call);
+  }
+
+  const verdicts v = check_targets(cells, mem);
+  std::printf("\ntargets:\n");
+  for (const auto& line : v.lines) std::printf("  %s\n", line.c_str());
+
+  if (!o.json_path.empty()) {
+    json::array rows;
+    for (const auto& c : cells) rows.push_back(to_json(c));
+    json::object root{{"benchmark", "contention"},
+                      {"machine", bench::machine_info()},
+                      {"cells", std::move(rows)},
+                      {"targets", json::value_from(v.lines)}};
+    if (mem)
+      root["memory"] = {{"n", mem->n},
+                        {"sdk_bytes_per_waiting_call", mem->sdk_bytes_per_call},
+                        {"total_bytes_per_waiting_call", mem->total_bytes_per_call},
+                        {"timer_floor_total_bytes_per_waiting_call",
+                         mem->floor_total_bytes_per_call}};
+    bench::write_json(o.json_path, root);
+  }
+  if (!o.plot_path.empty()) write_plot_data(o.plot_path, cells, o.plot_latency_ms);
+  return v.correct ? EXIT_SUCCESS : EXIT_FAILURE;
+} catch (const std::exception& e) {
+  std::cerr << "nxsys-contention-bench: " << e.what() << "\n";
+  return EXIT_FAILURE;
+}
