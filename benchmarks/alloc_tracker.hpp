@@ -10,13 +10,12 @@
 #ifndef NXSYS_AUTH_BENCHMARKS_ALLOC_TRACKER_HPP
 #define NXSYS_AUTH_BENCHMARKS_ALLOC_TRACKER_HPP
 
-#include <dlfcn.h>
-#include <malloc.h>
-
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <dlfcn.h>
+#include <malloc.h>
 
 namespace nxsys::auth::bench::alloc {
 

@@ -6,7 +6,7 @@
 //   single-flight  nxsys::auth::client: one refresh, every caller resumes with its result
 //   herd           no coordination: every caller refreshes (one client, one connection each)
 //   serialized     a cache whose mutex is held across the refresh (golang.org/x/oauth2's
-//                  ReuseTokenSource), callers on a pool of blocking threads
+//                  ReuseTokenSource), callers as tasks on a pool of blocking threads
 //   timer floor    the same N coroutines suspended on one steady_timer and woken by cancel():
 //                  the least a wake-up of N coroutines costs in Asio
 //
@@ -23,6 +23,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/use_future.hpp>
 
@@ -34,6 +35,7 @@
 #include <cstdlib>
 #include <functional>
 #include <iostream>
+#include <malloc.h>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -55,20 +57,25 @@ namespace {
 // The clock of every client and of the serialized cache. jump_clock() makes every token
 // issued so far expired, which is how each measured burst starts.
 std::atomic<steady::rep> clock_offset{0};
-steady::time_point bench_now() { return steady::now() + steady::duration(clock_offset.load()); }
-void jump_clock() { clock_offset += std::chrono::duration_cast<steady::duration>(std::chrono::hours(4)).count(); }
+steady::time_point bench_now() {
+  return steady::now() + steady::duration(clock_offset.load());
+}
+void jump_clock() {
+  clock_offset += std::chrono::duration_cast<steady::duration>(std::chrono::hours(4)).count();
+}
 
 struct options {
   std::vector<int> ns{1, 100, 1000, 10000, 100000};
   std::vector<unsigned> threads{1, 2};
   std::vector<int> latencies_ms{0, 5, 50};
-  int herd_cap = 10000;     // herd above this would only measure a drowned server
+  int herd_cap = 10000;      // herd above this would only measure a drowned server
   int serial_threads = 256;  // blocking worker threads of the serialized design
   int memory_n = 100000;
   std::string json_path;
   std::string plot_path;
   int plot_latency_ms = 5;
-  std::vector<std::string> designs{"single-flight", "timer-floor", "herd", "serialized", "rotation"};
+  std::vector<std::string> designs{"single-flight", "timer-floor", "herd", "serialized",
+                                   "rotation"};
   bool runs(std::string_view d) const {
     return std::find(designs.begin(), designs.end(), d) != designs.end();
   }
@@ -84,8 +91,9 @@ struct cell {
   std::uint64_t reuse_detected = 0;
   double wall_ms = 0;  // t0 to the last caller's result
   bench::latency_summary wait_ms;
-  double wake_ns = 0;  // (wall - L) / N
-  double rss_mib = 0;  // peak RSS growth during the cell
+  double wake_ns = 0;   // (wall - L) / N
+  double start_ns = 0;  // per caller, until the last one had started (coroutine designs)
+  double rss_mib = 0;   // peak RSS growth during the cell
   int failures = 0;
 
   cell(std::string d, int n_, unsigned t, int l)
@@ -124,6 +132,10 @@ struct burst {
     rss0 = bench::current_rss_kib();
   }
   void start() { t0 = steady::now(); }
+  // Posted after the N calls: runs once they have all started (in order on one thread).
+  void probe_starts(asio::io_context& ctx) {
+    asio::post(ctx, [this] { starts_done_ms = bench::ms_since(t0); });
+  }
   void done(int i) { waits[static_cast<std::size_t>(i)] = bench::ms_since(t0); }
   void fill(cell& c, int latency_ms) {
     c.rss_mib = static_cast<double>(bench::peak_rss_kib() - rss0) / 1024.0;
@@ -131,10 +143,12 @@ struct burst {
     c.wall_ms = c.wait_ms.max;  // the last caller's result ends the burst
     c.wake_ns = (c.wall_ms - latency_ms) * 1e6 / static_cast<double>(waits.size());
     c.failures = failures.load();
+    c.start_ns = starts_done_ms * 1e6 / static_cast<double>(waits.size());
   }
   std::vector<double> waits;
   std::atomic<int> failures{0};
   steady::time_point t0;
+  double starts_done_ms = 0;
   long rss0 = 0;
 };
 
@@ -172,6 +186,7 @@ cell run_single_flight(int n, unsigned threads, int latency_ms, bool rotate = fa
           b.done(i);
         },
         asio::detached);
+  b.probe_starts(ctx);
   b.start();
   run_on(ctx, threads);
   cell c(rotate ? "single-flight (rotating)" : "single-flight", n, threads, latency_ms);
@@ -186,8 +201,11 @@ cell run_herd(int n, unsigned threads, int latency_ms, bool rotate = false) {
   std::vector<std::unique_ptr<na::client>> clients;
   clients.reserve(static_cast<std::size_t>(n));
   // Cold: a herd has no shared state, so each caller's refresh also opens its connection.
+  // A drowned server leaves some callers hanging: they fail after 5 s, and count as failures.
+  auto cfg = bench_config(server);
+  cfg.connect_timeout = cfg.request_timeout = std::chrono::seconds(5);
   for (int i = 0; i < n; ++i)
-    clients.push_back(std::make_unique<na::client>(ctx.get_executor(), bench_config(server)));
+    clients.push_back(std::make_unique<na::client>(ctx.get_executor(), cfg));
   const auto before = server.stats();
   burst b(n);
   for (int i = 0; i < n; ++i)
@@ -202,6 +220,7 @@ cell run_herd(int n, unsigned threads, int latency_ms, bool rotate = false) {
           b.done(i);
         },
         asio::detached);
+  b.probe_starts(ctx);
   b.start();
   run_on(ctx, threads);
   cell c(rotate ? "herd (rotating)" : "herd", n, threads, latency_ms);
@@ -246,25 +265,25 @@ cell run_serialized(int n, int pool_threads, int latency_ms) {
     const auto before = server.stats();
     const int workers = std::min(n, pool_threads);
     burst b(n);
-    std::atomic<int> next{0};
+    // Callers are tasks on a pool of blocking threads, dispatched by the same Asio scheduler
+    // that runs the coroutine designs' callers. Each thread first blocks on the gate, so the
+    // N caller tasks queue up behind the gates and all arrive at t0.
+    asio::thread_pool pool(static_cast<std::size_t>(workers));
     std::atomic<bool> go{false};
-    std::vector<std::thread> pool;
-    for (int w = 0; w < workers; ++w)
-      pool.emplace_back([&] {
-        go.wait(false);
-        for (int i; (i = next.fetch_add(1)) < n;) {
-          try {
-            source.get();
-          } catch (const std::exception&) {
-            ++b.failures;
-          }
-          b.done(i);
+    for (int w = 0; w < workers; ++w) asio::post(pool, [&] { go.wait(false); });
+    for (int i = 0; i < n; ++i)
+      asio::post(pool, [&, i] {
+        try {
+          source.get();
+        } catch (const std::exception&) {
+          ++b.failures;
         }
+        b.done(i);
       });
     b.start();
     go = true;
     go.notify_all();
-    for (auto& t : pool) t.join();
+    pool.join();
     cell c("serialized", n, static_cast<unsigned>(workers), latency_ms);
     b.fill(c, latency_ms);
     fill_server(c, server, before);
@@ -284,7 +303,8 @@ struct timer_gate {
     return asio::async_initiate<Token, void(boost::system::error_code)>(
         [this](auto handler) {
           std::lock_guard lk(mu);
-          if (released) return asio::post(ctx, asio::append(std::move(handler), boost::system::error_code{}));
+          if (released)
+            return asio::post(ctx, asio::append(std::move(handler), boost::system::error_code{}));
           ++waiting;
           timer.async_wait(std::move(handler));
         },
@@ -315,6 +335,7 @@ cell run_timer_floor(int n, unsigned threads, int latency_ms) {
           b.done(i);
         },
         asio::detached);
+  b.probe_starts(ctx);
   b.start();
   server_answer.expires_at(b.t0 + std::chrono::milliseconds(latency_ms));
   server_answer.async_wait([&](boost::system::error_code) { gate.release(); });
@@ -374,8 +395,8 @@ memory_result measure_memory(int n) {
     asio::ip::tcp::socket held(ctx);
     silent.async_accept(held, [](boost::system::error_code) {});
     na::client_config cfg;
-    cfg.token_url = "http://127.0.0.1:" + std::to_string(silent.local_endpoint().port()) +
-                    "/nxsys/oauth/token";
+    cfg.token_url =
+        "http://127.0.0.1:" + std::to_string(silent.local_endpoint().port()) + "/nxsys/oauth/token";
     cfg.client_id = "test-client";
     cfg.client_secret = "test-secret";
     cfg.refresh_token = "refresh-0";
@@ -422,23 +443,31 @@ json::object to_json(const cell& c) {
           {"wall_ms", c.wall_ms},
           {"wait_ms", bench::to_json(c.wait_ms)},
           {"wake_ns_per_waiter", c.wake_ns},
+          {"start_ns_per_caller", c.start_ns},
           {"peak_rss_growth_mib", c.rss_mib},
           {"failures", c.failures}};
 }
 
+std::string fmt(const char* f, double a, double b = 0, double c = 0) {
+  char buf[256];
+  std::snprintf(buf, sizeof buf, f, a, b, c);
+  return buf;
+}
+
 void print_header() {
-  std::printf("%5s  %-25s %4s %7s | %8s %6s | %9s %9s %9s %9s | %9s %8s | %5s\n", "L(ms)", "design",
-              "T", "N", "requests", "maxfly", "wall(ms)", "p50(ms)", "p99(ms)", "max(ms)",
-              "wake(ns)", "RSS+MiB", "fail");
+  std::printf("%5s  %-25s %4s %7s | %8s %6s | %9s %9s %9s %9s | %9s %9s %8s | %5s\n", "L(ms)",
+              "design", "T", "N", "requests", "maxfly", "wall(ms)", "p50(ms)", "p99(ms)", "max(ms)",
+              "start(ns)", "wake(ns)", "RSS+MiB", "fail");
 }
 
 void print_row(const cell& c) {
   const bool server = c.design != "timer floor";
-  std::printf("%5d  %-25s %4u %7d | %8s %6s | %9.2f %9.3f %9.3f %9.3f | %9.0f %8.1f | %5d\n",
+  const std::string start = c.design == "serialized" ? "-" : fmt("%.0f", c.start_ns);
+  std::printf("%5d  %-25s %4u %7d | %8s %6s | %9.2f %9.3f %9.3f %9.3f | %9s %9.0f %8.1f | %5d\n",
               c.latency_ms, c.design.c_str(), c.threads, c.n,
               server ? std::to_string(c.requests).c_str() : "-",
               server ? std::to_string(c.max_in_flight).c_str() : "-", c.wall_ms, c.wait_ms.p50,
-              c.wait_ms.p99, c.wait_ms.max, c.wake_ns, c.rss_mib, c.failures);
+              c.wait_ms.p99, c.wait_ms.max, start.c_str(), c.wake_ns, c.rss_mib, c.failures);
   std::fflush(stdout);
 }
 
@@ -453,12 +482,6 @@ struct verdicts {
     if (!ok && correctness) correct = false;
   }
 };
-
-std::string fmt(const char* f, double a, double b = 0, double c = 0) {
-  char buf[256];
-  std::snprintf(buf, sizeof buf, f, a, b, c);
-  return buf;
-}
 
 verdicts check_targets(const std::vector<cell>& cells, const std::optional<memory_result>& mem) {
   verdicts v;
@@ -480,8 +503,9 @@ verdicts check_targets(const std::vector<cell>& cells, const std::optional<memor
   for (const auto& c : cells) {
     if (c.design != "single-flight" || c.n != 100000) continue;
     const cell* fl = find("timer floor", c.n, c.latency_ms, c.threads);
-    v.add(c.wake_ns <= 250, fmt("wake-up at N=100k, L=%.0f ms, T=%.0f: %.0f ns/waiter (target <= 250)",
-                                c.latency_ms, c.threads, c.wake_ns));
+    v.add(c.wake_ns <= 250,
+          fmt("wake-up at N=100k, L=%.0f ms, T=%.0f: %.0f ns/waiter (target <= 250)", c.latency_ms,
+              c.threads, c.wake_ns));
     if (fl)
       v.add(c.wake_ns <= fl->wake_ns,
             fmt("wake-up at N=100k, L=%.0f ms, T=%.0f: SDK/timer floor = %.2f (target <= 1)",
@@ -512,10 +536,10 @@ verdicts check_targets(const std::vector<cell>& cells, const std::optional<memor
 }
 
 // Gnuplot data: one block per design (separated by two blank lines, gnuplot's `index`), the
-// cells at one latency and the largest thread count: N, p99 (ms), token requests.
-void write_plot_data(const std::string& path, const std::vector<cell>& cells, int latency_ms) {
+// cells at one latency and one thread count: N, p99 (ms), token requests.
+void write_plot_data(const std::string& path, const std::vector<cell>& cells, int latency_ms,
+                     unsigned t) {
   std::ofstream out(path, std::ios::trunc);
-  const unsigned t = 2;
   out << "# design blocks: single-flight, herd, serialized, timer floor; L=" << latency_ms
       << " ms\n";
   for (const char* d : {"single-flight", "herd", "serialized", "timer floor"}) {
@@ -543,7 +567,8 @@ and the floor of waking N coroutines by cancelling one steady_timer.
   --memory-n N          callers suspended for the heap measurement (default 100000; 0: skip)
   --designs LIST        any of single-flight,timer-floor,herd,serialized,rotation (default all)
   --json FILE           write every figure as JSON
-  --plot-data FILE      write gnuplot data (p99 and requests vs N) for one latency
+  --plot-data FILE      write gnuplot data (p99 and requests vs N) for one latency and the
+                        last thread count (benchmarks/contention.gp plots it)
   --plot-latency-ms L   latency of the plot data (default 5)
   --help
 )";
@@ -556,8 +581,8 @@ int parse_int(std::string_view flag, std::string_view s, int min) {
   int v = 0;
   auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
   if (ec != std::errc() || end != s.data() + s.size() || v < min)
-    throw usage_error{std::string(flag) + ": '" + std::string(s) + "' is not a number >= " +
-                      std::to_string(min)};
+    throw usage_error{std::string(flag) + ": '" + std::string(s) +
+                      "' is not a number >= " + std::to_string(min)};
   return v;
 }
 
@@ -596,17 +621,28 @@ std::optional<options> parse_args(int argc, char** argv) {
       return argv[++i];
     };
     if (a == "--help") return std::nullopt;
-    if (a == "--n") o.ns = parse_list<int>(a, value(), 1);
-    else if (a == "--threads") o.threads = parse_list<unsigned>(a, value(), 1);
-    else if (a == "--latency-ms") o.latencies_ms = parse_list<int>(a, value(), 0);
-    else if (a == "--herd-cap") o.herd_cap = parse_int(a, value(), 0);
-    else if (a == "--serial-threads") o.serial_threads = parse_int(a, value(), 1);
-    else if (a == "--memory-n") o.memory_n = parse_int(a, value(), 0);
-    else if (a == "--designs") o.designs = parse_names(a, value());
-    else if (a == "--json") o.json_path = value();
-    else if (a == "--plot-data") o.plot_path = value();
-    else if (a == "--plot-latency-ms") o.plot_latency_ms = parse_int(a, value(), 0);
-    else throw usage_error{"unknown option " + std::string(a)};
+    if (a == "--n")
+      o.ns = parse_list<int>(a, value(), 1);
+    else if (a == "--threads")
+      o.threads = parse_list<unsigned>(a, value(), 1);
+    else if (a == "--latency-ms")
+      o.latencies_ms = parse_list<int>(a, value(), 0);
+    else if (a == "--herd-cap")
+      o.herd_cap = parse_int(a, value(), 0);
+    else if (a == "--serial-threads")
+      o.serial_threads = parse_int(a, value(), 1);
+    else if (a == "--memory-n")
+      o.memory_n = parse_int(a, value(), 0);
+    else if (a == "--designs")
+      o.designs = parse_names(a, value());
+    else if (a == "--json")
+      o.json_path = value();
+    else if (a == "--plot-data")
+      o.plot_path = value();
+    else if (a == "--plot-latency-ms")
+      o.plot_latency_ms = parse_int(a, value(), 0);
+    else
+      throw usage_error{"unknown option " + std::string(a)};
   }
   return o;
 }
@@ -642,6 +678,10 @@ int main(int argc, char** argv) try {
   }
   const options& o = *parsed;
   raise_fd_limit(2 * o.herd_cap + 4096);
+  // Every cell starts from the same heap: freed memory stays mapped (no trim), and one
+  // untimed burst at the largest N on each thread count has faulted it in. Otherwise the first
+  // design to run pays the page faults of growing the heap and the next ones do not.
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
 
   struct job {
     std::string label;
@@ -675,10 +715,15 @@ int main(int argc, char** argv) try {
   std::printf("nxsys-auth refresh contention: N concurrent token() calls on an expired token.\n");
   std::printf("Mock token server on 127.0.0.1 (1 thread, latency L, a fresh server per cell).\n");
   std::printf("T: io_context threads (serialized: its blocking threads). Waits count from the\n");
-  std::printf("burst's arrival. wake = (wall - L) / N. RSS+ = peak RSS growth during the cell.\n\n");
+  std::printf(
+      "burst's arrival. wake = (wall - L) / N. RSS+ = peak RSS growth during the cell.\n\n");
   print_header();
 
-  bench::progress prog(jobs.size() + (o.memory_n > 0 ? 1 : 0));
+  bench::progress prog(jobs.size() + o.threads.size() + (o.memory_n > 0 ? 1 : 0));
+  for (unsigned t : o.threads) {
+    prog.step("heap warm-up, T=" + std::to_string(t));
+    run_single_flight(*std::max_element(o.ns.begin(), o.ns.end()), t, 0);
+  }
   std::vector<cell> cells;
   int last_l = -1, last_n = -1;
   for (const auto& j : jobs) {
@@ -696,10 +741,11 @@ int main(int argc, char** argv) try {
     prog.step("heap per waiting call, N=" + std::to_string(o.memory_n));
     mem = measure_memory(o.memory_n);
     prog.finish();
-    std::printf("\nheap per suspended call at N=%d: SDK (inside token()) %.0f B; whole call with "
-                "the caller's coroutine %.0f B; timer floor whole call %.0f B\n",
-                mem->n, mem->sdk_bytes_per_call, mem->total_bytes_per_call,
-                mem->floor_total_bytes_per_call);
+    std::printf(
+        "\nheap per suspended call at N=%d: SDK (inside token()) %.0f B; whole call with "
+        "the caller's coroutine %.0f B; timer floor whole call %.0f B\n",
+        mem->n, mem->sdk_bytes_per_call, mem->total_bytes_per_call,
+        mem->floor_total_bytes_per_call);
   }
 
   const verdicts v = check_targets(cells, mem);
@@ -714,14 +760,15 @@ int main(int argc, char** argv) try {
                       {"cells", std::move(rows)},
                       {"targets", json::value_from(v.lines)}};
     if (mem)
-      root["memory"] = {{"n", mem->n},
-                        {"sdk_bytes_per_waiting_call", mem->sdk_bytes_per_call},
-                        {"total_bytes_per_waiting_call", mem->total_bytes_per_call},
-                        {"timer_floor_total_bytes_per_waiting_call",
-                         mem->floor_total_bytes_per_call}};
+      root["memory"] = {
+          {"n", mem->n},
+          {"sdk_bytes_per_waiting_call", mem->sdk_bytes_per_call},
+          {"total_bytes_per_waiting_call", mem->total_bytes_per_call},
+          {"timer_floor_total_bytes_per_waiting_call", mem->floor_total_bytes_per_call}};
     bench::write_json(o.json_path, root);
   }
-  if (!o.plot_path.empty()) write_plot_data(o.plot_path, cells, o.plot_latency_ms);
+  if (!o.plot_path.empty())
+    write_plot_data(o.plot_path, cells, o.plot_latency_ms, o.threads.back());
   return v.correct ? EXIT_SUCCESS : EXIT_FAILURE;
 } catch (const std::exception& e) {
   std::cerr << "nxsys-contention-bench: " << e.what() << "\n";

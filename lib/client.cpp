@@ -16,6 +16,7 @@
 #include <array>
 #include <atomic>
 #include <mutex>
+#include <time.h>
 
 namespace nxsys::auth {
 namespace detail {
@@ -27,11 +28,32 @@ namespace {
 
 std::atomic<std::uint64_t> next_client_uid{1};
 
+// CLOCK_MONOTONIC_COARSE is steady_clock's timeline (CLOCK_MONOTONIC, on Linux) as of the
+// last tick: at most one resolution behind, and several times cheaper to read (about 6 ns
+// against 25 ns on the development VM), which matters on the fast path.
+static_assert(std::is_same_v<clock_type, std::chrono::steady_clock>);
+clock_type::duration coarse_resolution_now() noexcept {
+  timespec ts{};
+  if (clock_getres(CLOCK_MONOTONIC_COARSE, &ts) != 0) return clock_type::duration::max();
+  return std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec);
+}
+const clock_type::duration coarse_resolution = coarse_resolution_now();
+// Usable only if a tick is short against any leeway (a timing-free kernel reports 0 or huge).
+const bool coarse_clock_usable = coarse_resolution > clock_type::duration::zero() &&
+                                 coarse_resolution <= std::chrono::milliseconds(50);
+
+clock_type::time_point coarse_now() noexcept {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return clock_type::time_point(std::chrono::duration_cast<clock_type::duration>(
+      std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec)));
+}
+
 // A private copy of a token: same contents, its own reference count.
 access_token replicate(const access_token& t) {
   if (!t) return {};
-  return access_token(std::make_shared<const token_data>(token_data{
-      std::string(t.value()), std::string(t.type()), t.expires_at(), t.serial()}));
+  return access_token(std::make_shared<const token_data>(
+      token_data{std::string(t.value()), std::string(t.type()), t.expires_at(), t.serial()}));
 }
 
 // Each thread keeps its own copy of the current token of the clients it reads. Handing out a
@@ -109,6 +131,18 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
     return cfg_.clock ? cfg_.clock() : clock_type::now();
   }
 
+  // now() < deadline, read cheaply: the coarse clock (at most one tick behind) settles it
+  // unless the deadline is within that tick.
+  bool before(clock_type::time_point deadline) const noexcept {
+    if (cfg_.clock) return cfg_.clock() < deadline;
+    if (coarse_clock_usable) {
+      const auto coarse = coarse_now();
+      if (coarse + coarse_resolution < deadline) return true;
+      if (coarse >= deadline) return false;
+    }
+    return clock_type::now() < deadline;
+  }
+
   // The fast path: no lock, no shared write when this thread's replica is current.
   const access_token* fresh_token() {
     const auto v = version_.load(std::memory_order_acquire);
@@ -116,7 +150,7 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
     for (auto& c : tls_replicas)
       if (c.uid == uid_) r = &c;
     if (r == nullptr || r->version != v) r = renew_replica(r);
-    if (r == nullptr || !(now() < r->refresh_at)) return nullptr;
+    if (r == nullptr || !before(r->refresh_at)) return nullptr;
     return &r->token;
   }
 
@@ -128,12 +162,16 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
       lk.unlock();
       return token_flight::complete_one(ex_, w.release(), asio::error::operation_aborted, {});
     }
-    if (current_ && now() < current_refresh_at_) {  // published since the caller looked
+    // Published since the caller looked? Not while a refresh runs: it started because the
+    // token was unusable, and only its end publishes another (this skips the clock read for
+    // every waiter of a burst).
+    if (!refreshing_ && current_ && now() < current_refresh_at_) {
       flight_result r{current_, nullptr};
       lk.unlock();
       return token_flight::complete_one(ex_, w.release(), {}, std::move(r));
     }
     const bool start = flight_.join(std::move(w));
+    if (start) refreshing_ = true;
     lk.unlock();
     if (start) start_refresh();
   }
@@ -274,6 +312,7 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
         ++stats_.refreshes_failed;
       }
       waiters = flight_.take_all();
+      refreshing_ = false;
     }
     wipe(tr.access_token);
     if (!ec) {
@@ -303,6 +342,7 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
   std::uint64_t serial_ = 0;
   std::uint64_t invalidations_ = 0;
   bool shut_down_ = false;
+  bool refreshing_ = false;  // from the first waiter of a flight until finish()
   client_stats stats_;
 
   token_flight flight_;

@@ -12,9 +12,9 @@
 #include <chrono>
 #include <functional>
 #include <memory>
-#include <thread>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace asio = boost::asio;

@@ -131,9 +131,9 @@ class client {
           if (detail::try_fresh(*impl, t)) {
             if (d != nullptr) d->clear();
             // post: never inline; Asio runs the handler on its own executor.
-            boost::asio::post(detail::executor_of(*impl),
-                              boost::asio::append(std::move(handler), boost::system::error_code{},
-                                                  std::move(t)));
+            boost::asio::post(
+                detail::executor_of(*impl),
+                boost::asio::append(std::move(handler), boost::system::error_code{}, std::move(t)));
             return;
           }
           detail::wait_for_token(impl, detail::flight_of(*impl).make_waiter(

@@ -98,6 +98,7 @@ class single_flight {
     friend class single_flight;
     waiter* prev = nullptr;
     waiter* next = nullptr;
+    std::uint64_t flight = 0;  // linked into the list only while this is the flight in progress
     bool linked = false;
     const bool on_io_executor_;
   };
@@ -110,12 +111,15 @@ class single_flight {
     waiter* head = nullptr;
     waiter* tail = nullptr;
     std::uint64_t size = 0;
+    std::uint64_t flight = 1;  // take_all() moves it on, detaching every waiter at once
     bool in_flight = false;
     // Keeps io_ex's context running while a flight has waiters that complete through it.
     boost::asio::any_io_executor work;
     single_flight_counters counters;
 
+    bool is_linked(const waiter* w) const noexcept { return w->linked && w->flight == flight; }
     void link(waiter* w) noexcept {
+      w->flight = flight;
       w->prev = tail;
       w->next = nullptr;
       (tail ? tail->next : head) = w;
@@ -170,8 +174,7 @@ class single_flight {
         std::declval<handler_executor>(), boost::asio::execution::outstanding_work.tracked))>;
 
    public:
-    handler_waiter(Handler&& h, Call&& call, const boost::asio::any_io_executor& io_ex,
-                   bool on_io)
+    handler_waiter(Handler&& h, Call&& call, const boost::asio::any_io_executor& io_ex, bool on_io)
         : waiter(on_io), handler_(std::move(h)), call_(std::move(call)) {
       if (!on_io) {
         work_.emplace(boost::asio::prefer(boost::asio::get_associated_executor(handler_, io_ex),
@@ -191,12 +194,11 @@ class single_flight {
                      R value) override {
       // Through the I/O executor, which is never blocking; Asio then dispatches to the
       // handler's own executor (work_dispatcher), which never runs it inline here.
-      boost::asio::post(io_ex,
-                        boost::asio::bind_executor(
-                            *work_, [self = std::unique_ptr<waiter>(this), ec,
-                                            value = std::move(value)]() mutable {
-                              self.release()->invoke(ec, value);
-                            }));
+      boost::asio::post(
+          io_ex, boost::asio::bind_executor(*work_, [self = std::unique_ptr<waiter>(this), ec,
+                                                     value = std::move(value)]() mutable {
+            self.release()->invoke(ec, value);
+          }));
     }
 
     void install(const std::weak_ptr<state>& s) {
@@ -221,7 +223,7 @@ class single_flight {
       if (!s) return;
       {
         std::lock_guard lk(s->mu);
-        if (!w->linked) return;  // already being completed
+        if (!s->is_linked(w)) return;  // already being completed
         s->unlink(w);
         ++s->counters.cancelled;
       }
@@ -311,10 +313,9 @@ class single_flight {
   template <class Handler, class Call = plain_call>
   std::unique_ptr<waiter> make_waiter(Handler&& h, Call call = {}) const {
     using H = std::decay_t<Handler>;
-    const bool on_io =
-        same_executor(boost::asio::get_associated_executor(h, s_->io_ex), s_->io_ex);
-    auto w = std::make_unique<handler_waiter<H, Call>>(H(std::forward<Handler>(h)),
-                                                       std::move(call), s_->io_ex, on_io);
+    const bool on_io = same_executor(boost::asio::get_associated_executor(h, s_->io_ex), s_->io_ex);
+    auto w = std::make_unique<handler_waiter<H, Call>>(H(std::forward<Handler>(h)), std::move(call),
+                                                       s_->io_ex, on_io);
     // Installed before the waiter is visible to completers, so no other thread touches the
     // slot while we do.
     w->install(s_);
@@ -361,7 +362,7 @@ class single_flight {
   batch take_all() {
     std::lock_guard lk(s_->mu);
     waiter* head = s_->head;
-    for (waiter* w = head; w != nullptr; w = w->next) w->linked = false;
+    ++s_->flight;  // no pass over the waiters: a big flight's are cold in the cache
     s_->head = s_->tail = nullptr;
     s_->size = 0;
     s_->in_flight = false;
