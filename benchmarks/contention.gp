@@ -28,7 +28,8 @@ plot datafile index 0 using 1:2 with linespoints ls 1 title 'single-flight (nxsy
 set title 'requests to the token endpoint'
 set ylabel 'requests'
 set yrange [0.5:*]
-plot datafile index 0 using 1:3 with linespoints ls 1 title 'single-flight (nxsys-auth)', \
-     datafile index 1 using 1:3 with linespoints ls 2 title 'herd (every caller refreshes)', \
-     datafile index 2 using 1:3 with linespoints ls 3 title 'serialized (mutex across refresh)'
+# single-flight last, on top of serialized (both send 1 request).
+plot datafile index 1 using 1:3 with linespoints ls 2 title 'herd (every caller refreshes)', \
+     datafile index 2 using 1:3 with linespoints ls 3 lw 5 title 'serialized (mutex across refresh)', \
+     datafile index 0 using 1:3 with linespoints ls 1 title 'single-flight (nxsys-auth)'
 unset multiplot

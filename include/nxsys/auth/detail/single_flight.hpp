@@ -19,7 +19,6 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <type_traits>
 #include <utility>
 
@@ -177,8 +176,9 @@ class single_flight {
     handler_waiter(Handler&& h, Call&& call, const boost::asio::any_io_executor& io_ex, bool on_io)
         : waiter(on_io), handler_(std::move(h)), call_(std::move(call)) {
       if (!on_io) {
-        work_.emplace(boost::asio::prefer(boost::asio::get_associated_executor(handler_, io_ex),
-                                          boost::asio::execution::outstanding_work.tracked));
+        work_ = std::make_unique<work_executor>(
+            boost::asio::prefer(boost::asio::get_associated_executor(handler_, io_ex),
+                                boost::asio::execution::outstanding_work.tracked));
       }
     }
 
@@ -212,7 +212,9 @@ class single_flight {
    private:
     Handler handler_;
     Call call_;
-    std::optional<work_executor> work_;
+    // Separate, and only for waiters on other executors: it would double the size of the
+    // common waiter, which the I/O executor's own flight-wide work count already covers.
+    std::unique_ptr<work_executor> work_;
   };
 
   struct cancel_handler {
