@@ -20,6 +20,7 @@
 #include <boost/asio/append.hpp>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/deferred.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -333,7 +334,7 @@ cell run_timer_floor(int n, unsigned threads, int latency_ms) {
     asio::co_spawn(
         ctx,
         [&, i]() -> asio::awaitable<void> {
-          co_await gate.async_wait(asio::as_tuple(asio::use_awaitable));
+          co_await gate.async_wait(asio::as_tuple(asio::deferred));
           b.done(i);
         },
         asio::detached);
@@ -379,7 +380,7 @@ memory_result measure_memory(int n) {
       asio::co_spawn(
           ctx,
           [&]() -> asio::awaitable<void> {
-            co_await gate.async_wait(asio::as_tuple(asio::use_awaitable));
+            co_await gate.async_wait(asio::as_tuple(asio::deferred));
           },
           asio::detached);
     probe_when(

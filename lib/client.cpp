@@ -9,9 +9,9 @@
 #include "transport.hpp"
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/deferred.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/strand.hpp>
-#include <boost/asio/use_awaitable.hpp>
 
 #include <array>
 #include <atomic>
@@ -91,17 +91,18 @@ client_config validated(client_config cfg, protocol::endpoint& ep) {
 
 }  // namespace
 
-// Completes token()'s waiters: the error becomes the exception the awaitable rethrows.
-struct exception_call {
+// What token()'s waiters receive: one value, so that awaiting a deferred operation stores it
+// straight into the waiting frame (Boost 1.81's awaitable cannot do that for an
+// (exception_ptr, T) signature: its resume() does not compile).
+struct token_outcome {
+  error_code ec;
+  flight_result result;
+};
+
+struct outcome_call {
   template <class Handler>
   void operator()(Handler&& h, error_code ec, const flight_result& r) const {
-    if (ec) {
-      std::forward<Handler>(h)(
-          std::make_exception_ptr(error_with_diagnostics(ec, r.diag ? *r.diag : diagnostics{})),
-          access_token{});
-    } else {
-      std::forward<Handler>(h)(std::exception_ptr(), r.token);
-    }
+    std::forward<Handler>(h)(token_outcome{ec, r});
   }
 };
 
@@ -397,14 +398,19 @@ client::executor_type client::get_executor() const noexcept {
 
 boost::asio::awaitable<access_token> client::token() {
   if (const auto* t = impl_->fresh_token()) co_return *t;
-  // The slow path completes with an exception_ptr, which use_awaitable rethrows: the frame
-  // holds no diagnostics or tuple while it waits.
-  co_return co_await boost::asio::async_initiate<const boost::asio::use_awaitable_t<>&,
-                                                 void(std::exception_ptr, access_token)>(
-      [](auto handler, const std::shared_ptr<detail::client_impl>& impl) {
-        impl->wait(impl->flight().make_waiter(std::move(handler), detail::exception_call{}));
+  // Awaiting a deferred operation (rather than use_awaitable) runs the initiation from this
+  // frame with no second coroutine frame, and the result lands in this frame: a waiter costs
+  // its node and nothing else.
+  detail::token_outcome out = co_await boost::asio::async_initiate<const boost::asio::deferred_t&,
+                                                                   void(detail::token_outcome)>(
+      [](auto handler, detail::client_impl* impl) {
+        impl->wait(impl->flight().make_waiter(std::move(handler), detail::outcome_call{}));
       },
-      boost::asio::use_awaitable, impl_);
+      boost::asio::deferred, impl_.get());
+  if (out.ec) {
+    throw error_with_diagnostics(out.ec, out.result.diag ? *out.result.diag : diagnostics{});
+  }
+  co_return std::move(out.result.token);
 }
 
 void client::invalidate() {
