@@ -99,6 +99,11 @@ struct token_outcome {
   flight_result result;
 };
 
+// Out of line: keeps the exception's construction out of token()'s coroutine body.
+[[noreturn, gnu::noinline]] void throw_outcome(const token_outcome& out) {
+  throw error_with_diagnostics(out.ec, out.result.diag ? *out.result.diag : diagnostics{});
+}
+
 struct outcome_call {
   template <class Handler>
   void operator()(Handler&& h, error_code ec, const flight_result& r) const {
@@ -407,9 +412,7 @@ boost::asio::awaitable<access_token> client::token() {
         impl->wait(impl->flight().make_waiter(std::move(handler), detail::outcome_call{}));
       },
       boost::asio::deferred, impl_.get());
-  if (out.ec) {
-    throw error_with_diagnostics(out.ec, out.result.diag ? *out.result.diag : diagnostics{});
-  }
+  if (out.ec) detail::throw_outcome(out);
   co_return std::move(out.result.token);
 }
 
