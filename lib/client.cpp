@@ -370,9 +370,8 @@ bool try_fresh(client_impl& impl, access_token& out) {
   return true;
 }
 
-void wait_for_token(const std::shared_ptr<client_impl>& impl,
-                    std::unique_ptr<token_flight::waiter> w) {
-  impl->wait(std::move(w));
+void wait_for_token(client_impl& impl, std::unique_ptr<token_flight::waiter> w) {
+  impl.wait(std::move(w));
 }
 
 }  // namespace detail

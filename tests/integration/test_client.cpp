@@ -12,6 +12,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <functional>
+#include <set>
 #include <thread>
 
 namespace asio = boost::asio;
@@ -277,6 +278,31 @@ BOOST_AUTO_TEST_CASE(a_short_lived_token_is_not_refreshed_on_every_call) {
   manual_clock::advance(std::chrono::milliseconds(500));  // 1.7 s: inside the capped leeway
   get_token(ctx, c);
   BOOST_TEST(server.stats().refreshes == 2u);
+}
+
+// The steady clock itself (no test clock): the fast path reads the coarse monotonic clock,
+// which lags by up to one tick, and must still never hand out a token past its refresh point.
+BOOST_AUTO_TEST_CASE(on_the_real_clock_no_token_is_served_past_its_refresh_point) {
+  mock_server_options opts;
+  opts.ttl = std::chrono::seconds(1);  // refreshed when 750 ms are used
+  mock_server server(opts);
+  asio::io_context ctx;
+  na::client c(ctx.get_executor(), config_for(server, opts));
+  int served = 0, late = 0;
+  std::set<std::uint64_t> serials;
+  const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(1700);
+  while (std::chrono::steady_clock::now() < end) {
+    const auto asked = std::chrono::steady_clock::now();
+    const auto t = get_token(ctx, c);
+    ++served;
+    serials.insert(t.serial());
+    if (!(asked < t.expires_at() - std::chrono::milliseconds(250))) ++late;
+    std::this_thread::sleep_for(std::chrono::microseconds(300));
+  }
+  BOOST_TEST(late == 0);
+  BOOST_TEST(served > 100);
+  BOOST_TEST(serials.size() >= 2u);  // expiry by the clock alone caused a refresh
+  BOOST_TEST(server.stats().refreshes == serials.size());
 }
 
 BOOST_AUTO_TEST_SUITE_END()

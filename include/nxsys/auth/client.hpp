@@ -52,8 +52,7 @@ const boost::asio::any_io_executor& executor_of(const client_impl& impl) noexcep
 /// True, with the token, when the calling thread's cache holds a fresh one (no lock, no I/O).
 bool try_fresh(client_impl& impl, access_token& out);
 /// The slow path: joins (or starts) the refresh; completes `w` at once if it can.
-void wait_for_token(const std::shared_ptr<client_impl>& impl,
-                    std::unique_ptr<token_flight::waiter> w);
+void wait_for_token(client_impl& impl, std::unique_ptr<token_flight::waiter> w);
 
 /// Completes an async_token handler: (ec, token), after filling the caller's diagnostics.
 struct diagnostics_call {
@@ -136,8 +135,8 @@ class client {
                 boost::asio::append(std::move(handler), boost::system::error_code{}, std::move(t)));
             return;
           }
-          detail::wait_for_token(impl, detail::flight_of(*impl).make_waiter(
-                                           std::move(handler), detail::diagnostics_call{d}));
+          detail::wait_for_token(*impl, detail::flight_of(*impl).make_waiter(
+                                            std::move(handler), detail::diagnostics_call{d}));
         },
         tok, impl_, diag);
   }
