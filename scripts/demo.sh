@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The main job: installs what it needs, builds the contention benchmark (Release) and runs it
-# against the embedded mock token server: nxsys-auth's single flight beside a herd, a serialized
-# cache and the timer floor. Prints the comparison table, writes results.json and a plot.
-#   OUT_DIR (default ./results)  where results.json, contention.dat and contention.png go
+# The main job: installs what it needs, builds the benchmarks and the mock server (Release) and
+# runs the refresh-contention benchmark against the embedded mock token server (nxsys-auth's
+# single flight beside a herd, a serialized cache and the timer floor), then a short fast-path
+# and sustained-load run. Prints the tables, writes results.json and a plot.
+#   OUT_DIR (default ./results)  where the JSON files, contention.dat and contention.png go
 #   extra arguments go to nxsys-contention-bench (see --help), e.g. --latency-ms 0,5,50
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -10,9 +11,10 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD_DIR:-$root/build-release}
 out=${OUT_DIR:-$root/results}
 start=$SECONDS
-echo "building nxsys-contention-bench (Release, $build)..."
+echo "building the benchmarks and nxsys-mock-server (Release, $build)..."
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$build" -j "$(nproc)" --target nxsys-contention-bench | grep -v '^\[' || true
+cmake --build "$build" -j "$(nproc)" --target nxsys-contention-bench nxsys-fast-path-bench \
+  nxsys-sustained-bench nxsys-mock-server | grep -v '^\[' || true
 echo "built in $((SECONDS - start)) s; running (the progress line is on stderr)..."
 mkdir -p "$out"
 rc=0
@@ -21,5 +23,14 @@ rc=0
 machine="$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'), $(date -u +%Y-%m-%d)"
 gnuplot -e "datafile='$out/contention.dat'; outfile='$out/contention.png'; subtitle='L = 5 ms, $machine'" \
   "$root/benchmarks/contention.gp"
-echo "wrote $out/results.json and $out/contention.png (total $((SECONDS - start)) s)"
+echo
+echo "fast path (short run; README: --benchmark_min_time=0.5):"
+"$build/benchmarks/nxsys-fast-path-bench" --benchmark_min_time=0.05 --json "$out/fast-path.json" \
+  2>/dev/null | sed -n '/^fresh-token read/,$p' || rc=1
+echo
+echo "sustained load (5 s; README: 30 s):"
+"$build/benchmarks/nxsys-sustained-bench" --seconds 5 --json "$out/sustained.json" \
+  2>/dev/null || rc=1
+echo
+echo "wrote $out/results.json, $out/contention.png, fast-path.json, sustained.json (total $((SECONDS - start)) s)"
 exit "$rc"
