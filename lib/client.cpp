@@ -15,6 +15,7 @@
 
 #include <array>
 #include <atomic>
+#include <cstdio>
 #include <mutex>
 #include <time.h>
 
@@ -141,6 +142,30 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
     return cfg_.clock ? cfg_.clock() : clock_type::now();
   }
 
+  // A logger that throws must not break a refresh.
+  void log(log_level level, std::string_view message) const noexcept {
+    if (!cfg_.log) return;
+    try {
+      cfg_.log(level, message);
+    } catch (...) {
+    }
+  }
+
+  // Built from counts, durations and the redacted diagnostics only: never a token or secret.
+  static std::string describe_refresh(const error_code& ec, const protocol::token_response& tr,
+                                      const diagnostics& diag, clock_type::duration took,
+                                      std::uint64_t waiting) {
+    const auto ms = std::chrono::duration_cast<std::chrono::microseconds>(took).count() / 1000.0;
+    char timing[96];
+    std::snprintf(timing, sizeof timing, " in %.1f ms, %llu waiting call(s)", ms,
+                  static_cast<unsigned long long>(waiting));
+    if (ec) return "access token refresh failed" + std::string(timing) + ": " + describe(ec, diag);
+    std::string m = "access token refreshed" + std::string(timing) + "; lifetime ";
+    m += tr.expires_in ? std::to_string(tr.expires_in->count()) + " s" : "not given (default)";
+    m += tr.refresh_token.empty() ? "; refresh token kept" : "; refresh token rotated";
+    return m;
+  }
+
   // now() < deadline, read cheaply: the coarse clock settles it unless the deadline is within
   // coarse_margin (it can only lag, so a deadline it has passed is passed).
   bool before(clock_type::time_point deadline) const noexcept {
@@ -198,13 +223,18 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
 
   void shutdown() {
     token_flight::batch waiters;
+    std::uint64_t aborted = 0;
     {
       std::lock_guard lk(mu_);
       shut_down_ = true;
       current_ = access_token{};
       version_.fetch_add(1, std::memory_order_release);
+      aborted = flight_.waiting();
       waiters = flight_.take_all();
     }
+    if (aborted != 0)
+      log(log_level::info, "client destroyed: " + std::to_string(aborted) +
+                               " waiting call(s) completed with operation_aborted");
     waiters.complete(asio::error::operation_aborted, {});
     asio::post(strand_, [self = shared_from_this()] { self->transport_.close(); });
   }
@@ -264,7 +294,7 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
                      } catch (...) {
                        d.client_message = "internal error";
                      }
-                     self->finish(make_error_code(errc::connection), {}, {}, std::move(d));
+                     self->finish(make_error_code(errc::connection), {}, {}, std::move(d), {});
                    });
   }
 
@@ -275,6 +305,9 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
       refresh_token = self->refresh_token_;
     }
     const auto sent = self->now();
+    const auto started = clock_type::now();
+    const auto connections_before = self->transport_.connections_opened();
+    self->log(log_level::debug, "refreshing the access token");
     diagnostics diag;
     http_answer answer;
     auto ec = co_await self->transport_.post_form(
@@ -291,15 +324,19 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
     }
     wipe(answer.body);
     wipe(refresh_token);
-    self->finish(ec, std::move(tr), sent, std::move(diag));
+    if (self->transport_.connections_opened() != connections_before)
+      self->log(log_level::debug, "opened a connection to the token endpoint");
+    self->finish(ec, std::move(tr), sent, std::move(diag), clock_type::now() - started);
   }
 
   void finish(error_code ec, protocol::token_response tr, clock_type::time_point sent,
-              diagnostics diag) {
+              diagnostics diag, clock_type::duration took) {
     token_flight::batch waiters;
     access_token token;
+    std::string message;  // logged once the lock is released
     {
       std::lock_guard lk(mu_);
+      message = describe_refresh(ec, tr, diag, took, flight_.waiting());
       if (!ec) {
         // The rotated refresh token replaces the old one before any waiter sees the new access
         // token: the old one is consumed, losing the new one would lock the user out.
@@ -324,6 +361,7 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
       waiters = flight_.take_all();
       refreshing_ = false;
     }
+    log(ec ? log_level::warning : log_level::info, message);
     wipe(tr.access_token);
     if (!ec) {
       // One copy of the token per chunk of waiters: waiters resumed on different threads then

@@ -7,10 +7,13 @@
 
 #include "mock_server.hpp"
 
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/test/unit_test.hpp>
 
 #include <atomic>
 #include <chrono>
+#include <exception>
 #include <thread>
 #include <vector>
 
@@ -50,6 +53,28 @@ inline bool run_bounded(boost::asio::io_context& ctx, unsigned threads,
   done = true;
   watchdog.join();
   return !timed_out.load();
+}
+
+/// Runs one coroutine to completion on `ctx` (one thread, bounded); rethrows what it threw.
+template <class F>
+void run_coro(boost::asio::io_context& ctx, F f) {
+  std::exception_ptr failure;
+  bool finished = false;
+  boost::asio::co_spawn(ctx, std::move(f), [&](std::exception_ptr e) {
+    failure = e;
+    finished = true;
+  });
+  ctx.restart();
+  BOOST_REQUIRE(run_bounded(ctx, 1));
+  BOOST_REQUIRE(finished);
+  if (failure) std::rethrow_exception(failure);
+}
+
+/// token() run to completion on `ctx` (one thread).
+inline access_token get_token(boost::asio::io_context& ctx, client& c) {
+  access_token t;
+  run_coro(ctx, [&]() -> boost::asio::awaitable<void> { t = co_await c.token(); });
+  return t;
 }
 
 /// A steady clock that tests move forward by hand (client_config::clock).

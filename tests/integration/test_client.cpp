@@ -20,31 +20,6 @@ namespace na = nxsys::auth;
 using namespace nxsys::auth::testing;
 using boost::system::error_code;
 
-namespace {
-
-// Runs one coroutine to completion on a fresh one-thread context; rethrows what it threw.
-template <class F>
-void run_coro(asio::io_context& ctx, F f) {
-  std::exception_ptr failure;
-  bool finished = false;
-  asio::co_spawn(ctx, std::move(f), [&](std::exception_ptr e) {
-    failure = e;
-    finished = true;
-  });
-  ctx.restart();
-  BOOST_REQUIRE(run_bounded(ctx, 1));
-  BOOST_REQUIRE(finished);
-  if (failure) std::rethrow_exception(failure);
-}
-
-na::access_token get_token(asio::io_context& ctx, na::client& c) {
-  na::access_token t;
-  run_coro(ctx, [&]() -> asio::awaitable<void> { t = co_await c.token(); });
-  return t;
-}
-
-}  // namespace
-
 BOOST_AUTO_TEST_SUITE(client_basic)
 
 BOOST_AUTO_TEST_CASE(a_fresh_token_is_served_from_the_cache_without_io) {

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -15,6 +16,14 @@ struct tls_options {
   std::string ca_file;      ///< PEM bundle of trusted CAs; empty: the system's default paths
   std::string ca_dir;       ///< directory of hashed CA certificates (c_rehash layout)
 };
+
+enum class log_level { debug, info, warning, error };
+
+/// Receives the client's log messages. Messages never hold a secret: no credential, no token,
+/// and the server's words only after every credential the client sent was cut out. May be
+/// called concurrently from the threads running the client's executor, never under the
+/// client's lock; it must not call back into the client synchronously.
+using log_function = std::function<void(log_level, std::string_view)>;
 
 struct client_config {
   /// {{nxsys_base_api_url}}/nxsys/oauth/token, http:// or https:// — see make_token_url().
@@ -41,6 +50,9 @@ struct client_config {
   /// Plain http:// is refused unless the host is a loopback address or this is set: client
   /// secrets must not cross a network unencrypted by accident.
   bool allow_insecure_http = false;
+
+  /// Where log messages go; empty (the default): nowhere.
+  log_function log;
 
   /// The clock deciding expiry; nullptr means std::chrono::steady_clock::now. For tests and
   /// simulations that need to move time.

@@ -1,0 +1,126 @@
+// Logging through client_config::log: what an operator sees, and that no secret is ever in it
+// (nor in exception messages), in a succeeding run with rotation and in failing runs where
+// the server echoes every credential it was sent.
+#include "helpers.hpp"
+
+#include <boost/test/unit_test.hpp>
+
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace asio = boost::asio;
+namespace na = nxsys::auth;
+using namespace nxsys::auth::testing;
+
+namespace {
+
+struct captured_log {
+  std::mutex mu;
+  std::vector<std::pair<na::log_level, std::string>> lines;
+
+  na::log_function sink() {
+    return [this](na::log_level level, std::string_view message) {
+      std::lock_guard lk(mu);
+      lines.emplace_back(level, std::string(message));
+    };
+  }
+  int count(na::log_level level, std::string_view containing) {
+    std::lock_guard lk(mu);
+    int n = 0;
+    for (const auto& [l, m] : lines)
+      if (l == level && m.find(containing) != std::string::npos) ++n;
+    return n;
+  }
+  // Every secret, and its form-encoded spelling, absent from every line.
+  void check_absent(const std::vector<std::string>& secrets) {
+    std::lock_guard lk(mu);
+    for (const auto& s : secrets) {
+      BOOST_REQUIRE(!s.empty());
+      for (const auto& [level, line] : lines) {
+        BOOST_TEST(line.find(s) == std::string::npos, "secret in log line: " << line);
+        const auto encoded = na::protocol::form_urlencode(s);
+        BOOST_TEST(line.find(encoded) == std::string::npos, "encoded secret in: " << line);
+      }
+    }
+  }
+};
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(logging)
+
+BOOST_AUTO_TEST_CASE(a_rotating_run_logs_each_refresh_and_no_token) {
+  mock_server_options opts;
+  opts.rotate = true;
+  opts.initial_refresh_token = "rt-initial-0123456789";
+  opts.client_secret = "cs-0123456789abcdef";
+  mock_server server(opts);
+  asio::io_context ctx;
+  captured_log log;
+  auto cfg = config_for(server, opts);
+  cfg.clock = &manual_clock::now;
+  cfg.log = log.sink();
+  std::vector<std::string> secrets{opts.client_secret, opts.initial_refresh_token};
+  {
+    na::client c(ctx.get_executor(), cfg);
+    for (int i = 0; i < 3; ++i) {
+      secrets.emplace_back(get_token(ctx, c).value());
+      secrets.push_back(server.current_refresh_token());
+      manual_clock::advance(std::chrono::hours(2));  // past the 1 h token's expiry
+    }
+  }
+  BOOST_TEST(log.count(na::log_level::info, "access token refreshed") == 3);
+  BOOST_TEST(log.count(na::log_level::info, "refresh token rotated") == 3);
+  BOOST_TEST(log.count(na::log_level::debug, "opened a connection") == 1);
+  log.check_absent(secrets);
+}
+
+BOOST_AUTO_TEST_CASE(failures_echoing_every_credential_leak_none) {
+  mock_server_options opts;
+  opts.initial_refresh_token = "rt+/= 0123456789";  // form-encoding changes it
+  opts.client_secret = "cs-0123456789abcdef";
+  mock_server server(opts);
+  asio::io_context ctx;
+  captured_log log;
+  auto cfg = config_for(server, opts);
+  cfg.log = log.sink();
+  na::client c(ctx.get_executor(), cfg);
+  const std::string echo = "token " + opts.initial_refresh_token + " (" +
+                           na::protocol::form_urlencode(opts.initial_refresh_token) +
+                           ") with secret " + opts.client_secret;
+  server.fail_next({400,
+                    R"({"error":"invalid_grant","error_description":")" + echo + R"("})",
+                    "application/json",
+                    {}});
+  server.fail_next({500, "<html>" + echo + "</html>", "text/html", {}});
+  std::vector<std::string> messages;
+  for (int i = 0; i < 2; ++i) {
+    try {
+      get_token(ctx, c);
+      BOOST_FAIL("the refresh should have failed");
+    } catch (const na::error_with_diagnostics& e) {
+      messages.emplace_back(e.what());
+    }
+  }
+  const auto t = get_token(ctx, c);  // the third attempt succeeds
+  BOOST_TEST(log.count(na::log_level::warning, "refresh failed") == 2);
+  BOOST_TEST(log.count(na::log_level::warning, "[redacted]") >= 1);
+  BOOST_TEST(log.count(na::log_level::info, "access token refreshed") == 1);
+  const std::vector<std::string> secrets{opts.client_secret, opts.initial_refresh_token,
+                                         std::string(t.value())};
+  log.check_absent(secrets);
+  for (const auto& m : messages)
+    for (const auto& s : secrets) BOOST_TEST(m.find(s) == std::string::npos, m);
+}
+
+BOOST_AUTO_TEST_CASE(a_throwing_logger_does_not_break_the_refresh) {
+  mock_server server;
+  asio::io_context ctx;
+  auto cfg = config_for(server);
+  cfg.log = [](na::log_level, std::string_view) { throw std::runtime_error("log sink full"); };
+  na::client c(ctx.get_executor(), cfg);
+  BOOST_TEST(!get_token(ctx, c).value().empty());
+}
+
+BOOST_AUTO_TEST_SUITE_END()
