@@ -8,12 +8,14 @@
 #include "mock_server.hpp"
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/test/unit_test.hpp>
 
 #include <atomic>
 #include <chrono>
 #include <exception>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -75,6 +77,34 @@ inline access_token get_token(boost::asio::io_context& ctx, client& c) {
   access_token t;
   run_coro(ctx, [&]() -> boost::asio::awaitable<void> { t = co_await c.token(); });
   return t;
+}
+
+/// What one token() call gave.
+struct attempt {
+  boost::system::error_code ec;
+  nxsys::auth::diagnostics diag;
+  std::string what;  // the exception token() threw
+  nxsys::auth::access_token token;
+};
+
+/// One token() call; records the exception's code, diagnostics and message.
+inline attempt try_token(boost::asio::io_context& ctx, nxsys::auth::client& c) {
+  attempt a;
+  boost::asio::co_spawn(
+      ctx,
+      [&]() -> boost::asio::awaitable<void> {
+        try {
+          a.token = co_await c.token();
+        } catch (const nxsys::auth::error_with_diagnostics& e) {
+          a.ec = e.code();
+          a.diag = e.get_diagnostics();
+          a.what = e.what();
+        }
+      },
+      boost::asio::detached);
+  ctx.restart();
+  BOOST_REQUIRE(run_bounded(ctx, 1));
+  return a;
 }
 
 /// A steady clock that tests move forward by hand (client_config::clock).

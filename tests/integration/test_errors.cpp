@@ -16,33 +16,6 @@ using boost::system::error_code;
 
 namespace {
 
-struct attempt {
-  error_code ec;
-  na::diagnostics diag;
-  std::string what;  // the exception token() threw
-  na::access_token token;
-};
-
-// One token() call; records the exception's code, diagnostics and message.
-attempt try_token(asio::io_context& ctx, na::client& c) {
-  attempt a;
-  asio::co_spawn(
-      ctx,
-      [&]() -> asio::awaitable<void> {
-        try {
-          a.token = co_await c.token();
-        } catch (const na::error_with_diagnostics& e) {
-          a.ec = e.code();
-          a.diag = e.get_diagnostics();
-          a.what = e.what();
-        }
-      },
-      asio::detached);
-  ctx.restart();
-  BOOST_REQUIRE(run_bounded(ctx, 1));
-  return a;
-}
-
 void check_secrets_absent(const attempt& a, const na::client_config& cfg) {
   for (const auto* text :
        {&a.what, &a.diag.server_description, &a.diag.client_message, &a.diag.server_error}) {
