@@ -116,16 +116,26 @@ inline void write_json(const std::string& path, const boost::json::value& v) {
 }
 
 inline boost::json::object to_json(const client_stats& s) {
-  return {{"refreshes_started", s.refreshes_started},
-          {"refreshes_succeeded", s.refreshes_succeeded},
-          {"refreshes_failed", s.refreshes_failed},
-          {"refresh_tokens_rotated", s.refresh_tokens_rotated},
-          {"waiters_coalesced", s.waiters_coalesced},
-          {"waiters_cancelled", s.waiters_cancelled},
-          {"max_waiters_per_refresh", s.max_waiters_per_refresh},
-          {"invalidations", s.invalidations},
-          {"slow_path_calls", s.slow_path_calls},
-          {"connections_opened", s.connections_opened}};
+  return {
+      {"refreshes_started", s.refreshes_started},
+      {"refreshes_succeeded", s.refreshes_succeeded},
+      {"refreshes_failed", s.refreshes_failed},
+      {"refresh_tokens_rotated", s.refresh_tokens_rotated},
+      {"waiters_coalesced", s.waiters_coalesced},
+      {"waiters_cancelled", s.waiters_cancelled},
+      {"max_waiters_per_refresh", s.max_waiters_per_refresh},
+      {"invalidations", s.invalidations},
+      {"slow_path_calls", s.slow_path_calls},
+      {"connections_opened", s.connections_opened},
+      {"refreshes_failed_by_reason", boost::json::value_from(s.refreshes_failed_by_reason)},
+      {"waiters_per_refresh_histogram", boost::json::value_from(s.waiters_per_refresh_histogram)},
+      {"refresh_latency_last_us", s.refresh_latency_last.count() / 1e3},
+      {"refresh_latency_max_us", s.refresh_latency_max.count() / 1e3},
+      {"refresh_latency_mean_us",
+       s.refreshes_succeeded + s.refreshes_failed
+           ? static_cast<double>(s.refresh_latency_total.count()) / 1e3 /
+                 static_cast<double>(s.refreshes_succeeded + s.refreshes_failed)
+           : 0.0}};
 }
 
 /// The machine the figures come from, for the JSON results.

@@ -353,6 +353,21 @@ int main(int argc, char** argv) try {
       static_cast<unsigned long long>(cs.max_waiters_per_refresh),
       static_cast<unsigned long long>(cs.slow_path_calls),
       static_cast<unsigned long long>(cs.connections_opened));
+  const auto finished = cs.refreshes_succeeded + cs.refreshes_failed;
+  std::printf("refresh round trip: mean %.2f ms, max %.2f ms; refreshes by waiting calls:",
+              finished ? static_cast<double>(cs.refresh_latency_total.count()) / 1e6 /
+                             static_cast<double>(finished)
+                       : 0.0,
+              static_cast<double>(cs.refresh_latency_max.count()) / 1e6);
+  static constexpr const char* buckets[] = {"0-1",     "2-9",       "10-99", "100-999",
+                                            "1k-9999", "10k-99999", "100k+"};
+  for (std::size_t i = 0; i < cs.waiters_per_refresh_histogram.size(); ++i)
+    if (cs.waiters_per_refresh_histogram[i] != 0)
+      std::printf(" %s: %llu", buckets[i],
+                  static_cast<unsigned long long>(cs.waiters_per_refresh_histogram[i]));
+  std::printf("\n");
+  for (const auto& [reason, n] : cs.refreshes_failed_by_reason)
+    std::printf("failed refreshes, %s: %llu\n", reason.c_str(), static_cast<unsigned long long>(n));
   std::printf("(waits from the call to its result; percentiles within 3%%, the longest exact)\n");
 
   if (!o.json_path.empty()) {

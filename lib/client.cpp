@@ -13,6 +13,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/strand.hpp>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <cstdio>
@@ -334,9 +335,12 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
     token_flight::batch waiters;
     access_token token;
     std::string message;  // logged once the lock is released
+    refresh_event event{ec, took, 0, !ec && !tr.refresh_token.empty(), {}};
     {
       std::lock_guard lk(mu_);
-      message = describe_refresh(ec, tr, diag, took, flight_.waiting());
+      event.waiters = flight_.waiting();
+      message = describe_refresh(ec, tr, diag, took, event.waiters);
+      record(event, ec ? reason_of(ec) : std::string());
       if (!ec) {
         // The rotated refresh token replaces the old one before any waiter sees the new access
         // token: the old one is consumed, losing the new one would lock the user out.
@@ -346,6 +350,7 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
           ++stats_.refresh_tokens_rotated;
         }
         const clock_type::duration lifetime = tr.expires_in.value_or(cfg_.default_lifetime);
+        event.lifetime = std::chrono::duration_cast<std::chrono::seconds>(lifetime);
         token = access_token(std::make_shared<const token_data>(token_data{
             std::move(tr.access_token), std::move(tr.token_type), sent + lifetime, ++serial_}));
         ++stats_.refreshes_succeeded;
@@ -372,6 +377,33 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
     } else {
       waiters.complete(ec, flight_result{{}, std::make_shared<const diagnostics>(std::move(diag))});
     }
+    if (cfg_.on_refresh) {
+      try {
+        cfg_.on_refresh(event);
+      } catch (...) {
+      }
+    }
+  }
+
+  static std::string reason_of(const error_code& ec) {
+    return ec.category() == asio::error::get_system_category() ? "system: " + ec.message()
+                                                               : ec.message();
+  }
+
+  // Under mu_.
+  void record(const refresh_event& e, std::string failure_reason) {
+    if (e.ec) ++stats_.refreshes_failed_by_reason[std::move(failure_reason)];
+    std::size_t bucket = 0;  // 0-1, then one bucket per decade from 2-9
+    if (e.waiters >= 2) {
+      bucket = 1;
+      for (auto n = e.waiters; n >= 10 && bucket + 1 < stats_.waiters_per_refresh_histogram.size();
+           n /= 10)
+        ++bucket;
+    }
+    ++stats_.waiters_per_refresh_histogram[bucket];
+    stats_.refresh_latency_last = e.latency;
+    stats_.refresh_latency_max = std::max(stats_.refresh_latency_max, e.latency);
+    stats_.refresh_latency_total += e.latency;
   }
 
   asio::any_io_executor ex_;

@@ -15,8 +15,12 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/post.hpp>
 
+#include <array>
+#include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <string>
 
 namespace nxsys::auth {
 
@@ -34,6 +38,17 @@ struct client_stats {
   /// fresh token never gets here: this stays flat however many callers read it.
   std::uint64_t slow_path_calls = 0;
   std::uint64_t connections_opened = 0;  ///< TCP connections to the token endpoint
+
+  /// Failed refreshes by reason: the error's name ("invalid_grant", "timeout", ...).
+  std::map<std::string, std::uint64_t> refreshes_failed_by_reason;
+  /// Refreshes by how many calls were waiting when the answer came: [0] 0-1, [1] 2-9,
+  /// [2] 10-99, [3] 100-999, [4] 1k-9999, [5] 10k-99999, [6] 100k and more.
+  std::array<std::uint64_t, 7> waiters_per_refresh_histogram{};
+  /// Round trips of finished refreshes (request sent to answer parsed), measured on
+  /// steady_clock: the last, the longest and the sum (divide by the refreshes finished).
+  std::chrono::nanoseconds refresh_latency_last{0};
+  std::chrono::nanoseconds refresh_latency_max{0};
+  std::chrono::nanoseconds refresh_latency_total{0};
 };
 
 namespace detail {

@@ -2,8 +2,11 @@
 #ifndef NXSYS_AUTH_CONFIG_HPP
 #define NXSYS_AUTH_CONFIG_HPP
 
+#include <boost/system/error_code.hpp>
+
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -24,6 +27,19 @@ enum class log_level { debug, info, warning, error };
 /// called concurrently from the threads running the client's executor, never under the
 /// client's lock; it must not call back into the client synchronously.
 using log_function = std::function<void(log_level, std::string_view)>;
+
+/// What one finished refresh did, for client_config::on_refresh.
+struct refresh_event {
+  boost::system::error_code ec;         ///< empty on success
+  std::chrono::nanoseconds latency{0};  ///< request sent to answer parsed (steady_clock)
+  std::uint64_t waiters = 0;            ///< calls completed with its result
+  bool refresh_token_rotated = false;
+  std::chrono::seconds lifetime{0};  ///< of the new access token (0 on failure)
+};
+
+/// Called once per finished refresh, after its waiters were handed their result, from the
+/// client's executor (never under its lock). For metrics; exceptions it throws are ignored.
+using refresh_observer = std::function<void(const refresh_event&)>;
 
 struct client_config {
   /// {{nxsys_base_api_url}}/nxsys/oauth/token, http:// or https:// — see make_token_url().
@@ -53,6 +69,8 @@ struct client_config {
 
   /// Where log messages go; empty (the default): nowhere.
   log_function log;
+  /// Told of every finished refresh; empty (the default): nobody.
+  refresh_observer on_refresh;
 
   /// The clock deciding expiry; nullptr means std::chrono::steady_clock::now. For tests and
   /// simulations that need to move time.

@@ -1,8 +1,10 @@
-// Logging through client_config::log: what an operator sees, and that no secret is ever in it
-// (nor in exception messages), in a succeeding run with rotation and in failing runs where
-// the server echoes every credential it was sent.
+// Logging and metrics (client_config::log, client_config::on_refresh, client_stats): what an
+// operator sees, and that no secret is ever in it (nor in exception messages), in a succeeding
+// run with rotation and in failing runs where the server echoes every credential it was sent.
 #include "helpers.hpp"
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/test/unit_test.hpp>
 
 #include <mutex>
@@ -121,6 +123,66 @@ BOOST_AUTO_TEST_CASE(a_throwing_logger_does_not_break_the_refresh) {
   cfg.log = [](na::log_level, std::string_view) { throw std::runtime_error("log sink full"); };
   na::client c(ctx.get_executor(), cfg);
   BOOST_TEST(!get_token(ctx, c).value().empty());
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(observability)
+
+BOOST_AUTO_TEST_CASE(stats_and_the_observer_show_each_refresh) {
+  mock_server_options opts;
+  opts.latency = std::chrono::milliseconds(100);  // long enough for every caller to join
+  opts.rotate = true;
+  mock_server server(opts);
+  asio::io_context ctx;
+  std::mutex mu;
+  std::vector<na::refresh_event> events;
+  auto cfg = config_for(server, opts);
+  cfg.clock = &manual_clock::now;
+  cfg.on_refresh = [&](const na::refresh_event& e) {
+    std::lock_guard lk(mu);
+    events.push_back(e);
+  };
+  na::client c(ctx.get_executor(), cfg);
+
+  // A burst of 50 callers, then a failure seen by one caller, then a single caller.
+  int completed = 0;
+  for (int i = 0; i < 50; ++i)
+    asio::co_spawn(
+        ctx,
+        [&]() -> asio::awaitable<void> {
+          co_await c.token();
+          ++completed;
+        },
+        asio::detached);
+  BOOST_REQUIRE(run_bounded(ctx, 1));
+  BOOST_REQUIRE(completed == 50);
+  manual_clock::advance(std::chrono::hours(2));
+  server.fail_next({400, R"({"error":"invalid_grant"})", "application/json", {}});
+  BOOST_TEST(try_token(ctx, c).ec == na::errc::invalid_grant);
+  BOOST_TEST(!try_token(ctx, c).ec);
+
+  const auto s = c.stats();
+  BOOST_TEST(s.refreshes_started == 3u);
+  BOOST_TEST(s.refreshes_failed == 1u);
+  BOOST_TEST(s.refreshes_failed_by_reason.size() == 1u);
+  BOOST_TEST(s.refreshes_failed_by_reason.at("invalid_grant") == 1u);
+  BOOST_TEST(s.waiters_per_refresh_histogram[0] == 2u);                   // the two single callers
+  BOOST_TEST(s.waiters_per_refresh_histogram[2] == 1u);                   // the burst of 50 (10-99)
+  BOOST_TEST((s.refresh_latency_max >= std::chrono::milliseconds(100)));  // the server's delay
+  BOOST_TEST((s.refresh_latency_max >= s.refresh_latency_last));
+  BOOST_TEST((s.refresh_latency_total >= 3 * std::chrono::milliseconds(100)));
+
+  std::lock_guard lk(mu);
+  BOOST_REQUIRE(events.size() == 3u);
+  BOOST_TEST(!events[0].ec);
+  BOOST_TEST(events[0].waiters == 50u);
+  BOOST_TEST(events[0].refresh_token_rotated);
+  BOOST_TEST((events[0].lifetime == std::chrono::seconds(3600)));
+  BOOST_TEST(events[1].ec == na::errc::invalid_grant);
+  BOOST_TEST(events[1].waiters == 1u);
+  BOOST_TEST((events[1].lifetime == std::chrono::seconds(0)));
+  BOOST_TEST(!events[2].ec);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
