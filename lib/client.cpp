@@ -92,6 +92,7 @@ client_config validated(client_config cfg, protocol::endpoint& ep) {
   if (cfg.connect_timeout.count() <= 0 || cfg.request_timeout.count() <= 0)
     bad("timeouts must be positive");
   if (cfg.max_response_bytes < 256) bad("max_response_bytes is below 256");
+  if (cfg.min_retry_spacing.count() < 0) bad("min_retry_spacing is negative");
   return cfg;
 }
 
@@ -205,6 +206,15 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
       flight_result r{current_, nullptr};
       lk.unlock();
       return token_flight::complete_one(ex_, w.release(), {}, std::move(r));
+    }
+    // A refresh failed a moment ago: answer with that failure rather than ask again, so that
+    // callers looping on a down server cannot turn into a request storm.
+    if (!refreshing_ && last_failure_ && now() < last_failure_at_ + cfg_.min_retry_spacing) {
+      ++stats_.calls_failed_fast;
+      flight_result r{{}, last_failure_diag_};
+      const auto ec = last_failure_;
+      lk.unlock();
+      return token_flight::complete_one(ex_, w.release(), ec, std::move(r));
     }
     const bool start = flight_.join(std::move(w));
     if (start) refreshing_ = true;
@@ -335,6 +345,7 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
     token_flight::batch waiters;
     access_token token;
     std::string message;  // logged once the lock is released
+    std::shared_ptr<const diagnostics> failure_diag;
     refresh_event event{ec, took, 0, !ec && !tr.refresh_token.empty(), {}};
     {
       std::lock_guard lk(mu_);
@@ -360,8 +371,14 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
               refresh_deadline(sent, lifetime, cfg_.refresh_leeway, cfg_.leeway_max_fraction);
           version_.fetch_add(1, std::memory_order_release);
         }
+        last_failure_ = {};
+        last_failure_diag_.reset();
       } else {
         ++stats_.refreshes_failed;
+        failure_diag = std::make_shared<const diagnostics>(std::move(diag));
+        last_failure_ = ec;
+        last_failure_diag_ = failure_diag;
+        last_failure_at_ = now();
       }
       waiters = flight_.take_all();
       refreshing_ = false;
@@ -375,7 +392,7 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
         return flight_result{replicate(r.token), nullptr};
       });
     } else {
-      waiters.complete(ec, flight_result{{}, std::make_shared<const diagnostics>(std::move(diag))});
+      waiters.complete(ec, flight_result{{}, failure_diag});
     }
     if (cfg_.on_refresh) {
       try {
@@ -423,6 +440,10 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
   std::uint64_t invalidations_ = 0;
   bool shut_down_ = false;
   bool refreshing_ = false;  // from the first waiter of a flight until finish()
+  // The last refresh's failure, served to callers within min_retry_spacing of it.
+  error_code last_failure_;
+  std::shared_ptr<const diagnostics> last_failure_diag_;
+  clock_type::time_point last_failure_at_{};
   client_stats stats_;
 
   token_flight flight_;

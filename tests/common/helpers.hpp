@@ -31,6 +31,9 @@ inline client_config config_for(const mock_server& server, const mock_server_opt
   cfg.tls.ca_file = test_data_dir() + "/ca.pem";
   cfg.connect_timeout = std::chrono::seconds(5);
   cfg.request_timeout = std::chrono::seconds(20);
+  // Most tests script a failure and expect the next call to try again; the spacing after a
+  // failure has its own tests.
+  cfg.min_retry_spacing = std::chrono::milliseconds(0);
   return cfg;
 }
 
@@ -105,6 +108,17 @@ inline attempt try_token(boost::asio::io_context& ctx, nxsys::auth::client& c) {
   ctx.restart();
   BOOST_REQUIRE(run_bounded(ctx, 1));
   return a;
+}
+
+/// Waits (bounded) until `pred` holds, polling every 2 ms.
+template <class Pred>
+inline bool eventually(Pred pred, std::chrono::milliseconds limit = std::chrono::seconds(30)) {
+  const auto end = std::chrono::steady_clock::now() + limit;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > end) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return true;
 }
 
 /// A steady clock that tests move forward by hand (client_config::clock).

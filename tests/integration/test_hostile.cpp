@@ -7,12 +7,15 @@
 #include "helpers.hpp"
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/read_until.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/streambuf.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/test/unit_test.hpp>
 
+#include <atomic>
 #include <deque>
 #include <functional>
 #include <memory>
@@ -142,6 +145,7 @@ na::client_config config_at(const std::string& url) {
   cfg.refresh_token = "refresh-0";
   cfg.connect_timeout = std::chrono::seconds(2);
   cfg.request_timeout = std::chrono::milliseconds(1500);
+  cfg.min_retry_spacing = std::chrono::milliseconds(0);  // the next call must try again
   return cfg;
 }
 
@@ -246,6 +250,96 @@ BOOST_AUTO_TEST_CASE(a_huge_expiry_is_clamped_not_overflowed) {
   const auto left = a.token.expires_at() - std::chrono::steady_clock::now();
   BOOST_TEST((left > std::chrono::hours(24 * 365 * 9)));
   BOOST_TEST((left <= na::protocol::max_expires_in));
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(down_server)
+
+// The token endpoint refuses connections for a while; 1,000 callers on 2 threads keep asking.
+// The endpoint must see a bounded number of attempts (one per min_retry_spacing), every call
+// must end with the failure rather than wait, and once the server is back and the spacing has
+// passed, the next call gets a token.
+BOOST_AUTO_TEST_CASE(looping_callers_cannot_storm_a_down_server) {
+  std::uint16_t port;
+  {
+    asio::io_context tmp;
+    tcp::acceptor a(tmp, {asio::ip::make_address("127.0.0.1"), 0});
+    port = a.local_endpoint().port();
+  }  // nothing listens there now
+  auto cfg = config_at("http://127.0.0.1:" + std::to_string(port) + "/nxsys/oauth/token");
+  cfg.min_retry_spacing = std::chrono::milliseconds(400);
+  cfg.clock = &manual_clock::now;
+  asio::io_context ctx(2);
+  na::client c(ctx.get_executor(), cfg);
+
+  std::atomic<bool> stop{false};
+  std::atomic<long> failures{0}, other_errors{0}, successes{0};  // Boost.Test is one-thread
+  for (int i = 0; i < 1000; ++i)
+    asio::co_spawn(
+        ctx,
+        [&]() -> asio::awaitable<void> {
+          while (!stop.load()) {
+            try {
+              co_await c.token();
+              ++successes;
+            } catch (const na::error_with_diagnostics& e) {
+              ++(e.code() == na::errc::connection ? failures : other_errors);
+            }
+            co_await asio::post(ctx, asio::use_awaitable);  // a caller's loop, not a spin
+          }
+        },
+        asio::detached);
+  std::thread pool([&] { ctx.run(); });
+  // "Down" for 10 spacing intervals of the client's clock, moved by hand so that the count of
+  // intervals does not depend on how fast this machine runs the loop.
+  for (int step = 0; step < 10; ++step) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    manual_clock::advance(std::chrono::milliseconds(400));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  const auto during = c.stats();
+  mock_server_options opts;
+  opts.port = port;
+  mock_server server(opts);                               // back up
+  manual_clock::advance(std::chrono::milliseconds(400));  // the spacing passes
+  BOOST_TEST(eventually([&] { return successes.load() > 0; }));
+  stop = true;
+  ctx.run();
+  pool.join();
+
+  // One attempt per interval (+1 for the first), whatever the callers did meanwhile.
+  BOOST_TEST(during.refreshes_started <= 11u);
+  BOOST_TEST(during.refreshes_started >= 2u);
+  BOOST_TEST(during.calls_failed_fast > 10 * during.refreshes_started);
+  BOOST_TEST(failures.load() > 1000);
+  BOOST_TEST(other_errors.load() == 0);
+  // Back up: one attempt, and it succeeded.
+  BOOST_TEST(server.stats().refreshes == 1u);
+  BOOST_TEST(server.stats().errors == 0u);
+}
+
+BOOST_AUTO_TEST_CASE(a_call_after_the_spacing_tries_again) {
+  mock_server server;
+  asio::io_context ctx;
+  auto cfg = config_for(server);
+  cfg.min_retry_spacing = std::chrono::seconds(5);
+  cfg.clock = &manual_clock::now;
+  na::client c(ctx.get_executor(), cfg);
+  server.fail_next({503,
+                    R"({"error":"temporarily_unavailable","error_description":"down"})",
+                    "application/json",
+                    {}});
+  const auto first = try_token(ctx, c);
+  BOOST_TEST(first.ec == na::errc::temporarily_unavailable);
+  const auto fast = try_token(ctx, c);  // inside the spacing: the same failure, no request
+  BOOST_TEST(fast.ec == na::errc::temporarily_unavailable);
+  BOOST_TEST(fast.diag.server_description == "down");
+  BOOST_TEST(server.stats().requests == 1u);
+  BOOST_TEST(c.stats().calls_failed_fast == 1u);
+  manual_clock::advance(std::chrono::seconds(5));
+  BOOST_TEST(!try_token(ctx, c).ec);
+  BOOST_TEST(server.stats().requests == 2u);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

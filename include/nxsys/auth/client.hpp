@@ -38,6 +38,8 @@ struct client_stats {
   /// fresh token never gets here: this stays flat however many callers read it.
   std::uint64_t slow_path_calls = 0;
   std::uint64_t connections_opened = 0;  ///< TCP connections to the token endpoint
+  /// Calls answered with the last failure inside min_retry_spacing, without a request.
+  std::uint64_t calls_failed_fast = 0;
 
   /// Failed refreshes by reason: the error's name ("invalid_grant", "timeout", ...).
   std::map<std::string, std::uint64_t> refreshes_failed_by_reason;

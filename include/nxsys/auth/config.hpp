@@ -61,6 +61,10 @@ struct client_config {
   std::size_t max_response_bytes = 64 * 1024;         ///< headers + body of the answer
   /// Idle keep-alive connections older than this are reopened instead of reused.
   std::chrono::milliseconds max_idle_connection{60'000};
+  /// After a failed refresh, calls within this interval get that failure at once (the same
+  /// error and diagnostics) instead of a new request: a down or refusing server sees at most
+  /// one attempt per interval however many callers loop. 0 disables it.
+  std::chrono::milliseconds min_retry_spacing{1'000};
 
   tls_options tls;
   /// Plain http:// is refused unless the host is a loopback address or this is set: client
