@@ -12,11 +12,14 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <stdexcept>
 #include <string>
+#include <string_view>
+#include <system_error>
 #include <unistd.h>
 #include <vector>
 
@@ -136,6 +139,59 @@ inline boost::json::object to_json(const client_stats& s) {
            ? static_cast<double>(s.refresh_latency_total.count()) / 1e3 /
                  static_cast<double>(s.refreshes_succeeded + s.refreshes_failed)
            : 0.0}};
+}
+
+/// A bad command line; the program prints it with its usage and exits with status 2.
+struct usage_error {
+  std::string message;
+};
+
+/// `s` as an int >= min, or usage_error naming `flag`.
+inline int parse_int(std::string_view flag, std::string_view s, int min) {
+  int v = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || end != s.data() + s.size() || v < min)
+    throw usage_error{std::string(flag) + ": '" + std::string(s) +
+                      "' is not a number >= " + std::to_string(min)};
+  return v;
+}
+
+/// Walks a command line: flag() is the current argument, value() takes the one after it.
+class arg_reader {
+ public:
+  arg_reader(int argc, char** argv) : argc_(argc), argv_(argv) {}
+  bool next() { return ++i_ < argc_; }
+  std::string_view flag() const { return argv_[i_]; }
+  std::string_view value() {
+    if (i_ + 1 >= argc_) throw usage_error{std::string(flag()) + " needs a value"};
+    return argv_[++i_];
+  }
+
+ private:
+  int argc_;
+  char** argv_;
+  int i_ = 0;
+};
+
+/// Runs `parse(argc, argv)`, which returns std::optional<Options> (nullopt for --help). On
+/// --help prints `usage` and sets `exit_status` to 0, on a usage_error prints it with `usage`
+/// and sets 2; both return nullopt, after which main returns `exit_status`.
+template <class Parse>
+auto parse_command_line(std::string_view program, std::string_view usage, Parse parse, int argc,
+                        char** argv, int& exit_status) -> decltype(parse(argc, argv)) {
+  try {
+    auto parsed = parse(argc, argv);
+    if (!parsed) {
+      std::fwrite(usage.data(), 1, usage.size(), stdout);
+      exit_status = 0;
+    }
+    return parsed;
+  } catch (const usage_error& e) {
+    std::fprintf(stderr, "%.*s: %s\n\n%.*s", static_cast<int>(program.size()), program.data(),
+                 e.message.c_str(), static_cast<int>(usage.size()), usage.data());
+    exit_status = 2;
+    return std::nullopt;
+  }
 }
 
 /// The machine the figures come from, for the JSON results.

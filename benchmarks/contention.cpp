@@ -169,18 +169,13 @@ void warm_up(asio::io_context& ctx, na::client& client) {
   run_on(ctx, 1);
 }
 
-cell run_single_flight(int n, unsigned threads, int latency_ms, bool rotate = false) {
-  na::testing::mock_server server(server_options(latency_ms, rotate));
-  asio::io_context ctx(static_cast<int>(threads));
-  na::client client(ctx.get_executor(), bench_config(server));
-  warm_up(ctx, client);
-  jump_clock();
-  const auto before = server.stats();
-  burst b(n);
-  for (int i = 0; i < n; ++i)
+// Caller i awaits client_of(i).token(); all are queued before t0, then run on `threads`.
+template <class ClientOf>
+void run_token_burst(asio::io_context& ctx, unsigned threads, burst& b, ClientOf client_of) {
+  for (int i = 0; i < static_cast<int>(b.waits.size()); ++i)
     asio::co_spawn(
         ctx,
-        [&, i]() -> asio::awaitable<void> {
+        [&b, &client = client_of(i), i]() -> asio::awaitable<void> {
           try {
             co_await client.token();
           } catch (const std::exception&) {
@@ -192,6 +187,17 @@ cell run_single_flight(int n, unsigned threads, int latency_ms, bool rotate = fa
   b.probe_starts(ctx);
   b.start();
   run_on(ctx, threads);
+}
+
+cell run_single_flight(int n, unsigned threads, int latency_ms, bool rotate = false) {
+  na::testing::mock_server server(server_options(latency_ms, rotate));
+  asio::io_context ctx(static_cast<int>(threads));
+  na::client client(ctx.get_executor(), bench_config(server));
+  warm_up(ctx, client);
+  jump_clock();
+  const auto before = server.stats();
+  burst b(n);
+  run_token_burst(ctx, threads, b, [&](int) -> na::client& { return client; });
   cell c(rotate ? "single-flight (rotating)" : "single-flight", n, threads, latency_ms);
   b.fill(c, latency_ms);
   fill_server(c, server, before);
@@ -211,21 +217,8 @@ cell run_herd(int n, unsigned threads, int latency_ms, bool rotate = false) {
     clients.push_back(std::make_unique<na::client>(ctx.get_executor(), cfg));
   const auto before = server.stats();
   burst b(n);
-  for (int i = 0; i < n; ++i)
-    asio::co_spawn(
-        ctx,
-        [&, i]() -> asio::awaitable<void> {
-          try {
-            co_await clients[static_cast<std::size_t>(i)]->token();
-          } catch (const std::exception&) {
-            ++b.failures;
-          }
-          b.done(i);
-        },
-        asio::detached);
-  b.probe_starts(ctx);
-  b.start();
-  run_on(ctx, threads);
+  run_token_burst(ctx, threads, b,
+                  [&](int i) -> na::client& { return *clients[static_cast<std::size_t>(i)]; });
   cell c(rotate ? "herd (rotating)" : "herd", n, threads, latency_ms);
   b.fill(c, latency_ms);
   fill_server(c, server, before);
@@ -580,18 +573,8 @@ and the floor of waking N coroutines by cancelling one steady_timer.
   --help
 )";
 
-struct usage_error {
-  std::string message;
-};
-
-int parse_int(std::string_view flag, std::string_view s, int min) {
-  int v = 0;
-  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc() || end != s.data() + s.size() || v < min)
-    throw usage_error{std::string(flag) + ": '" + std::string(s) +
-                      "' is not a number >= " + std::to_string(min)};
-  return v;
-}
+using bench::parse_int;
+using bench::usage_error;
 
 template <class T>
 std::vector<T> parse_list(std::string_view flag, std::string_view s, int min) {
@@ -621,12 +604,9 @@ std::vector<std::string> parse_names(std::string_view flag, std::string_view s) 
 
 std::optional<options> parse_args(int argc, char** argv) {
   options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view a = argv[i];
-    auto value = [&]() -> std::string_view {
-      if (i + 1 >= argc) throw usage_error{std::string(a) + " needs a value"};
-      return argv[++i];
-    };
+  for (bench::arg_reader args(argc, argv); args.next();) {
+    const std::string_view a = args.flag();
+    auto value = [&] { return args.value(); };
     if (a == "--help") return std::nullopt;
     if (a == "--n")
       o.ns = parse_list<int>(a, value(), 1);
@@ -672,17 +652,10 @@ void raise_fd_limit(int needed) {
 }  // namespace
 
 int main(int argc, char** argv) try {
-  std::optional<options> parsed;
-  try {
-    parsed = parse_args(argc, argv);
-  } catch (const usage_error& e) {
-    std::cerr << "nxsys-contention-bench: " << e.message << "\n\n" << usage;
-    return 2;
-  }
-  if (!parsed) {
-    std::cout << usage;
-    return 0;
-  }
+  int exit_status = 0;
+  const auto parsed = bench::parse_command_line("nxsys-contention-bench", usage, parse_args, argc,
+                                                argv, exit_status);
+  if (!parsed) return exit_status;
   const options& o = *parsed;
   raise_fd_limit(2 * o.herd_cap + 4096);
   // Every cell starts from the same heap: freed memory stays mapped (no trim), and one

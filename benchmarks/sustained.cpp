@@ -159,27 +159,14 @@ request was in flight, and no call failed, got an expired token or had its refre
   --help
 )";
 
-struct usage_error {
-  std::string message;
-};
-
-int parse_int(std::string_view flag, std::string_view s, int min) {
-  int v = 0;
-  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-  if (ec != std::errc() || end != s.data() + s.size() || v < min)
-    throw usage_error{std::string(flag) + ": '" + std::string(s) +
-                      "' is not a number >= " + std::to_string(min)};
-  return v;
-}
+using bench::parse_int;
+using bench::usage_error;
 
 std::optional<options> parse_args(int argc, char** argv) {
   options o;
-  for (int i = 1; i < argc; ++i) {
-    const std::string_view a = argv[i];
-    auto value = [&]() -> std::string_view {
-      if (i + 1 >= argc) throw usage_error{std::string(a) + " needs a value"};
-      return argv[++i];
-    };
+  for (bench::arg_reader args(argc, argv); args.next();) {
+    const std::string_view a = args.flag();
+    auto value = [&] { return args.value(); };
     if (a == "--help") return std::nullopt;
     if (a == "--seconds")
       o.seconds = parse_int(a, value(), 1);
@@ -204,17 +191,10 @@ double us(std::uint64_t ns) {
 }  // namespace
 
 int main(int argc, char** argv) try {
-  std::optional<options> parsed;
-  try {
-    parsed = parse_args(argc, argv);
-  } catch (const usage_error& e) {
-    std::cerr << "nxsys-sustained-bench: " << e.message << "\n\n" << usage;
-    return 2;
-  }
-  if (!parsed) {
-    std::cout << usage;
-    return 0;
-  }
+  int exit_status = 0;
+  const auto parsed = bench::parse_command_line("nxsys-sustained-bench", usage, parse_args, argc,
+                                                argv, exit_status);
+  if (!parsed) return exit_status;
   const options& o = *parsed;
 
   na::testing::mock_server_options so;

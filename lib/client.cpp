@@ -195,31 +195,39 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
   void wait(std::unique_ptr<token_flight::waiter> w) {
     std::unique_lock lk(mu_);
     ++stats_.slow_path_calls;
+    error_code ec;
+    flight_result r;
     if (shut_down_) {
+      ec = asio::error::operation_aborted;
+    } else if (refreshing_ || !answer_without_refresh(ec, r)) {
+      // While a refresh runs nothing else can answer: it started because the token was
+      // unusable, and only its end publishes another (no clock read for a burst's waiters).
+      const bool start = flight_.join(std::move(w));
+      if (start) refreshing_ = true;
       lk.unlock();
-      return token_flight::complete_one(ex_, w.release(), asio::error::operation_aborted, {});
+      if (start) start_refresh();
+      return;
     }
-    // Published since the caller looked? Not while a refresh runs: it started because the
-    // token was unusable, and only its end publishes another (this skips the clock read for
-    // every waiter of a burst).
-    if (!refreshing_ && current_ && now() < current_refresh_at_) {
-      flight_result r{current_, nullptr};
-      lk.unlock();
-      return token_flight::complete_one(ex_, w.release(), {}, std::move(r));
-    }
-    // A refresh failed a moment ago: answer with that failure rather than ask again, so that
-    // callers looping on a down server cannot turn into a request storm.
-    if (!refreshing_ && last_failure_ && now() < last_failure_at_ + cfg_.min_retry_spacing) {
-      ++stats_.calls_failed_fast;
-      flight_result r{{}, last_failure_diag_};
-      const auto ec = last_failure_;
-      lk.unlock();
-      return token_flight::complete_one(ex_, w.release(), ec, std::move(r));
-    }
-    const bool start = flight_.join(std::move(w));
-    if (start) refreshing_ = true;
     lk.unlock();
-    if (start) start_refresh();
+    token_flight::complete_one(ex_, w.release(), ec, std::move(r));
+  }
+
+  // Under mu_, with no refresh running. True when the caller is answered now: with the token
+  // published since it looked, or, within min_retry_spacing of a failed refresh, with that
+  // failure, so that callers looping on a down server cannot turn into a request storm.
+  bool answer_without_refresh(error_code& ec, flight_result& r) {
+    const auto t = now();
+    if (current_ && t < current_refresh_at_) {
+      r.token = current_;
+      return true;
+    }
+    if (last_failure_ && t < last_failure_at_ + cfg_.min_retry_spacing) {
+      ++stats_.calls_failed_fast;
+      ec = last_failure_;
+      r.diag = last_failure_diag_;
+      return true;
+    }
+    return false;
   }
 
   token_flight& flight() noexcept { return flight_; }

@@ -308,8 +308,6 @@ class single_flight {
   /// Completes every remaining waiter with operation_aborted.
   ~single_flight() { take_all().complete(boost::asio::error::operation_aborted, R{}); }
 
-  const boost::asio::any_io_executor& io_executor() const noexcept { return s_->io_ex; }
-
   /// Makes a waiter for `h`, to be passed to join(). `call(handler, ec, value)` runs on the
   /// handler's executor when the flight completes (plain_call: handler(ec, value)).
   template <class Handler, class Call = plain_call>
