@@ -40,6 +40,14 @@ const char* name_of(errc e) noexcept {
       return "unexpected HTTP status";
     case errc::invalid_config:
       return "invalid configuration";
+    case errc::store_failed:
+      return "token store failure";
+    case errc::store_corrupt:
+      return "token store corrupt";
+    case errc::store_conflict:
+      return "token store conflict";
+    case errc::store_busy:
+      return "token store busy";
   }
   return "unknown nxsys.auth error";
 }

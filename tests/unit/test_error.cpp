@@ -38,6 +38,10 @@ const std::vector<std::pair<errc, bool>> all_errc = {
     {errc::response_too_large, false},
     {errc::unexpected_status, false},
     {errc::invalid_config, false},
+    {errc::store_failed, false},
+    {errc::store_corrupt, false},
+    {errc::store_conflict, false},
+    {errc::store_busy, false},
 };
 
 std::string_view category_name(const error_code& ec) {
