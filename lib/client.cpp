@@ -1,12 +1,14 @@
 // The token cache, the single flight of refreshes, and the fast path.
+#include "client_impl.hpp"
+
 #include <nxsys/auth/client.hpp>
 #include <nxsys/auth/protocol.hpp>
+#include <nxsys/auth/token_store.hpp>
 
 #include <nxsys/auth/detail/single_flight.hpp>
 #include <nxsys/auth/detail/token_policy.hpp>
 
 #include "text.hpp"
-#include "transport.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/deferred.hpp>
@@ -62,6 +64,8 @@ access_token replicate(const access_token& t) {
       token_data{std::string(t.value()), std::string(t.type()), t.expires_at(), t.serial()}));
 }
 
+}  // namespace
+
 // Each thread keeps its own copy of the current token of the clients it reads. Handing out a
 // copy then touches only this thread's reference count: one shared count written by every
 // reader costs several times the whole fast path on two cores.
@@ -70,7 +74,10 @@ struct replica {
   std::uint64_t version = 0;  // which publication of that client
   access_token token;
   clock_type::time_point refresh_at{};
+  clock_type::time_point ahead_at{};
 };
+
+namespace {
 constexpr std::size_t replicas_per_thread = 4;
 thread_local std::array<replica, replicas_per_thread> tls_replicas;
 thread_local std::size_t tls_next_victim = 0;
@@ -84,7 +91,8 @@ client_config validated(client_config cfg, protocol::endpoint& ep) {
   if (auto ec = protocol::parse_token_url(cfg.token_url, cfg.allow_insecure_http, ep, diag))
     throw error_with_diagnostics(ec, diag);
   if (cfg.client_id.empty()) bad("client_id is empty");
-  if (cfg.refresh_token.empty()) bad("refresh_token is empty");
+  // With a store, the refresh token may come from it (a restarted process).
+  if (cfg.refresh_token.empty() && !cfg.store) bad("refresh_token is empty and no store is set");
   if (cfg.refresh_leeway.count() < 0) bad("refresh_leeway is negative");
   if (!(cfg.leeway_max_fraction >= 0.0 && cfg.leeway_max_fraction < 1.0))
     bad("leeway_max_fraction must be in [0, 1)");
@@ -93,18 +101,17 @@ client_config validated(client_config cfg, protocol::endpoint& ep) {
     bad("timeouts must be positive");
   if (cfg.max_response_bytes < 256) bad("max_response_bytes is below 256");
   if (cfg.min_retry_spacing.count() < 0) bad("min_retry_spacing is negative");
+  if (!(cfg.refresh_ahead_fraction >= 0.0 && cfg.refresh_ahead_fraction < 1.0))
+    bad("refresh_ahead_fraction must be in [0, 1)");
+  if (cfg.retry.max_attempts < 1) bad("retry.max_attempts must be at least 1");
+  if (cfg.retry.initial_backoff.count() < 0 || cfg.retry.max_backoff < cfg.retry.initial_backoff)
+    bad("retry back-offs must satisfy 0 <= initial_backoff <= max_backoff");
+  if (cfg.refresh_deadline.count() <= 0) bad("refresh_deadline must be positive");
+  if (cfg.store_retry_interval.count() <= 0) bad("store_retry_interval must be positive");
   return cfg;
 }
 
 }  // namespace
-
-// What token()'s waiters receive: one value, so that awaiting a deferred operation stores it
-// straight into the waiting frame (Boost 1.81's awaitable cannot do that for an
-// (exception_ptr, T) signature: its resume() does not compile).
-struct token_outcome {
-  error_code ec;
-  flight_result result;
-};
 
 // Out of line: keeps the exception's construction out of token()'s coroutine body.
 [[noreturn, gnu::noinline]] void throw_outcome(const token_outcome& out) {
@@ -118,345 +125,324 @@ struct outcome_call {
   }
 };
 
-class client_impl : public std::enable_shared_from_this<client_impl> {
- public:
-  client_impl(asio::any_io_executor ex, client_config cfg, protocol::endpoint ep)
-      : ex_(std::move(ex)),
-        strand_(asio::make_strand(ex_)),
-        cfg_(std::move(cfg)),
-        uid_(next_client_uid.fetch_add(1, std::memory_order_relaxed)),
-        flight_(ex_),
-        transport_(strand_, std::move(ep), cfg_) {
-    refresh_token_ = std::move(cfg_.refresh_token);
-    wipe(cfg_.refresh_token);
-    secret_encoded_ = protocol::form_urlencode(cfg_.client_secret);
+client_impl::client_impl(asio::any_io_executor ex, client_config cfg, protocol::endpoint ep)
+    : ex_(std::move(ex)),
+      strand_(asio::make_strand(ex_)),
+      cfg_(std::move(cfg)),
+      uid_(next_client_uid.fetch_add(1, std::memory_order_relaxed)),
+      store_(cfg_.store ? cfg_.store : std::make_shared<memory_store>(ex_)),
+      backoff_timer_(strand_),
+      save_timer_(strand_),
+      flight_(ex_),
+      transport_(strand_, std::move(ep), cfg_) {
+  refresh_token_ = std::move(cfg_.refresh_token);
+  wipe(cfg_.refresh_token);
+  secret_encoded_ = protocol::form_urlencode(cfg_.client_secret);
+}
+
+client_impl::~client_impl() {
+  wipe(refresh_token_);
+  wipe(last_issued_);
+  wipe(cfg_.client_secret);
+  wipe(secret_encoded_);
+  if (unsaved_) {
+    wipe(unsaved_->tokens.refresh_token);
+    wipe(unsaved_->tokens.access_token);
   }
+}
 
-  ~client_impl() {
-    wipe(refresh_token_);
-    wipe(cfg_.client_secret);
-    wipe(secret_encoded_);
+// A logger that throws must not break a refresh.
+void client_impl::log(log_level level, std::string_view message) const noexcept {
+  if (!cfg_.log) return;
+  try {
+    cfg_.log(level, message);
+  } catch (...) {
   }
+}
 
-  const asio::any_io_executor& executor() const noexcept { return ex_; }
-
-  clock_type::time_point now() const noexcept {
-    return cfg_.clock ? cfg_.clock() : clock_type::now();
+// now() < deadline, read cheaply: the coarse clock settles it unless the deadline is within
+// coarse_margin (it can only lag, so a deadline it has passed is passed).
+bool client_impl::before(clock_type::time_point deadline) const noexcept {
+  if (cfg_.clock) return cfg_.clock() < deadline;
+  if (coarse_clock_usable) {
+    const auto coarse = coarse_now();
+    if (coarse + coarse_margin < deadline) return true;
+    if (coarse >= deadline) return false;
   }
+  return clock_type::now() < deadline;
+}
 
-  // A logger that throws must not break a refresh.
-  void log(log_level level, std::string_view message) const noexcept {
-    if (!cfg_.log) return;
+const access_token* client_impl::fresh_token() {
+  const auto v = version_.load(std::memory_order_acquire);
+  replica* r = nullptr;
+  for (auto& c : tls_replicas)
+    if (c.uid == uid_) r = &c;
+  if (r == nullptr || r->version != v) r = renew_replica(r);
+  if (r == nullptr || !before(r->refresh_at)) return nullptr;
+  if (!before(r->ahead_at)) maybe_refresh_ahead(v);
+  return &r->token;
+}
+
+// Inside the refresh-ahead window: the token is served, and the first caller to get here for
+// this token starts the background refresh.
+void client_impl::maybe_refresh_ahead(std::uint64_t version) {
+  stale_served_.fetch_add(1, std::memory_order_relaxed);
+  if (ahead_started_.load(std::memory_order_relaxed) == version) return;
+  if (now().time_since_epoch().count() < ahead_retry_at_.load(std::memory_order_relaxed)) return;
+  auto expected = ahead_started_.load(std::memory_order_relaxed);
+  if (expected == version ||
+      !ahead_started_.compare_exchange_strong(expected, version, std::memory_order_relaxed))
+    return;
+  {
+    std::lock_guard lk(mu_);
+    if (shut_down_ || refreshing_ || version_.load(std::memory_order_relaxed) != version) return;
+    if (!flight_.begin()) return;
+    refreshing_ = true;
+    ++stats_.refreshes_ahead;
+  }
+  start_refresh(true);
+}
+
+void client_impl::wait(std::unique_ptr<token_flight::waiter> w) {
+  std::unique_lock lk(mu_);
+  ++stats_.slow_path_calls;
+  error_code ec;
+  flight_result r;
+  if (shut_down_) {
+    ec = asio::error::operation_aborted;
+  } else if (refreshing_ || !answer_without_refresh(ec, r)) {
+    // While a refresh runs nothing else can answer: it started because the token was
+    // unusable (or about to be), and only its end publishes another.
+    const bool start = flight_.join(std::move(w));
+    if (start) refreshing_ = true;
+    lk.unlock();
+    if (start) start_refresh(false);
+    return;
+  }
+  lk.unlock();
+  token_flight::complete_one(ex_, w.release(), ec, std::move(r));
+}
+
+// Under mu_, with no refresh running. True when the caller is answered now: with the token
+// published since it looked, or, within min_retry_spacing of a failed refresh, with that
+// failure, so that callers looping on a down server cannot turn into a request storm.
+bool client_impl::answer_without_refresh(error_code& ec, flight_result& r) {
+  const auto t = now();
+  if (current_ && t < current_refresh_at_) {
+    r.token = current_;
+    return true;
+  }
+  if (last_failure_ && t < last_failure_at_ + cfg_.min_retry_spacing) {
+    ++stats_.calls_failed_fast;
+    ec = last_failure_;
+    r.diag = last_failure_diag_;
+    return true;
+  }
+  return false;
+}
+
+void client_impl::invalidate() {
+  std::lock_guard lk(mu_);
+  if (!current_) return;
+  current_ = access_token{};
+  version_.fetch_add(1, std::memory_order_release);
+  ++invalidations_;
+}
+
+void client_impl::shutdown() {
+  token_flight::batch waiters;
+  std::uint64_t aborted = 0;
+  {
+    std::lock_guard lk(mu_);
+    shut_down_ = true;
+    current_ = access_token{};
+    version_.fetch_add(1, std::memory_order_release);
+    aborted = flight_.waiting();
+    waiters = flight_.take_all();
+  }
+  if (aborted != 0)
+    log(log_level::info, "client destroyed: " + std::to_string(aborted) +
+                             " waiting call(s) completed with operation_aborted");
+  waiters.complete(asio::error::operation_aborted, {});
+  // A save in progress is left to finish: it may hold the only copy of a rotated token.
+  asio::post(strand_, [self = shared_from_this()] {
+    self->transport_.close();
+    self->backoff_timer_.cancel();
+    self->save_timer_.cancel();
+  });
+}
+
+client_stats client_impl::stats() const {
+  client_stats s;
+  {
+    std::lock_guard lk(mu_);
+    s = stats_;
+    s.invalidations = invalidations_;
+  }
+  const auto c = flight_.counters();
+  s.refreshes_started = c.flights;
+  s.waiters_coalesced = c.coalesced;
+  s.waiters_cancelled = c.cancelled;
+  s.max_waiters_per_refresh = c.max_waiters;
+  s.connections_opened = transport_.connections_opened();
+  s.stale_tokens_served = stale_served_.load(std::memory_order_relaxed);
+  return s;
+}
+
+replica* client_impl::renew_replica(replica* r) {
+  access_token current;
+  clock_type::time_point refresh_at, ahead_at;
+  std::uint64_t version;
+  {
+    std::lock_guard lk(mu_);
+    current = current_;
+    refresh_at = current_refresh_at_;
+    ahead_at = current_ahead_at_;
+    version = version_.load(std::memory_order_relaxed);
+  }
+  if (r == nullptr) {
+    r = &tls_replicas[tls_next_victim];
+    tls_next_victim = (tls_next_victim + 1) % replicas_per_thread;
+  }
+  r->uid = uid_;
+  r->version = version;
+  r->refresh_at = refresh_at;
+  r->ahead_at = ahead_at;
+  if (current) {
+    r->token = replicate(current);
+  } else {
+    r->token = access_token{};
+    r->refresh_at = clock_type::time_point::min();
+  }
+  return r;
+}
+
+void client_impl::start_refresh(bool ahead) {
+  asio::co_spawn(strand_, run_refresh(shared_from_this(), ahead),
+                 [self = shared_from_this(), ahead](std::exception_ptr e) {
+                   if (!e) return;
+                   refresh_outcome out;
+                   try {
+                     std::rethrow_exception(e);
+                   } catch (const std::exception& x) {
+                     out.diag.client_message = std::string("internal error: ") + x.what();
+                   } catch (...) {
+                     out.diag.client_message = "internal error";
+                   }
+                   out.ec = make_error_code(errc::connection);
+                   self->finish(std::move(out), ahead);
+                 });
+}
+
+namespace {
+// Built from counts, durations and the redacted diagnostics only: never a token or secret.
+std::string describe_refresh(const refresh_outcome& out, std::uint64_t waiting) {
+  const auto ms = std::chrono::duration_cast<std::chrono::microseconds>(out.took).count() / 1000.0;
+  char timing[128];
+  std::snprintf(timing, sizeof timing, " in %.1f ms (%u request(s)), %llu waiting call(s)", ms,
+                out.attempts, static_cast<unsigned long long>(waiting));
+  if (out.ec) return "access token refresh failed" + std::string(timing) + ": " + describe(out.ec, out.diag);
+  std::string m = out.from_store ? "access token taken from the token store (refreshed elsewhere)"
+                                 : "access token refreshed";
+  m += timing;
+  m += "; lifetime " +
+       std::to_string(std::chrono::duration_cast<std::chrono::seconds>(out.token->lifetime).count()) +
+       " s";
+  if (!out.from_store) m += out.rotated ? "; refresh token rotated" : "; refresh token kept";
+  if (out.store_ec) m += "; NOT SAVED (" + out.store_ec.message() + "), save will be retried";
+  return m;
+}
+
+std::string reason_of(const error_code& ec) {
+  return ec.category() == asio::error::get_system_category() ? "system: " + ec.message()
+                                                             : ec.message();
+}
+}  // namespace
+
+void client_impl::finish(refresh_outcome out, bool ahead) {
+  token_flight::batch waiters;
+  access_token token;
+  std::string message;  // logged once the lock is released
+  std::shared_ptr<const diagnostics> failure_diag;
+  refresh_event event{out.ec, out.took, 0, out.rotated, {}, out.attempts, out.from_store, ahead,
+                      out.store_ec};
+  {
+    std::lock_guard lk(mu_);
+    event.waiters = flight_.waiting();
+    message = describe_refresh(out, event.waiters);
+    record(event);
+    if (!out.ec) {
+      auto& t = *out.token;
+      event.lifetime = std::chrono::duration_cast<std::chrono::seconds>(t.lifetime);
+      wipe(last_issued_);
+      last_issued_ = t.value;
+      token = access_token(std::make_shared<const token_data>(
+          token_data{std::move(t.value), std::move(t.type), t.issued + t.lifetime, ++serial_}));
+      ++stats_.refreshes_succeeded;
+      if (out.rotated) ++stats_.refresh_tokens_rotated;
+      if (out.from_store) ++stats_.tokens_from_store;
+      if (!shut_down_) {
+        current_ = token;
+        current_refresh_at_ =
+            refresh_deadline(t.issued, t.lifetime, cfg_.refresh_leeway, cfg_.leeway_max_fraction);
+        current_ahead_at_ = refresh_ahead_point(t.issued, t.lifetime, current_refresh_at_,
+                                                cfg_.refresh_ahead_fraction);
+        version_.fetch_add(1, std::memory_order_release);
+      }
+      last_failure_ = {};
+      last_failure_diag_.reset();
+    } else {
+      ++stats_.refreshes_failed;
+      failure_diag = std::make_shared<const diagnostics>(std::move(out.diag));
+      // A failed refresh-ahead leaves the token being served: its waiters (if any) get the
+      // error, and the next refresh-ahead waits for the spacing as a caller would.
+      last_failure_ = out.ec;
+      last_failure_diag_ = failure_diag;
+      last_failure_at_ = now();
+      if (ahead) {
+        const auto gap = std::max<clock_type::duration>(cfg_.min_retry_spacing,
+                                                        cfg_.retry.initial_backoff);
+        ahead_retry_at_.store((last_failure_at_ + gap).time_since_epoch().count(),
+                              std::memory_order_relaxed);
+        ahead_started_.store(0, std::memory_order_relaxed);
+      }
+    }
+    waiters = flight_.take_all();
+    refreshing_ = false;
+  }
+  log(out.ec ? log_level::warning : (out.store_ec ? log_level::error : log_level::info), message);
+  if (!out.ec) {
+    // One copy of the token per chunk of waiters: waiters resumed on different threads then
+    // do not all write one reference count.
+    waiters.complete(out.ec, flight_result{token, nullptr}, [](const flight_result& r) {
+      return flight_result{replicate(r.token), nullptr};
+    });
+  } else {
+    waiters.complete(out.ec, flight_result{{}, failure_diag});
+  }
+  if (cfg_.on_refresh) {
     try {
-      cfg_.log(level, message);
+      cfg_.on_refresh(event);
     } catch (...) {
     }
   }
+}
 
-  // Built from counts, durations and the redacted diagnostics only: never a token or secret.
-  static std::string describe_refresh(const error_code& ec, const protocol::token_response& tr,
-                                      const diagnostics& diag, clock_type::duration took,
-                                      std::uint64_t waiting) {
-    const auto ms = std::chrono::duration_cast<std::chrono::microseconds>(took).count() / 1000.0;
-    char timing[96];
-    std::snprintf(timing, sizeof timing, " in %.1f ms, %llu waiting call(s)", ms,
-                  static_cast<unsigned long long>(waiting));
-    if (ec) return "access token refresh failed" + std::string(timing) + ": " + describe(ec, diag);
-    std::string m = "access token refreshed" + std::string(timing) + "; lifetime ";
-    m += tr.expires_in ? std::to_string(tr.expires_in->count()) + " s" : "not given (default)";
-    m += tr.refresh_token.empty() ? "; refresh token kept" : "; refresh token rotated";
-    return m;
+// Under mu_.
+void client_impl::record(const refresh_event& e) {
+  if (e.ec) ++stats_.refreshes_failed_by_reason[reason_of(e.ec)];
+  std::size_t bucket = 0;  // 0-1, then one bucket per decade from 2-9
+  if (e.waiters >= 2) {
+    bucket = 1;
+    for (auto n = e.waiters; n >= 10 && bucket + 1 < stats_.waiters_per_refresh_histogram.size();
+         n /= 10)
+      ++bucket;
   }
-
-  // now() < deadline, read cheaply: the coarse clock settles it unless the deadline is within
-  // coarse_margin (it can only lag, so a deadline it has passed is passed).
-  bool before(clock_type::time_point deadline) const noexcept {
-    if (cfg_.clock) return cfg_.clock() < deadline;
-    if (coarse_clock_usable) {
-      const auto coarse = coarse_now();
-      if (coarse + coarse_margin < deadline) return true;
-      if (coarse >= deadline) return false;
-    }
-    return clock_type::now() < deadline;
-  }
-
-  // The fast path: no lock, no shared write when this thread's replica is current.
-  const access_token* fresh_token() {
-    const auto v = version_.load(std::memory_order_acquire);
-    replica* r = nullptr;
-    for (auto& c : tls_replicas)
-      if (c.uid == uid_) r = &c;
-    if (r == nullptr || r->version != v) r = renew_replica(r);
-    if (r == nullptr || !before(r->refresh_at)) return nullptr;
-    return &r->token;
-  }
-
-  // The slow path of every caller whose thread cache had no fresh token.
-  void wait(std::unique_ptr<token_flight::waiter> w) {
-    std::unique_lock lk(mu_);
-    ++stats_.slow_path_calls;
-    error_code ec;
-    flight_result r;
-    if (shut_down_) {
-      ec = asio::error::operation_aborted;
-    } else if (refreshing_ || !answer_without_refresh(ec, r)) {
-      // While a refresh runs nothing else can answer: it started because the token was
-      // unusable, and only its end publishes another (no clock read for a burst's waiters).
-      const bool start = flight_.join(std::move(w));
-      if (start) refreshing_ = true;
-      lk.unlock();
-      if (start) start_refresh();
-      return;
-    }
-    lk.unlock();
-    token_flight::complete_one(ex_, w.release(), ec, std::move(r));
-  }
-
-  // Under mu_, with no refresh running. True when the caller is answered now: with the token
-  // published since it looked, or, within min_retry_spacing of a failed refresh, with that
-  // failure, so that callers looping on a down server cannot turn into a request storm.
-  bool answer_without_refresh(error_code& ec, flight_result& r) {
-    const auto t = now();
-    if (current_ && t < current_refresh_at_) {
-      r.token = current_;
-      return true;
-    }
-    if (last_failure_ && t < last_failure_at_ + cfg_.min_retry_spacing) {
-      ++stats_.calls_failed_fast;
-      ec = last_failure_;
-      r.diag = last_failure_diag_;
-      return true;
-    }
-    return false;
-  }
-
-  token_flight& flight() noexcept { return flight_; }
-
-  void invalidate() {
-    std::lock_guard lk(mu_);
-    if (!current_) return;
-    current_ = access_token{};
-    version_.fetch_add(1, std::memory_order_release);
-    ++invalidations_;
-  }
-
-  void shutdown() {
-    token_flight::batch waiters;
-    std::uint64_t aborted = 0;
-    {
-      std::lock_guard lk(mu_);
-      shut_down_ = true;
-      current_ = access_token{};
-      version_.fetch_add(1, std::memory_order_release);
-      aborted = flight_.waiting();
-      waiters = flight_.take_all();
-    }
-    if (aborted != 0)
-      log(log_level::info, "client destroyed: " + std::to_string(aborted) +
-                               " waiting call(s) completed with operation_aborted");
-    waiters.complete(asio::error::operation_aborted, {});
-    asio::post(strand_, [self = shared_from_this()] { self->transport_.close(); });
-  }
-
-  client_stats stats() const {
-    client_stats s;
-    {
-      std::lock_guard lk(mu_);
-      s = stats_;
-      s.invalidations = invalidations_;
-    }
-    const auto c = flight_.counters();
-    s.refreshes_started = c.flights;
-    s.waiters_coalesced = c.coalesced;
-    s.waiters_cancelled = c.cancelled;
-    s.max_waiters_per_refresh = c.max_waiters;
-    s.connections_opened = transport_.connections_opened();
-    return s;
-  }
-
- private:
-  replica* renew_replica(replica* r) {
-    access_token current;
-    clock_type::time_point refresh_at;
-    std::uint64_t version;
-    {
-      std::lock_guard lk(mu_);
-      current = current_;
-      refresh_at = current_refresh_at_;
-      version = version_.load(std::memory_order_relaxed);
-    }
-    if (r == nullptr) {
-      r = &tls_replicas[tls_next_victim];
-      tls_next_victim = (tls_next_victim + 1) % replicas_per_thread;
-    }
-    r->uid = uid_;
-    r->version = version;
-    r->refresh_at = refresh_at;
-    if (current) {
-      r->token = replicate(current);
-    } else {
-      r->token = access_token{};
-      r->refresh_at = clock_type::time_point::min();
-    }
-    return r;
-  }
-
-  void start_refresh() {
-    asio::co_spawn(strand_, run_refresh(shared_from_this()),
-                   [self = shared_from_this()](std::exception_ptr e) {
-                     if (!e) return;
-                     diagnostics d;
-                     try {
-                       std::rethrow_exception(e);
-                     } catch (const std::exception& x) {
-                       d.client_message = std::string("internal error: ") + x.what();
-                     } catch (...) {
-                       d.client_message = "internal error";
-                     }
-                     self->finish(make_error_code(errc::connection), {}, {}, std::move(d), {});
-                   });
-  }
-
-  static asio::awaitable<void> run_refresh(std::shared_ptr<client_impl> self) {
-    std::string refresh_token;
-    {
-      std::lock_guard lk(self->mu_);
-      refresh_token = self->refresh_token_;
-    }
-    const auto sent = self->now();
-    const auto started = clock_type::now();
-    const auto connections_before = self->transport_.connections_opened();
-    self->log(log_level::debug, "refreshing the access token");
-    diagnostics diag;
-    http_answer answer;
-    auto ec = co_await self->transport_.post_form(
-        protocol::build_refresh_body(refresh_token, self->cfg_.client_id, self->cfg_.client_secret),
-        answer, diag);
-    protocol::token_response tr;
-    if (!ec) {
-      // A server may echo what it was sent, raw or form-encoded: none of it may reach a message.
-      std::string rt_encoded = protocol::form_urlencode(refresh_token);
-      ec = protocol::parse_token_response(
-          answer.status, answer.body, tr, diag,
-          {refresh_token, rt_encoded, self->cfg_.client_secret, self->secret_encoded_});
-      wipe(rt_encoded);
-    }
-    wipe(answer.body);
-    wipe(refresh_token);
-    if (self->transport_.connections_opened() != connections_before)
-      self->log(log_level::debug, "opened a connection to the token endpoint");
-    self->finish(ec, std::move(tr), sent, std::move(diag), clock_type::now() - started);
-  }
-
-  void finish(error_code ec, protocol::token_response tr, clock_type::time_point sent,
-              diagnostics diag, clock_type::duration took) {
-    token_flight::batch waiters;
-    access_token token;
-    std::string message;  // logged once the lock is released
-    std::shared_ptr<const diagnostics> failure_diag;
-    refresh_event event{ec, took, 0, !ec && !tr.refresh_token.empty(), {}};
-    {
-      std::lock_guard lk(mu_);
-      event.waiters = flight_.waiting();
-      message = describe_refresh(ec, tr, diag, took, event.waiters);
-      record(event, ec ? reason_of(ec) : std::string());
-      if (!ec) {
-        // The rotated refresh token replaces the old one before any waiter sees the new access
-        // token: the old one is consumed, losing the new one would lock the user out.
-        if (!tr.refresh_token.empty()) {
-          wipe(refresh_token_);
-          refresh_token_ = std::move(tr.refresh_token);
-          ++stats_.refresh_tokens_rotated;
-        }
-        const clock_type::duration lifetime = tr.expires_in.value_or(cfg_.default_lifetime);
-        event.lifetime = std::chrono::duration_cast<std::chrono::seconds>(lifetime);
-        token = access_token(std::make_shared<const token_data>(token_data{
-            std::move(tr.access_token), std::move(tr.token_type), sent + lifetime, ++serial_}));
-        ++stats_.refreshes_succeeded;
-        if (!shut_down_) {
-          current_ = token;
-          current_refresh_at_ =
-              refresh_deadline(sent, lifetime, cfg_.refresh_leeway, cfg_.leeway_max_fraction);
-          version_.fetch_add(1, std::memory_order_release);
-        }
-        last_failure_ = {};
-        last_failure_diag_.reset();
-      } else {
-        ++stats_.refreshes_failed;
-        failure_diag = std::make_shared<const diagnostics>(std::move(diag));
-        last_failure_ = ec;
-        last_failure_diag_ = failure_diag;
-        last_failure_at_ = now();
-      }
-      waiters = flight_.take_all();
-      refreshing_ = false;
-    }
-    log(ec ? log_level::warning : log_level::info, message);
-    wipe(tr.access_token);
-    if (!ec) {
-      // One copy of the token per chunk of waiters: waiters resumed on different threads then
-      // do not all write one reference count.
-      waiters.complete(ec, flight_result{token, nullptr}, [](const flight_result& r) {
-        return flight_result{replicate(r.token), nullptr};
-      });
-    } else {
-      waiters.complete(ec, flight_result{{}, failure_diag});
-    }
-    if (cfg_.on_refresh) {
-      try {
-        cfg_.on_refresh(event);
-      } catch (...) {
-      }
-    }
-  }
-
-  static std::string reason_of(const error_code& ec) {
-    return ec.category() == asio::error::get_system_category() ? "system: " + ec.message()
-                                                               : ec.message();
-  }
-
-  // Under mu_.
-  void record(const refresh_event& e, std::string failure_reason) {
-    if (e.ec) ++stats_.refreshes_failed_by_reason[std::move(failure_reason)];
-    std::size_t bucket = 0;  // 0-1, then one bucket per decade from 2-9
-    if (e.waiters >= 2) {
-      bucket = 1;
-      for (auto n = e.waiters; n >= 10 && bucket + 1 < stats_.waiters_per_refresh_histogram.size();
-           n /= 10)
-        ++bucket;
-    }
-    ++stats_.waiters_per_refresh_histogram[bucket];
-    stats_.refresh_latency_last = e.latency;
-    stats_.refresh_latency_max = std::max(stats_.refresh_latency_max, e.latency);
-    stats_.refresh_latency_total += e.latency;
-  }
-
-  asio::any_io_executor ex_;
-  asio::strand<asio::any_io_executor> strand_;
-  client_config cfg_;           // immutable after construction (its refresh_token is moved out)
-  std::string secret_encoded_;  // as it appears in the request body, for redaction
-  const std::uint64_t uid_;
-
-  // Written only under mu_; read without it by the fast path.
-  std::atomic<std::uint64_t> version_{1};
-
-  mutable std::mutex mu_;  // the slow path only: never taken by a reader of a fresh token
-  access_token current_;
-  clock_type::time_point current_refresh_at_{};
-  std::string refresh_token_;
-  std::uint64_t serial_ = 0;
-  std::uint64_t invalidations_ = 0;
-  bool shut_down_ = false;
-  bool refreshing_ = false;  // from the first waiter of a flight until finish()
-  // The last refresh's failure, served to callers within min_retry_spacing of it.
-  error_code last_failure_;
-  std::shared_ptr<const diagnostics> last_failure_diag_;
-  clock_type::time_point last_failure_at_{};
-  client_stats stats_;
-
-  token_flight flight_;
-  http_transport transport_;  // used on strand_ only
-};
+  ++stats_.waiters_per_refresh_histogram[bucket];
+  stats_.refresh_latency_last = e.latency;
+  stats_.refresh_latency_max = std::max(stats_.refresh_latency_max, e.latency);
+  stats_.refresh_latency_total += e.latency;
+}
 
 token_flight& flight_of(client_impl& impl) noexcept {
   return impl.flight();

@@ -119,6 +119,8 @@ error_code parse_error_answer(unsigned status, std::string_view body, diagnostic
   }
   if (status >= 500)
     return fail(errc::server_error, diag, "the server failed without an OAuth error");
+  if (status == 429)
+    return fail(errc::temporarily_unavailable, diag, "rate limited (HTTP 429 Too Many Requests)");
   return fail(errc::unexpected_status, diag, "the answer carries no OAuth error");
 }
 
@@ -244,6 +246,46 @@ error_code parse_token_response(unsigned status, std::string_view body, token_re
     return fail(errc::malformed_response, diag, "the access token or its type is not header-safe");
   out = std::move(r);
   return {};
+}
+
+std::optional<std::chrono::seconds> parse_retry_after(std::string_view value,
+                                                      std::chrono::system_clock::time_point now) {
+  constexpr std::chrono::seconds longest{24 * 3600};
+  while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+  while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+  if (value.empty()) return std::nullopt;
+  if (std::isdigit(static_cast<unsigned char>(value.front()))) {
+    std::uint64_t n = 0;
+    auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n);
+    if (ec != std::errc() || end != value.data() + value.size()) return std::nullopt;
+    if (n > static_cast<std::uint64_t>(longest.count())) return std::nullopt;
+    return std::chrono::seconds(n);
+  }
+  // IMF-fixdate, the form RFC 9110 requires senders to use: "Sun, 06 Nov 1994 08:49:37 GMT".
+  static constexpr std::string_view months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                                "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  if (value.size() != 29 || value[3] != ',' || value.substr(25) != " GMT") return std::nullopt;
+  auto number = [&](std::size_t pos, std::size_t len, int& out) {
+    auto [end, ec] = std::from_chars(value.data() + pos, value.data() + pos + len, out);
+    return ec == std::errc() && end == value.data() + pos + len;
+  };
+  int day = 0, year = 0, hour = 0, minute = 0, second = 0;
+  if (!number(5, 2, day) || !number(12, 4, year) || !number(17, 2, hour) ||
+      !number(20, 2, minute) || !number(23, 2, second) || value[19] != ':' || value[22] != ':')
+    return std::nullopt;
+  int month = 0;
+  while (month < 12 && months[month] != value.substr(8, 3)) ++month;
+  if (month == 12 || day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60)
+    return std::nullopt;
+  using namespace std::chrono;
+  const year_month_day ymd{std::chrono::year(year), std::chrono::month(month + 1),
+                           std::chrono::day(day)};
+  if (!ymd.ok()) return std::nullopt;
+  const auto at = sys_days(ymd) + hours(hour) + minutes(minute) + seconds(second);
+  const auto delay = duration_cast<seconds>(at - time_point_cast<seconds>(now));
+  if (delay <= seconds(0)) return seconds(0);
+  if (delay > longest) return std::nullopt;
+  return delay;
 }
 
 }  // namespace nxsys::auth::protocol

@@ -140,7 +140,7 @@ error_code http_transport::classify(error_code ec, const char* phase, diagnostic
 }
 
 asio::awaitable<error_code> http_transport::connect(diagnostics& diag) {
-  const auto deadline = std::chrono::steady_clock::now() + connect_timeout_;
+  const auto deadline = std::min(std::chrono::steady_clock::now() + connect_timeout_, deadline_);
   asio::ip::tcp::resolver::results_type endpoints;
   error_code ec;
   if (ep_.host_is_ip) {
@@ -205,7 +205,7 @@ asio::awaitable<error_code> http_transport::exchange(Stream& s, std::string& bod
   req.keep_alive(true);
   req.prepare_payload();
 
-  lowest_layer().expires_after(request_timeout_);
+  lowest_layer().expires_at(std::min(std::chrono::steady_clock::now() + request_timeout_, deadline_));
   auto [wec, written] = co_await http::async_write(s, req, use_tuple);
   wipe(req.body());
   if (wec) co_return wec;
@@ -220,12 +220,15 @@ asio::awaitable<error_code> http_transport::exchange(Stream& s, std::string& bod
   auto& res = parser.get();
   out.status = res.result_int();
   out.body = std::move(res.body());
+  out.retry_after = std::string(res[http::field::retry_after]);
   keep_alive = res.keep_alive();
   co_return error_code{};
 }
 
 asio::awaitable<error_code> http_transport::post_form(std::string body, http_answer& out,
-                                                      diagnostics& diag) {
+                                                      diagnostics& diag,
+                                                      std::chrono::steady_clock::time_point deadline) {
+  deadline_ = deadline;
   if (closed_) {
     wipe(body);
     co_return asio::error::operation_aborted;

@@ -25,6 +25,7 @@ namespace nxsys::auth::detail {
 struct http_answer {
   unsigned status = 0;
   std::string body;
+  std::string retry_after;  ///< the Retry-After header, as sent ("" when absent)
 };
 
 class http_transport {
@@ -35,8 +36,10 @@ class http_transport {
   /// POSTs an application/x-www-form-urlencoded body to the endpoint's target. The body is
   /// wiped from memory once written (it holds credentials). Errors are errc values (connection,
   /// timeout, tls, response_too_large, malformed_response) or operation_aborted after close().
-  boost::asio::awaitable<boost::system::error_code> post_form(std::string body, http_answer& out,
-                                                              diagnostics& diag);
+  /// Nothing of the exchange outlives `deadline` (errc::timeout), whatever the timeouts say.
+  boost::asio::awaitable<boost::system::error_code> post_form(
+      std::string body, http_answer& out, diagnostics& diag,
+      std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max());
 
   /// Closes the connection and makes a post_form in progress finish with operation_aborted.
   void close();
@@ -76,6 +79,7 @@ class http_transport {
   boost::beast::flat_buffer buffer_;
   std::chrono::steady_clock::time_point last_used_{};
   bool closed_ = false;
+  std::chrono::steady_clock::time_point deadline_ = std::chrono::steady_clock::time_point::max();
   std::atomic<std::uint64_t> connections_opened_{0};
 };
 

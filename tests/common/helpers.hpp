@@ -34,6 +34,10 @@ inline client_config config_for(const mock_server& server, const mock_server_opt
   // Most tests script a failure and expect the next call to try again; the spacing after a
   // failure has its own tests.
   cfg.min_retry_spacing = std::chrono::milliseconds(0);
+  // Likewise one request per refresh and no background refresh, so tests count requests
+  // exactly; retries and refresh-ahead have their own tests.
+  cfg.retry.max_attempts = 1;
+  cfg.refresh_ahead_fraction = 0;
   return cfg;
 }
 

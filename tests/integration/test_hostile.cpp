@@ -146,39 +146,57 @@ na::client_config config_at(const std::string& url) {
   cfg.connect_timeout = std::chrono::seconds(2);
   cfg.request_timeout = std::chrono::milliseconds(1500);
   cfg.min_retry_spacing = std::chrono::milliseconds(0);  // the next call must try again
+  cfg.retry.max_attempts = 1;                            // and the error must reach the caller
   return cfg;
 }
 
-// One bad connection, then a good one: the error first, then a token.
-void bad_then_good(behaviour b, na::errc expected) {
+// One bad connection, then a good one: the error first, then a token. With retries on
+// (`retried`), a transient failure never reaches the caller: the same call gets the token.
+void bad_then_good(behaviour b, na::errc expected, bool retried = false) {
+  {
+    scripted_tcp_server server({b});
+    asio::io_context ctx;
+    na::client c(ctx.get_executor(), config_at(server.token_url()));
+    const auto bad = try_token(ctx, c);
+    BOOST_TEST(bad.ec == expected, bad.ec.message() << ": " << bad.what);
+    const auto good = try_token(ctx, c);
+    BOOST_TEST(!good.ec, good.what);
+    BOOST_TEST(good.token.value() == "good-token");
+    BOOST_TEST(c.stats().retries == 0u);
+  }
+  if (!retried) return;
   scripted_tcp_server server({b});
   asio::io_context ctx;
-  na::client c(ctx.get_executor(), config_at(server.token_url()));
-  const auto bad = try_token(ctx, c);
-  BOOST_TEST(bad.ec == expected, bad.ec.message() << ": " << bad.what);
-  const auto good = try_token(ctx, c);
-  BOOST_TEST(!good.ec, good.what);
-  BOOST_TEST(good.token.value() == "good-token");
+  auto cfg = config_at(server.token_url());
+  cfg.retry = {3, std::chrono::milliseconds(10), std::chrono::milliseconds(50)};
+  na::client c(ctx.get_executor(), cfg);
+  const auto first = try_token(ctx, c);
+  BOOST_TEST(!first.ec, first.what);
+  BOOST_TEST(first.token.value() == "good-token");
+  const auto s = c.stats();
+  BOOST_TEST(s.retries == 1u);
+  BOOST_TEST(s.refreshes_started == 1u);
+  BOOST_TEST(s.refreshes_succeeded == 1u);
 }
 
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(hostile_servers)
 
-BOOST_AUTO_TEST_CASE(a_reset_in_the_headers_is_a_connection_error) {
-  bad_then_good(behaviour::reset_mid_headers, na::errc::connection);
+BOOST_AUTO_TEST_CASE(a_reset_in_the_headers_is_a_connection_error_and_is_retried) {
+  bad_then_good(behaviour::reset_mid_headers, na::errc::connection, true);
 }
 
-BOOST_AUTO_TEST_CASE(a_reset_in_the_body_is_a_connection_error) {
-  bad_then_good(behaviour::reset_mid_body, na::errc::connection);
+BOOST_AUTO_TEST_CASE(a_reset_in_the_body_is_a_connection_error_and_is_retried) {
+  bad_then_good(behaviour::reset_mid_body, na::errc::connection, true);
 }
 
-BOOST_AUTO_TEST_CASE(a_server_that_never_answers_times_out) {
-  bad_then_good(behaviour::silent, na::errc::timeout);
+BOOST_AUTO_TEST_CASE(a_server_that_never_answers_times_out_and_is_retried) {
+  bad_then_good(behaviour::silent, na::errc::timeout, true);
 }
 
-BOOST_AUTO_TEST_CASE(a_one_byte_per_second_trickle_times_out) {
-  bad_then_good(behaviour::trickle, na::errc::timeout);
+BOOST_AUTO_TEST_CASE(a_one_byte_per_second_trickle_times_out_and_is_retried) {
+  bad_then_good(behaviour::trickle, na::errc::timeout, true);
 }
 
 BOOST_AUTO_TEST_CASE(a_10_mb_body_is_refused_without_reading_it) {

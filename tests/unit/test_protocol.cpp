@@ -970,8 +970,11 @@ BOOST_AUTO_TEST_CASE(client_error_status_without_oauth_body) {
     for (unsigned status : {400u, 404u, 405u, 429u, 499u}) {
       BOOST_TEST_CONTEXT(status << " '" << body << "'") {
         auto p = parse(status, body);
-        BOOST_TEST(p.ec == errc::unexpected_status);
-        BOOST_TEST(p.ec.category().name() == std::string_view("nxsys.auth.client"));
+        // 429 means "later": the client retries it, as it does a 503.
+        BOOST_TEST(p.ec == (status == 429 ? make_error_code(errc::temporarily_unavailable)
+                                          : make_error_code(errc::unexpected_status)));
+        BOOST_TEST(p.ec.category().name() == std::string_view(status == 429 ? "nxsys.auth.oauth"
+                                                                            : "nxsys.auth.client"));
         BOOST_TEST(p.diag.http_status == static_cast<int>(status));
         BOOST_TEST(!p.diag.client_message.empty());
       }
@@ -979,6 +982,27 @@ BOOST_AUTO_TEST_CASE(client_error_status_without_oauth_body) {
   }
   // A 404 that does carry an OAuth error is that error.
   BOOST_TEST(parse(404, R"({"error":"invalid_client"})").ec == errc::invalid_client);
+}
+
+BOOST_AUTO_TEST_CASE(retry_after_seconds_and_http_dates) {
+  using nxsys::auth::protocol::parse_retry_after;
+  using std::chrono::seconds;
+  // 2015-10-21 07:28:00 UTC
+  const auto now = std::chrono::system_clock::time_point(seconds(1445412480));
+  BOOST_TEST((parse_retry_after("120", now).value_or(seconds(-1)) == seconds(120)));
+  BOOST_TEST((parse_retry_after(" 0 ", now).value_or(seconds(-1)) == seconds(0)));
+  BOOST_TEST((parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now).value_or(seconds(-1)) == seconds(30)));
+  BOOST_TEST((parse_retry_after("Wed, 21 Oct 2015 07:27:00 GMT", now).value_or(seconds(-1)) == seconds(0)));  // past
+  BOOST_TEST((parse_retry_after("Thu, 22 Oct 2015 07:28:00 GMT", now).value_or(seconds(-1)) == seconds(86400)));
+  for (std::string_view bad :
+       {"", "  ", "-1", "1.5", "12abc", "86401", "99999999999999999999999",
+        "Wed, 21 Oct 2015 07:28:30 UTC", "Wed, 32 Oct 2015 07:28:30 GMT",
+        "Wed, 21 Foo 2015 07:28:30 GMT", "Wed, 31 Feb 2015 07:28:30 GMT",
+        "Wed, 21 Oct 2015 25:28:30 GMT", "Wed, 21 Oct 2015 07:28 GMT", "soon"}) {
+    BOOST_TEST_CONTEXT("'" << bad << "'") {
+      BOOST_TEST(!parse_retry_after(bad, now).has_value());
+    }
+  }
 }
 
 BOOST_AUTO_TEST_CASE(non_answer_statuses_are_unexpected) {

@@ -41,6 +41,27 @@ struct client_stats {
   /// Calls answered with the last failure inside min_retry_spacing, without a request.
   std::uint64_t calls_failed_fast = 0;
 
+  /// Background refreshes started inside the refresh-ahead window.
+  std::uint64_t refreshes_ahead = 0;
+  /// Calls served the current token inside its refresh-ahead window (no wait, no lock).
+  std::uint64_t stale_tokens_served = 0;
+  /// Requests sent again after a transient failure (back-off and Retry-After honoured).
+  std::uint64_t retries = 0;
+  /// Refreshes that found a valid token in the store, saved by another client or process.
+  std::uint64_t tokens_from_store = 0;
+  /// Refresh tokens taken from the store because another client or process rotated the chain.
+  std::uint64_t refresh_tokens_adopted = 0;
+  /// invalid_grant answers followed by a retry with a newer refresh token from the store.
+  std::uint64_t invalid_grant_retries = 0;
+  std::uint64_t store_loads = 0;
+  std::uint64_t store_load_failures = 0;  ///< unreadable or corrupt store, lease not granted
+  std::uint64_t store_saves = 0;          ///< successful saves of new tokens
+  /// Saves that failed (the tokens stayed in memory and the save was retried), conflicts
+  /// included.
+  std::uint64_t store_save_failures = 0;
+  /// Saves refused because the store held another refresh token than expected.
+  std::uint64_t store_conflicts = 0;
+
   /// Failed refreshes by reason: the error's name ("invalid_grant", "timeout", ...).
   std::map<std::string, std::uint64_t> refreshes_failed_by_reason;
   /// Refreshes by how many calls were waiting when the answer came: [0] 0-1, [1] 2-9,

@@ -8,10 +8,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 
 namespace nxsys::auth {
+
+class token_store;
 
 /// TLS settings for https:// token URLs. Verification is on unless switched off explicitly.
 struct tls_options {
@@ -31,10 +34,15 @@ using log_function = std::function<void(log_level, std::string_view)>;
 /// What one finished refresh did, for client_config::on_refresh.
 struct refresh_event {
   boost::system::error_code ec;         ///< empty on success
-  std::chrono::nanoseconds latency{0};  ///< request sent to answer parsed (steady_clock)
+  std::chrono::nanoseconds latency{0};  ///< start to result, retries and store included
   std::uint64_t waiters = 0;            ///< calls completed with its result
   bool refresh_token_rotated = false;
   std::chrono::seconds lifetime{0};  ///< of the new access token (0 on failure)
+  unsigned attempts = 0;             ///< requests sent (0: the store had a valid token)
+  bool from_store = false;           ///< another process or client refreshed: taken from the store
+  bool ahead = false;                ///< a refresh-ahead: started while the token was still valid
+  /// The save of the new tokens failed (they are kept in memory and the save is retried).
+  boost::system::error_code store_ec;
 };
 
 /// Called once per finished refresh, after its waiters were handed their result, from the
@@ -53,7 +61,7 @@ struct client_config {
   /// token's lifetime so that a short-lived token (say 2 s) is not refreshed on every call.
   std::chrono::seconds refresh_leeway{30};
   double leeway_max_fraction = 0.25;
-  /// Lifetime assumed when the answer carries no expiry.
+  /// Lifetime assumed when the answer carries no expiry (or a store holds a token without one).
   std::chrono::seconds default_lifetime{3600};
 
   std::chrono::milliseconds connect_timeout{10'000};  ///< resolve + connect + TLS handshake
@@ -65,6 +73,36 @@ struct client_config {
   /// error and diagnostics) instead of a new request: a down or refusing server sees at most
   /// one attempt per interval however many callers loop. 0 disables it.
   std::chrono::milliseconds min_retry_spacing{1'000};
+
+  /// Inside this last fraction of a token's life (before its refresh point) the first caller
+  /// starts a background refresh and every caller keeps getting the current token without
+  /// waiting. 0 disables refresh-ahead.
+  double refresh_ahead_fraction = 0.2;
+
+  /// Retries of transient failures (connect error, timeout, reset, 5xx, 429, TLS excepted):
+  /// exponential back-off with full jitter — a random wait in [0, min(max, initial·2ⁿ)] — or
+  /// the server's Retry-After when it asks for longer. invalid_grant / invalid_client and
+  /// other definite answers are never retried.
+  struct retry_options {
+    unsigned max_attempts = 4;  ///< requests per refresh, the first included (1: no retry)
+    std::chrono::milliseconds initial_backoff{100};
+    std::chrono::milliseconds max_backoff{5'000};
+  } retry;
+  /// A refresh (lease wait, store, every attempt and back-off) ends by this deadline, whatever
+  /// its waiters do: cancelling a waiter never cancels the shared refresh.
+  std::chrono::milliseconds refresh_deadline{60'000};
+
+  /// Where tokens are kept; nullptr: a memory_store of this client's own. A shared store
+  /// (file_store, later Redis) makes clients in several processes refresh one at a time and
+  /// lets a restarted process continue with the latest rotated refresh token.
+  std::shared_ptr<token_store> store;
+  /// A refresh whose new tokens cannot be saved still hands them out (the old refresh token is
+  /// consumed: dropping the new one would lock the user out), reports the failure and retries
+  /// the save. With strict_durability its waiters get errc::store_failed instead, and the
+  /// tokens are served only once a later save succeeds.
+  bool strict_durability = false;
+  /// First wait before retrying a failed save (doubling, up to a minute).
+  std::chrono::milliseconds store_retry_interval{1'000};
 
   tls_options tls;
   /// Plain http:// is refused unless the host is a loopback address or this is set: client

@@ -53,12 +53,19 @@ inline constexpr std::chrono::seconds max_expires_in{10LL * 365 * 24 * 3600};
 /// Interprets an HTTP answer of the token endpoint. 2xx: a JSON object with an access token
 /// (camelCase or snake_case names; expiresIn as a number or numeric string) or
 /// malformed_response. 4xx/5xx: the OAuth `error` mapped to errc, `error_description` kept in
-/// diag. 3xx and other statuses: unexpected_status (redirects are never followed).
+/// diag. 429 without an OAuth error: temporarily_unavailable. 3xx and other statuses:
+/// unexpected_status (redirects are never followed).
 /// Every occurrence of each of `secrets` in the server's text is replaced by "[redacted]"
 /// before the text is shortened for diag, so a server echoing a credential cannot leak it.
 boost::system::error_code parse_token_response(
     unsigned status, std::string_view body, token_response& out, diagnostics& diag,
     std::initializer_list<std::string_view> secrets = {});
+
+/// How long a Retry-After header asks to wait, from `now`: delta-seconds ("120") or an
+/// HTTP-date ("Wed, 21 Oct 2015 07:28:00 GMT", RFC 9110 §10.2.3). A date in the past is 0 s;
+/// an empty or unparsable value, or a delay beyond a day, is nullopt (ignored).
+std::optional<std::chrono::seconds> parse_retry_after(std::string_view value,
+                                                      std::chrono::system_clock::time_point now);
 
 }  // namespace nxsys::auth::protocol
 

@@ -4,6 +4,7 @@
 #define NXSYS_AUTH_TOKEN_STORE_HPP
 
 #include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/system/error_code.hpp>
 
@@ -89,10 +90,11 @@ class token_store {
 };
 
 /// Keeps the state in memory (the default store). Shared by several clients of one process, it
-/// also makes them take turns: its lease is an asynchronous mutex.
+/// also makes them take turns: its lease is an asynchronous mutex, and `ex` runs the timers of
+/// acquirers waiting for it (and handlers that have no associated executor).
 class memory_store final : public token_store {
  public:
-  memory_store();
+  explicit memory_store(boost::asio::any_io_executor ex);
   ~memory_store() override;
 
  protected:

@@ -340,6 +340,16 @@ class single_flight {
     return true;
   }
 
+  /// Starts a flight with no waiter yet (a background operation that later callers may join).
+  /// Returns false, changing nothing, when a flight is already in progress.
+  bool begin() {
+    std::lock_guard lk(s_->mu);
+    if (s_->in_flight) return false;
+    s_->in_flight = true;
+    ++s_->counters.flights;
+    return true;
+  }
+
   /// make_waiter() and join() in one.
   template <class Handler, class Call = plain_call>
   bool join(Handler&& h, Call call = {}) {

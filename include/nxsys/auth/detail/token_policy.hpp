@@ -27,6 +27,27 @@ constexpr std::chrono::steady_clock::time_point refresh_deadline(
   return sent + lifetime - effective_leeway(lifetime, leeway, max_fraction);
 }
 
+/// From when on a background refresh starts while the token is still served: the last
+/// `fraction` of the lifetime before `refresh_at` (never before `sent`). fraction 0: never.
+constexpr std::chrono::steady_clock::time_point refresh_ahead_point(
+    std::chrono::steady_clock::time_point sent, std::chrono::steady_clock::duration lifetime,
+    std::chrono::steady_clock::time_point refresh_at, double fraction) noexcept {
+  if (!(fraction > 0.0)) return std::chrono::steady_clock::time_point::max();
+  const auto window = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+      std::chrono::duration<double, std::chrono::steady_clock::period>(
+          static_cast<double>(lifetime.count()) * std::min(fraction, 1.0)));
+  return std::max(sent, refresh_at - window);
+}
+
+/// The longest back-off before attempt `attempt` + 1 (attempt counts from 1):
+/// min(max, initial · 2^(attempt − 1)). Full jitter then waits a random time in [0, this].
+constexpr std::chrono::milliseconds backoff_cap(unsigned attempt, std::chrono::milliseconds initial,
+                                                std::chrono::milliseconds max) noexcept {
+  auto cap = initial;
+  for (unsigned i = 1; i < attempt && cap < max; ++i) cap *= 2;
+  return std::min(cap, max);
+}
+
 }  // namespace nxsys::auth::detail
 
 #endif
