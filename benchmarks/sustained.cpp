@@ -316,7 +316,7 @@ int main(int argc, char** argv) try {
   line("refreshes per expiry", fixed(per_expiry, 2));
   line("server max in flight", std::to_string(ss.max_in_flight));
   line("errors", std::to_string(errors));
-  line("stale tokens", std::to_string(stale));
+  line("expired tokens handed out", std::to_string(stale));
   line("reuse detected", std::to_string(ss.reuse_detected));
   line("wait p50 (us)", fixed(wait_us.p50, 2));
   line("wait p99 (us)", fixed(wait_us.p99, 2));
@@ -346,6 +346,13 @@ int main(int argc, char** argv) try {
       std::printf(" %s: %llu", buckets[i],
                   static_cast<unsigned long long>(cs.waiters_per_refresh_histogram[i]));
   std::printf("\n");
+  std::printf("refresh-ahead: %llu background refreshes, %llu calls served the current token "
+              "inside the window; %llu retries; store: %llu saves, %llu save failures\n",
+              static_cast<unsigned long long>(cs.refreshes_ahead),
+              static_cast<unsigned long long>(cs.stale_tokens_served),
+              static_cast<unsigned long long>(cs.retries),
+              static_cast<unsigned long long>(cs.store_saves),
+              static_cast<unsigned long long>(cs.store_save_failures));
   for (const auto& [reason, n] : cs.refreshes_failed_by_reason)
     std::printf("failed refreshes, %s: %llu\n", reason.c_str(), static_cast<unsigned long long>(n));
   std::printf("(waits from the call to its result; percentiles within 3%%, the longest exact)\n");

@@ -1,0 +1,505 @@
+// file_store: the state in a JSON file replaced atomically, and a lease that is an flock.
+#include <nxsys/auth/error.hpp>
+#include <nxsys/auth/protocol.hpp>
+#include <nxsys/auth/token_store.hpp>
+
+#include "text.hpp"
+
+#include <boost/asio/any_completion_executor.hpp>
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/error.hpp>
+#include <boost/asio/execution/outstanding_work.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/prefer.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/json/object.hpp>
+#include <boost/json/parser.hpp>
+#include <boost/json/serializer.hpp>
+#include <boost/json/value.hpp>
+
+#include <openssl/crypto.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <atomic>
+#include <filesystem>
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <fcntl.h>
+#include <new>
+#include <system_error>
+#include <thread>
+#include <unistd.h>
+#include <utility>
+
+namespace nxsys::auth {
+namespace asio = boost::asio;
+namespace json = boost::json;
+using boost::system::error_code;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+
+constexpr std::string_view format_name = "nxsys-auth-token-store";
+constexpr std::int64_t format_version = 1;
+// Tokens take a few kilobytes: anything much larger is not a store of ours.
+constexpr std::size_t max_file_bytes = 1 << 20;
+// Later than this, milliseconds since the epoch overflow system_clock (nanoseconds, year 2262).
+const std::int64_t max_epoch_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                      std::chrono::system_clock::duration::max())
+                                      .count();
+
+class unique_fd {
+ public:
+  explicit unique_fd(int fd = -1) noexcept : fd_(fd) {}
+  unique_fd(unique_fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  unique_fd& operator=(unique_fd&& o) noexcept {
+    if (this != &o) {
+      reset();
+      fd_ = std::exchange(o.fd_, -1);
+    }
+    return *this;
+  }
+  ~unique_fd() { reset(); }
+  int get() const noexcept { return fd_; }
+  int release() noexcept { return std::exchange(fd_, -1); }
+  void reset() noexcept {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  int fd_;
+};
+
+// JSON trees hold tokens in memory of their own: this overwrites it before it is freed.
+// Boost.JSON 1.81 frees with another alignment than it allocated with (ASan reports it), so
+// alignment is left to plain operator new, which suffices for everything it stores.
+class wiping_resource final : public json::memory_resource {
+  void* do_allocate(std::size_t n, std::size_t align) override {
+    if (align > __STDCPP_DEFAULT_NEW_ALIGNMENT__) throw std::bad_alloc();
+    return ::operator new(n);
+  }
+  void do_deallocate(void* p, std::size_t n, std::size_t) override {
+    OPENSSL_cleanse(p, n);
+    ::operator delete(p);
+  }
+  bool do_is_equal(const json::memory_resource& o) const noexcept override { return this == &o; }
+};
+
+json::storage_ptr wiping_storage() {
+  static wiping_resource r;
+  return json::storage_ptr(&r);
+}
+
+struct wipe_on_exit {
+  std::string& s;
+  ~wipe_on_exit() { detail::wipe(s); }
+};
+
+void wipe(stored_tokens& t) noexcept {
+  detail::wipe(t.refresh_token);
+  detail::wipe(t.access_token);
+}
+
+error_code fail(errc e, diagnostics& diag, std::string message) {
+  diag.client_message = std::move(message);
+  return make_error_code(e);
+}
+
+error_code corrupt(diagnostics& diag, const std::string& path, std::string_view problem) {
+  return fail(errc::store_corrupt, diag, path + ": " + std::string(problem));
+}
+
+// The errno text goes in the message: EACCES and ENOSPC call for different fixes.
+error_code io_failed(diagnostics& diag, std::string_view what, const std::string& path, int err) {
+  return fail(errc::store_failed, diag,
+              std::string(what) + " " + path + ": " + std::generic_category().message(err));
+}
+
+// An optional string field: absent and null both mean "none".
+error_code string_field(const json::object& o, std::string_view name, std::string& out,
+                        const std::string& path, diagnostics& diag) {
+  const auto* v = o.if_contains(name);
+  if (v == nullptr || v->is_null()) return {};
+  if (!v->is_string()) return corrupt(diag, path, std::string(name) + " is not a string");
+  out.assign(v->get_string().data(), v->get_string().size());
+  return {};
+}
+
+// An optional integer field in [0, max]. Not a double: nothing here writes one.
+error_code int_field(const json::object& o, std::string_view name, std::int64_t max,
+                     std::int64_t& out, const std::string& path, diagnostics& diag) {
+  const auto* v = o.if_contains(name);
+  if (v == nullptr || v->is_null()) return {};
+  if (!v->is_int64() && !v->is_uint64())
+    return corrupt(diag, path, std::string(name) + " is not an integer");
+  if (!v->is_int64() || v->get_int64() < 0 || v->get_int64() > max)
+    return corrupt(diag, path, std::string(name) + " is out of range");
+  out = v->get_int64();
+  return {};
+}
+
+// Messages name the problem and never quote a value: a value may be a token.
+error_code parse_state(std::string_view text, const std::string& path, stored_tokens& out,
+                       diagnostics& diag) {
+  if (text.empty()) return corrupt(diag, path, "the file is empty");
+  json::parser p(wiping_storage());
+  p.reset(wiping_storage());
+  error_code jec;
+  p.write(text.data(), text.size(), jec);
+  if (jec) return corrupt(diag, path, "not valid JSON (" + jec.message() + ")");
+  const json::value jv = p.release();
+  const auto* o = jv.if_object();
+  if (o == nullptr) return corrupt(diag, path, "not a JSON object");
+
+  const auto* f = o->if_contains("format");
+  if (f == nullptr || !f->is_string() || f->get_string() != format_name)
+    return corrupt(diag, path, "format is missing or not \"nxsys-auth-token-store\"");
+  const auto* v = o->if_contains("version");
+  if (v == nullptr || !(v->is_int64() || v->is_uint64()))
+    return corrupt(diag, path, "version is missing or not an integer");
+  if (!v->is_int64() || v->get_int64() != format_version) {
+    const auto n = v->is_int64() ? std::to_string(v->get_int64()) : std::to_string(v->get_uint64());
+    return corrupt(diag, path, "version " + n + " is not supported (this build reads 1)");
+  }
+
+  stored_tokens t;
+  wipe_on_exit w1{t.refresh_token}, w2{t.access_token};
+  std::int64_t expires_ms = 0, lifetime_s = 0;
+  if (auto ec = string_field(*o, "refreshToken", t.refresh_token, path, diag)) return ec;
+  if (t.refresh_token.empty()) return corrupt(diag, path, "refreshToken is missing or empty");
+  if (auto ec = string_field(*o, "accessToken", t.access_token, path, diag)) return ec;
+  if (auto ec = string_field(*o, "tokenType", t.token_type, path, diag)) return ec;
+  if (auto ec = int_field(*o, "expiresAtMs", max_epoch_ms, expires_ms, path, diag)) return ec;
+  if (auto ec =
+          int_field(*o, "lifetimeS", protocol::max_expires_in.count(), lifetime_s, path, diag))
+    return ec;
+  t.expires_at = std::chrono::system_clock::time_point(
+      std::chrono::duration_cast<std::chrono::system_clock::duration>(
+          std::chrono::milliseconds(expires_ms)));
+  t.lifetime = std::chrono::seconds(lifetime_s);
+  out = std::move(t);
+  return {};
+}
+
+// The file's state: nullopt when there is no file. Blocking.
+error_code read_state(const std::string& path, std::optional<stored_tokens>& out,
+                      diagnostics& diag) {
+  out.reset();
+  unique_fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
+  if (fd.get() < 0) {
+    if (errno == ENOENT) return {};
+    return io_failed(diag, "cannot open", path, errno);
+  }
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return io_failed(diag, "cannot stat", path, errno);
+  if (!S_ISREG(st.st_mode)) return fail(errc::store_failed, diag, path + ": not a regular file");
+
+  // Sized from fstat, grown if the file grows meanwhile; every buffer left behind is wiped.
+  std::string buf(std::min<std::size_t>(static_cast<std::size_t>(st.st_size), max_file_bytes) + 1,
+                  '\0');
+  wipe_on_exit w{buf};
+  std::size_t len = 0;
+  for (;;) {
+    if (len == buf.size()) {
+      if (buf.size() > max_file_bytes) return corrupt(diag, path, "larger than 1 MiB");
+      std::string bigger(std::min(buf.size() * 2, max_file_bytes + 1), '\0');
+      std::memcpy(bigger.data(), buf.data(), len);
+      detail::wipe(buf);
+      buf.swap(bigger);
+    }
+    const auto n = ::read(fd.get(), buf.data() + len, buf.size() - len);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return io_failed(diag, "cannot read", path, errno);
+    }
+    if (n == 0) break;
+    len += static_cast<std::size_t>(n);
+  }
+  stored_tokens t;
+  if (auto ec = parse_state(std::string_view(buf.data(), len), path, t, diag)) return ec;
+  out = std::move(t);
+  return {};
+}
+
+// A buffer big enough for any escaping, so that the serializer never reallocates (a
+// reallocation would free an unwiped copy).
+std::string serialize_state(const stored_tokens& t) {
+  json::object o(wiping_storage());
+  o["format"] = format_name;
+  o["version"] = format_version;
+  o["refreshToken"] = t.refresh_token;
+  o["accessToken"] = t.access_token;
+  o["tokenType"] = t.token_type;
+  const auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(t.expires_at.time_since_epoch())
+          .count();
+  o["expiresAtMs"] = std::max<std::int64_t>(ms, 0);  // before 1970: as expired as can be
+  o["lifetimeS"] =
+      std::clamp<std::int64_t>(t.lifetime.count(), 0, protocol::max_expires_in.count());
+  const std::size_t worst =
+      256 + 6 * (t.refresh_token.size() + t.access_token.size() + t.token_type.size());
+  std::string out(worst, '\0');
+  json::serializer sr;
+  sr.reset(&o);
+  const auto written = sr.read(out.data(), out.size()).size();
+  out.resize(sr.done() ? written : 0);
+  return out;
+}
+
+std::string parent_dir(const std::string& path) {
+  const auto slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+// Shared by every store of the process: two stores on one path must not pick the same name.
+std::atomic<std::uint64_t> temp_counter{0};
+
+struct temp_file {
+  std::string path;
+  bool keep = false;
+  ~temp_file() {
+    if (!keep && !path.empty()) ::unlink(path.c_str());
+  }
+};
+
+error_code write_all(int fd, std::string_view bytes) {
+  while (!bytes.empty()) {
+    const auto n = ::write(fd, bytes.data(), bytes.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return error_code(errno, boost::system::generic_category());
+    }
+    bytes.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return {};
+}
+
+// Temporary file, fsync, rename, fsync of the directory: a crash at any point leaves the old
+// file or the new one, whole. Blocking.
+error_code replace_file(const std::string& path, std::string_view bytes, diagnostics& diag) {
+  temp_file tmp;
+  unique_fd fd;
+  // A pid reused after a crash (or in another pid namespace) can meet a leftover name.
+  for (int attempt = 0; fd.get() < 0; ++attempt) {
+    tmp.path = path + ".tmp." + std::to_string(::getpid()) + "." +
+               std::to_string(temp_counter.fetch_add(1, std::memory_order_relaxed));
+    fd = unique_fd(::open(tmp.path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    if (fd.get() < 0 && (errno != EEXIST || attempt == 100)) {
+      const int err = errno;
+      tmp.path.clear();  // not ours to unlink
+      return io_failed(diag, "cannot create a temporary file next to", path, err);
+    }
+  }
+  // A umask may have taken bits from 0600 (never added any): the owner must read it back.
+  if (::fchmod(fd.get(), 0600) != 0) return io_failed(diag, "cannot chmod", tmp.path, errno);
+  if (auto ec = write_all(fd.get(), bytes))
+    return io_failed(diag, "cannot write", tmp.path, ec.value());
+  while (::fsync(fd.get()) != 0) {
+    if (errno != EINTR) return io_failed(diag, "cannot fsync", tmp.path, errno);
+  }
+  // close() can report a deferred write error (NFS); the descriptor is gone either way.
+  if (::close(fd.release()) != 0 && errno != EINTR)
+    return io_failed(diag, "cannot close", tmp.path, errno);
+  if (::rename(tmp.path.c_str(), path.c_str()) != 0)
+    return io_failed(diag, "cannot rename a temporary file over", path, errno);
+  tmp.keep = true;
+
+  // Until the directory is synced the rename itself may not survive a crash. The new state is
+  // in place by now, but not durable: that is still a failure.
+  const auto dir = parent_dir(path);
+  unique_fd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (dfd.get() < 0) return io_failed(diag, "cannot open directory", dir, errno);
+  while (::fsync(dfd.get()) != 0) {
+    if (errno != EINTR) return io_failed(diag, "cannot fsync directory", dir, errno);
+  }
+  return {};
+}
+
+// Compare-and-set. Saves of one process are serialized on its store thread; across processes
+// the check and the rename are atomic only among holders of the lease (as the client saves).
+error_code save_state(const std::string& path, stored_tokens& next, const std::string& expected,
+                      diagnostics& diag) {
+  if (next.refresh_token.empty()) {
+    diag.client_message = "refusing to save an empty refresh token";
+    return make_error_code(boost::system::errc::invalid_argument);
+  }
+  std::optional<stored_tokens> current;
+  if (auto ec = read_state(path, current, diag)) return ec;
+  if (current) {
+    const bool same = current->refresh_token == expected;
+    wipe(*current);
+    if (!same) return fail(errc::store_conflict, diag, path + ": the stored refresh token changed");
+  }
+  auto bytes = serialize_state(next);
+  wipe_on_exit w{bytes};
+  if (bytes.empty()) return fail(errc::store_failed, diag, "cannot serialize the tokens");
+  return replace_file(path, bytes, diag);
+}
+
+using completion_executor = asio::any_completion_executor;
+
+// The handler's executor (the store's thread when it has none), kept busy until the handler
+// runs: an io_context must not run out of work and return while its save is on our thread.
+template <class Handler>
+completion_executor tracked_executor(const Handler& h, asio::thread_pool& pool) {
+  return asio::prefer(asio::get_associated_executor(h, pool.get_executor()),
+                      asio::execution::outstanding_work.tracked);
+}
+
+template <class Handler, class... Args>
+void complete(const completion_executor& ex, Handler h, Args... args) {
+  asio::dispatch(ex, [h = std::move(h), ... args = std::move(args)]() mutable {
+    std::move(h)(std::move(args)...);
+  });
+}
+
+}  // namespace
+
+struct file_store::state {
+  state(std::string p, file_store_options o)
+      : path(std::move(p)),
+        lock_path(path + ".lock"),
+        poll_max(
+            std::max<std::chrono::milliseconds>(o.lock_poll_max, std::chrono::milliseconds(1))) {}
+
+  // One acquire waiting for the lock: its own descriptor, so that two acquires of one process
+  // exclude each other too (an flock belongs to an open file description).
+  struct acquire_op {
+    acquire_op(asio::thread_pool& pool, clock_type::time_point d,
+               asio::any_completion_handler<acquire_signature> h)
+        : deadline(d), work(tracked_executor(h, pool)), handler(std::move(h)), timer(pool) {}
+
+    clock_type::time_point deadline;
+    completion_executor work;
+    asio::any_completion_handler<acquire_signature> handler;
+    unique_fd fd;
+    asio::steady_timer timer;
+    std::chrono::milliseconds interval{1};
+  };
+
+  // On the store's thread. flock is only ever tried, never waited in: a wait would hold the
+  // thread (and every load and save behind it) for as long as another process refreshes.
+  void try_lock(const std::shared_ptr<acquire_op>& op) {
+    error_code ec;
+    if (closing.load()) {
+      ec = asio::error::operation_aborted;
+    } else if (::flock(op->fd.get(), LOCK_EX | LOCK_NB) == 0) {
+      remove_stale_temporaries();
+      refresh_lease lease(std::make_shared<unique_fd>(std::move(op->fd)));
+      complete(op->work, std::move(op->handler), error_code{}, std::move(lease));
+      return;
+    } else if (errno != EWOULDBLOCK && errno != EINTR) {
+      ec = make_error_code(errc::store_failed);
+    } else if (const auto now = clock_type::now(); now >= op->deadline) {
+      ec = make_error_code(errc::store_busy);
+    } else {
+      op->timer.expires_after(std::min<clock_type::duration>(op->interval, op->deadline - now));
+      op->interval = std::min(op->interval * 2, poll_max);
+      op->timer.async_wait([this, op](error_code) { try_lock(op); });
+      return;
+    }
+    complete(op->work, std::move(op->handler), ec, refresh_lease());
+  }
+
+  // The client writes temporaries only while it holds the lock, so those found by a new holder
+  // were left by a writer killed mid-save: nobody will rename them, and they hold secrets.
+  void remove_stale_temporaries() const noexcept {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    const fs::path p(path);
+    const auto prefix = p.filename().string() + ".tmp.";
+    const auto dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
+    for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+      const auto name = it->path().filename().string();
+      if (name.size() > prefix.size() && name.compare(0, prefix.size(), prefix) == 0) {
+        std::error_code ignored;
+        fs::remove(it->path(), ignored);
+      }
+    }
+  }
+
+  std::string path;
+  std::string lock_path;
+  std::chrono::milliseconds poll_max;
+  // Set by the destructor: waiting acquires give up at their next poll.
+  std::atomic<bool> closing{false};
+  // Blocking file I/O and lock polls, never on the caller's threads. Everything posted here
+  // may use the state by reference: the destructor joins this thread before the state goes.
+  asio::thread_pool io{1};
+};
+
+file_store::file_store(std::string path, file_store_options opts) {
+  diagnostics diag;
+  if (path.empty()) {
+    diag.client_message = "the token store's path is empty";
+    throw error_with_diagnostics(make_error_code(errc::invalid_config), diag);
+  }
+  std::optional<stored_tokens> current;
+  if (auto ec = read_state(path, current, diag)) throw error_with_diagnostics(ec, diag);
+  if (current) wipe(*current);
+  s_ = std::make_shared<state>(std::move(path), opts);
+}
+
+// Pending loads and saves finish first; waiting acquires complete with operation_aborted
+// within one poll interval.
+file_store::~file_store() {
+  s_->closing.store(true);
+  if (s_->io.get_executor().running_in_this_thread()) {
+    // From a handler with no associated executor (those run on the store's thread), which
+    // cannot join itself: another thread waits for it, then frees the state.
+    std::thread([s = std::move(s_)] { s->io.join(); }).detach();
+    return;
+  }
+  s_->io.join();
+}
+
+const std::string& file_store::path() const noexcept {
+  return s_->path;
+}
+
+void file_store::do_load(asio::any_completion_handler<load_signature> h) {
+  auto work = tracked_executor(h, s_->io);
+  asio::post(s_->io, [s = s_.get(), h = std::move(h), work = std::move(work)]() mutable {
+    std::optional<stored_tokens> out;
+    diagnostics diag;
+    const auto ec = read_state(s->path, out, diag);
+    complete(work, std::move(h), ec, std::move(out));
+  });
+}
+
+void file_store::do_acquire(clock_type::time_point deadline,
+                            asio::any_completion_handler<acquire_signature> h) {
+  auto op = std::make_shared<state::acquire_op>(s_->io, deadline, std::move(h));
+  asio::post(s_->io, [s = s_.get(), op = std::move(op)] {
+    op->fd = unique_fd(::open(s->lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600));
+    if (op->fd.get() < 0) {
+      complete(op->work, std::move(op->handler), make_error_code(errc::store_failed),
+               refresh_lease());
+      return;
+    }
+    s->try_lock(op);
+  });
+}
+
+void file_store::do_save(stored_tokens next, std::string expected,
+                         asio::any_completion_handler<save_signature> h) {
+  auto work = tracked_executor(h, s_->io);
+  asio::post(s_->io, [s = s_.get(), next = std::move(next), expected = std::move(expected),
+                      h = std::move(h), work = std::move(work)]() mutable {
+    diagnostics diag;
+    const auto ec = save_state(s->path, next, expected, diag);
+    wipe(next);
+    detail::wipe(expected);
+    complete(work, std::move(h), ec);
+  });
+}
+
+}  // namespace nxsys::auth
