@@ -44,6 +44,7 @@ struct options {
   int threads = 2;
   int latency_ms = 5;
   std::string json_path;
+  std::string store_file;  // empty: the default memory_store
 };
 
 // Nanoseconds in log-linear buckets, 32 per power of two: recording is one increment and a
@@ -155,6 +156,7 @@ request was in flight, and no call failed, got an expired token or had its refre
   --coroutines M    concurrent callers (default 1000)
   --threads T       io_context threads (default 2)
   --latency-ms L    mock server latency per token request (default 5)
+  --store FILE      keep the tokens in a file_store at FILE (fsync'ed on every refresh)
   --json FILE       write every figure as JSON
   --help
 )";
@@ -178,6 +180,8 @@ std::optional<options> parse_args(int argc, char** argv) {
       o.latency_ms = parse_int(a, value(), 0);
     else if (a == "--json")
       o.json_path = value();
+    else if (a == "--store")
+      o.store_file = value();
     else
       throw usage_error{"unknown option " + std::string(a)};
   }
@@ -204,7 +208,12 @@ int main(int argc, char** argv) try {
   so.latency = std::chrono::milliseconds(o.latency_ms);
   na::testing::mock_server server(so);
   asio::io_context ctx(o.threads);
-  na::client client(ctx.get_executor(), bench::config_for(server, so));
+  auto cfg = bench::config_for(server, so);
+  if (!o.store_file.empty()) {
+    std::remove(o.store_file.c_str());  // a previous run's chain is not this server's
+    cfg.store = std::make_shared<na::file_store>(o.store_file);
+  }
+  na::client client(ctx.get_executor(), cfg);
 
   std::printf("nxsys-auth sustained load: M coroutines on T io_context threads share one client\n");
   std::printf("and call token() in a loop (with a yield between calls) for %d s. Tokens live\n",
@@ -309,6 +318,7 @@ int main(int argc, char** argv) try {
   line("coroutines M", std::to_string(o.coroutines));
   line("threads T", std::to_string(o.threads));
   line("server latency L (ms)", std::to_string(o.latency_ms));
+  line("token store", o.store_file.empty() ? "memory" : "file");
   line("token() calls", std::to_string(calls));
   line("requests/s", fixed(static_cast<double>(calls) / duration, 0));
   line("server refreshes", std::to_string(ss.refreshes));
@@ -369,6 +379,7 @@ int main(int argc, char** argv) try {
                                    {"coroutines", o.coroutines},
                                    {"threads", o.threads},
                                    {"latency_ms", o.latency_ms},
+                                   {"store", o.store_file.empty() ? "memory" : "file"},
                                    {"token_ttl_s", token_ttl.count()},
                                    {"duration_s", duration},
                                    {"calls", calls},
