@@ -345,11 +345,12 @@ struct mock_server::impl {
   std::uint64_t refresh_counter_ = 0;
   std::uint64_t access_counter_ = 0;
   std::string last_access_;
+  std::string last_replaced_refresh_;  // what the last rotation replaced
   std::deque<std::pair<scripted_failure, int>> scripted_;
   std::mt19937_64 rng_{std::random_device{}()};
 
   // Open connections, so close_idle_connections() and the destructor can reach them.
-  std::mutex connections_mutex_;
+  mutable std::mutex connections_mutex_;
   bool stopping_ = false;
   std::uint64_t next_connection_id_ = 0;
   std::unordered_map<std::uint64_t, std::shared_ptr<connection_base>> connections_;
@@ -787,7 +788,8 @@ answer mock_server::impl::issue_token() {
     do {  // never reissue a token of the chain, whatever initial_refresh_token was
       next = "refresh-" + std::to_string(++refresh_counter_);
     } while (!issued_refresh_.insert(next).second);
-    retired_refresh_.insert(std::exchange(current_refresh_, next));
+    last_replaced_refresh_ = std::exchange(current_refresh_, next);
+    retired_refresh_.insert(last_replaced_refresh_);
     o[camel ? "refreshToken" : "refresh_token"] = current_refresh_;
   }
   answer a = json_answer(http::status::ok, json::serialize(o));
@@ -834,6 +836,25 @@ std::string mock_server::current_refresh_token() const {
 std::string mock_server::last_access_token() const {
   std::lock_guard lock(impl_->mutex_);
   return impl_->last_access_;
+}
+
+std::string mock_server::previous_refresh_token() const {
+  std::lock_guard lock(impl_->mutex_);
+  return impl_->last_replaced_refresh_;
+}
+
+std::size_t mock_server::open_connections() const {
+  std::lock_guard lock(impl_->connections_mutex_);
+  return impl_->connections_.size();
+}
+
+void mock_server::set_refresh_token(std::string token) {
+  std::lock_guard lock(impl_->mutex_);
+  if (token == impl_->current_refresh_) return;
+  impl_->retired_refresh_.erase(token);
+  impl_->issued_refresh_.insert(token);
+  impl_->last_replaced_refresh_ = std::exchange(impl_->current_refresh_, std::move(token));
+  impl_->retired_refresh_.insert(impl_->last_replaced_refresh_);
 }
 
 void mock_server::fail_next(scripted_failure f, int count) {

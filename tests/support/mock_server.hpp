@@ -4,6 +4,7 @@
 #define NXSYS_AUTH_TESTS_SUPPORT_MOCK_SERVER_HPP
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -73,6 +74,17 @@ class mock_server {
   std::string current_refresh_token() const;
   /// The last access token issued ("" if none).
   std::string last_access_token() const;
+  /// The refresh token the last rotation replaced ("" if none yet): with the current one, the
+  /// only refresh token a client that died mid-refresh may still hold.
+  std::string previous_refresh_token() const;
+  /// Connections accepted and not yet ended. 0 after a client died: nothing it sent is still
+  /// being handled (a request it wrote before dying is answered before its connection ends).
+  std::size_t open_connections() const;
+
+  /// Resynchronises the chain: `token` becomes the refresh token the server accepts, and the
+  /// current one is retired (presenting it later counts as reuse). For tests whose client died
+  /// after the server rotated but before it kept the new token. Does not undo a revoked chain.
+  void set_refresh_token(std::string token);
 
   /// The next `count` token requests are answered with `f` (after the latency).
   void fail_next(scripted_failure f, int count = 1);
