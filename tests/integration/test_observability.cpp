@@ -7,6 +7,8 @@
 #include <boost/asio/detached.hpp>
 #include <boost/test/unit_test.hpp>
 
+#include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -114,6 +116,64 @@ BOOST_AUTO_TEST_CASE(failures_echoing_every_credential_leak_none) {
   log.check_absent(secrets);
   for (const auto& m : messages)
     for (const auto& s : secrets) BOOST_TEST(m.find(s) == std::string::npos, m);
+}
+
+// The paths issue 4 added: retries (the log line quotes the server's echo), a file store with
+// rotation, a restart that takes the token from the file, and a corrupt file.
+BOOST_AUTO_TEST_CASE(retries_and_storage_log_no_secret) {
+  mock_server_options opts;
+  opts.rotate = true;
+  opts.initial_refresh_token = "rt-initial-0123456789";
+  opts.client_secret = "cs-0123456789abcdef";
+  mock_server server(opts);
+  char tmpl[] = "/tmp/nxsys-log-XXXXXX";
+  const std::string dir = ::mkdtemp(tmpl);
+  const std::string path = dir + "/tokens.json";
+  captured_log log;
+  auto cfg = config_for(server, opts);
+  cfg.log = log.sink();
+  cfg.retry = {3, std::chrono::milliseconds(1), std::chrono::milliseconds(5)};
+  std::vector<std::string> secrets{opts.client_secret, opts.initial_refresh_token};
+  std::vector<std::string> messages;
+  {
+    asio::io_context ctx;
+    cfg.store = std::make_shared<na::file_store>(path);
+    na::client c(ctx.get_executor(), cfg);
+    const std::string echo = "you sent " + opts.initial_refresh_token + " and " + opts.client_secret;
+    server.fail_next({503, R"({"error":"temporarily_unavailable","error_description":")" + echo +
+                               R"("})",
+                      "application/json",
+                      {{"Retry-After", "0"}}});
+    secrets.emplace_back(get_token(ctx, c).value());
+    secrets.push_back(server.current_refresh_token());
+    BOOST_TEST(c.stats().retries == 1u);
+    c.invalidate();
+    secrets.emplace_back(get_token(ctx, c).value());
+    secrets.push_back(server.current_refresh_token());
+  }
+  {
+    asio::io_context ctx;  // a restart: the token comes from the file
+    cfg.store = std::make_shared<na::file_store>(path);
+    na::client c(ctx.get_executor(), cfg);
+    BOOST_TEST(get_token(ctx, c).value() == secrets[secrets.size() - 2]);  // the last access token
+    BOOST_TEST(c.stats().tokens_from_store == 1u);
+    { std::ofstream(path, std::ios::trunc) << "{\"refreshToken\": \"" << secrets.back(); }
+    c.invalidate();
+    try {
+      get_token(ctx, c);
+      BOOST_FAIL("a corrupt store must fail the refresh");
+    } catch (const na::error_with_diagnostics& e) {
+      BOOST_TEST(e.code() == na::errc::store_corrupt);
+      messages.emplace_back(e.what());
+    }
+  }
+  BOOST_TEST(log.count(na::log_level::info, "attempt 2 of 3") == 1);
+  BOOST_TEST(log.count(na::log_level::info, "[redacted]") >= 1);
+  BOOST_TEST(log.count(na::log_level::info, "taken from the token store") == 1);
+  log.check_absent(secrets);
+  for (const auto& m : messages)
+    for (const auto& sec : secrets) BOOST_TEST(m.find(sec) == std::string::npos, m);
+  std::filesystem::remove_all(dir);
 }
 
 BOOST_AUTO_TEST_CASE(a_throwing_logger_does_not_break_the_refresh) {
