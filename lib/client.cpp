@@ -269,6 +269,7 @@ void client_impl::shutdown() {
     self->transport_.close();
     self->backoff_timer_.cancel();
     self->save_timer_.cancel();
+    self->lease_cancel_.emit(asio::cancellation_type::terminal);
   });
 }
 

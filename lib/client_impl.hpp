@@ -11,6 +11,7 @@
 
 #include "transport.hpp"
 
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 
@@ -141,6 +142,7 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
   bool save_retries_running_ = false;
   boost::asio::steady_timer backoff_timer_;  // between attempts of a refresh
   boost::asio::steady_timer save_timer_;     // between retries of a failed save
+  boost::asio::cancellation_signal lease_cancel_;  // ends a refresh's wait for the store's lease
 
   token_flight flight_;
   http_transport transport_;  // used on strand_ only

@@ -6,6 +6,7 @@
 #include "text.hpp"
 
 #include <boost/asio/any_completion_executor.hpp>
+#include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/error.hpp>
@@ -383,13 +384,14 @@ struct file_store::state {
     unique_fd fd;
     asio::steady_timer timer;
     std::chrono::milliseconds interval{1};
+    std::atomic<bool> cancelled{false};  // by the handler's cancellation slot
   };
 
   // On the store's thread. flock is only ever tried, never waited in: a wait would hold the
   // thread (and every load and save behind it) for as long as another process refreshes.
   void try_lock(const std::shared_ptr<acquire_op>& op) {
     error_code ec;
-    if (closing.load()) {
+    if (closing.load() || op->cancelled.load()) {
       ec = asio::error::operation_aborted;
     } else if (::flock(op->fd.get(), LOCK_EX | LOCK_NB) == 0) {
       remove_stale_temporaries();
@@ -477,7 +479,13 @@ void file_store::do_load(asio::any_completion_handler<load_signature> h) {
 
 void file_store::do_acquire(clock_type::time_point deadline,
                             asio::any_completion_handler<acquire_signature> h) {
+  auto slot = asio::get_associated_cancellation_slot(h);
   auto op = std::make_shared<state::acquire_op>(s_->io, deadline, std::move(h));
+  // Cancellation is noticed at the next poll (lock_poll_max at most), on the store's thread.
+  if (slot.is_connected())
+    slot.assign([w = std::weak_ptr<state::acquire_op>(op)](asio::cancellation_type_t) {
+      if (auto o = w.lock()) o->cancelled = true;
+    });
   asio::post(s_->io, [s = s_.get(), op = std::move(op)] {
     op->fd = unique_fd(::open(s->lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600));
     if (op->fd.get() < 0) {

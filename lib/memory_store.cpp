@@ -5,6 +5,7 @@
 #include "text.hpp"
 
 #include <boost/asio/append.hpp>
+#include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
@@ -63,15 +64,17 @@ struct memory_store::state : std::enable_shared_from_this<state> {
     asio::post(timers, [next = std::move(next)] { next->timer.cancel(); });
   }
 
-  // A waiter's deadline passed: it leaves the queue unless the lease reached it first.
-  void expire(const std::shared_ptr<pending>& p) {
+  // A waiter's deadline passed (store_busy) or it was cancelled (operation_aborted): it leaves
+  // the queue unless the lease reached it first.
+  void expire(std::shared_ptr<pending> p, error_code ec) {
     {
       std::lock_guard lk(mu);
       auto it = std::find(queue.begin(), queue.end(), p);
       if (it == queue.end()) return;
       queue.erase(it);
     }
-    complete_later(ex, std::move(p->handler), make_error_code(errc::store_busy), refresh_lease());
+    complete_later(ex, std::move(p->handler), ec, refresh_lease());
+    asio::post(timers, [p = std::move(p)] { p->timer.cancel(); });
   }
 
   asio::any_io_executor ex;
@@ -97,6 +100,7 @@ void memory_store::do_load(asio::any_completion_handler<load_signature> h) {
 
 void memory_store::do_acquire(std::chrono::steady_clock::time_point deadline,
                               asio::any_completion_handler<acquire_signature> h) {
+  auto slot = asio::get_associated_cancellation_slot(h);  // before h moves to another thread's reach
   std::shared_ptr<state::pending> p;
   {
     std::lock_guard lk(s_->mu);
@@ -111,11 +115,15 @@ void memory_store::do_acquire(std::chrono::steady_clock::time_point deadline,
     complete_later(s_->ex, std::move(h), error_code{}, s_->make_lease());
     return;
   }
+  if (slot.is_connected())
+    slot.assign([s = s_, w = std::weak_ptr<state::pending>(p)](asio::cancellation_type_t) {
+      if (auto p = w.lock()) s->expire(std::move(p), asio::error::operation_aborted);
+    });
   asio::post(s_->timers, [s = s_, p, deadline] {
     p->timer.expires_at(deadline);
     p->timer.async_wait([s, w = std::weak_ptr<state::pending>(p)](error_code ec) {
       if (ec) return;  // cancelled: the lease reached it
-      if (auto p = w.lock()) s->expire(p);
+      if (auto p = w.lock()) s->expire(std::move(p), make_error_code(errc::store_busy));
     });
   });
 }

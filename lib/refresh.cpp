@@ -8,6 +8,7 @@
 #include "text.hpp"
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/deferred.hpp>
@@ -68,7 +69,13 @@ asio::awaitable<void> client_impl::run_refresh(std::shared_ptr<client_impl> self
 asio::awaitable<refresh_outcome> client_impl::refresh(bool ahead) {
   refresh_outcome out;
   const auto deadline = clock_type::now() + cfg_.refresh_deadline;
-  auto [lease_ec, lease] = co_await store_->async_acquire(deadline, use_tuple);
+  // Cancellable: a destroyed client must not wait out another holder's refresh.
+  auto [lease_ec, lease] = co_await store_->async_acquire(
+      deadline, asio::bind_cancellation_slot(lease_cancel_.slot(), asio::as_tuple(asio::use_awaitable)));
+  if (lease_ec == asio::error::operation_aborted) {
+    out.ec = lease_ec;
+    co_return out;
+  }
   if (lease_ec) {
     {
       std::lock_guard lk(mu_);

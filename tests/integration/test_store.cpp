@@ -3,6 +3,7 @@
 #include "helpers.hpp"
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include <cstdio>
@@ -300,6 +301,48 @@ BOOST_AUTO_TEST_CASE(a_store_holding_the_only_refresh_token_is_enough) {
   BOOST_TEST(other.stats().requests == 0u);
   cfg.store = nullptr;
   BOOST_CHECK_THROW(na::client(ctx.get_executor(), cfg), na::error_with_diagnostics);
+}
+
+// A client destroyed while its refresh waits for another holder's lease lets go at once: its
+// io_context does not wait out the other holder (up to refresh_deadline, 60 s here).
+BOOST_AUTO_TEST_CASE(a_destroyed_client_stops_waiting_for_the_lease) {
+  for (const bool file : {false, true}) {
+    BOOST_TEST_CONTEXT((file ? "file_store" : "memory_store")) {
+      mock_server server;
+      asio::io_context ctx;
+      temp_dir dir;
+      std::shared_ptr<na::token_store> store;
+      if (file)
+        store = std::make_shared<na::file_store>((dir.path / "tokens.json").string());
+      else
+        store = std::make_shared<na::memory_store>(ctx.get_executor());
+      // The test holds the lease, as another process in the middle of a refresh would.
+      na::refresh_lease held;
+      bool got = false;
+      store->async_acquire(std::chrono::steady_clock::now() + std::chrono::seconds(5),
+                           asio::bind_executor(ctx, [&](boost::system::error_code ec,
+                                                        na::refresh_lease l) {
+                             held = std::move(l);
+                             got = !ec;
+                           }));
+      BOOST_REQUIRE(run_bounded(ctx, 1, std::chrono::seconds(10)));
+      BOOST_REQUIRE(got);
+      auto cfg = config_for(server);
+      cfg.store = store;
+      cfg.refresh_deadline = std::chrono::seconds(60);
+      boost::system::error_code waiter_ec;
+      {
+        na::client c(ctx.get_executor(), cfg);
+        c.async_token([&](boost::system::error_code ec, na::access_token) { waiter_ec = ec; });
+        ctx.restart();
+        ctx.run_for(std::chrono::milliseconds(100));  // the refresh now waits for the lease
+      }
+      ctx.restart();
+      BOOST_REQUIRE(run_bounded(ctx, 1, std::chrono::seconds(10)));  // not 60 s
+      BOOST_TEST(waiter_ec == asio::error::operation_aborted);
+      BOOST_TEST(server.stats().requests == 0u);
+    }
+  }
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -64,6 +64,8 @@ class token_store {
   }
 
   /// Waits until this caller may refresh, at most until `deadline` (errc::store_busy then).
+  /// Cancellation (the handler's slot, any type): a waiting acquire ends with
+  /// operation_aborted.
   template <class CompletionToken>
   auto async_acquire(std::chrono::steady_clock::time_point deadline, CompletionToken&& token) {
     return boost::asio::async_initiate<CompletionToken, acquire_signature>(
