@@ -1,6 +1,4 @@
 // The token cache, the single flight of refreshes, and the fast path.
-#include "client_impl.hpp"
-
 #include <nxsys/auth/client.hpp>
 #include <nxsys/auth/protocol.hpp>
 #include <nxsys/auth/token_store.hpp>
@@ -8,6 +6,7 @@
 #include <nxsys/auth/detail/single_flight.hpp>
 #include <nxsys/auth/detail/token_policy.hpp>
 
+#include "client_impl.hpp"
 #include "text.hpp"
 
 #include <boost/asio/co_spawn.hpp>
@@ -342,12 +341,14 @@ std::string describe_refresh(const refresh_outcome& out, std::uint64_t waiting) 
   char timing[128];
   std::snprintf(timing, sizeof timing, " in %.1f ms (%u request(s)), %llu waiting call(s)", ms,
                 out.attempts, static_cast<unsigned long long>(waiting));
-  if (out.ec) return "access token refresh failed" + std::string(timing) + ": " + describe(out.ec, out.diag);
+  if (out.ec)
+    return "access token refresh failed" + std::string(timing) + ": " + describe(out.ec, out.diag);
   std::string m = out.from_store ? "access token taken from the token store (refreshed elsewhere)"
                                  : "access token refreshed";
   m += timing;
   m += "; lifetime " +
-       std::to_string(std::chrono::duration_cast<std::chrono::seconds>(out.token->lifetime).count()) +
+       std::to_string(
+           std::chrono::duration_cast<std::chrono::seconds>(out.token->lifetime).count()) +
        " s";
   if (!out.from_store) m += out.rotated ? "; refresh token rotated" : "; refresh token kept";
   if (out.store_ec) m += "; NOT SAVED (" + out.store_ec.message() + "), save will be retried";
@@ -365,8 +366,8 @@ void client_impl::finish(refresh_outcome out, bool ahead) {
   access_token token;
   std::string message;  // logged once the lock is released
   std::shared_ptr<const diagnostics> failure_diag;
-  refresh_event event{out.ec, out.took, 0, out.rotated, {}, out.attempts, out.from_store, ahead,
-                      out.store_ec};
+  refresh_event event{out.ec,       out.took,       0,     out.rotated, {},
+                      out.attempts, out.from_store, ahead, out.store_ec};
   {
     std::lock_guard lk(mu_);
     event.waiters = flight_.waiting();
@@ -401,8 +402,8 @@ void client_impl::finish(refresh_outcome out, bool ahead) {
       last_failure_diag_ = failure_diag;
       last_failure_at_ = now();
       if (ahead) {
-        const auto gap = std::max<clock_type::duration>(cfg_.min_retry_spacing,
-                                                        cfg_.retry.initial_backoff);
+        const auto gap =
+            std::max<clock_type::duration>(cfg_.min_retry_spacing, cfg_.retry.initial_backoff);
         ahead_retry_at_.store((last_failure_at_ + gap).time_since_epoch().count(),
                               std::memory_order_relaxed);
         ahead_started_.store(0, std::memory_order_relaxed);

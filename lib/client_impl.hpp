@@ -121,7 +121,8 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
   access_token current_;
   clock_type::time_point current_refresh_at_{};
   clock_type::time_point current_ahead_at_ = clock_type::time_point::max();
-  std::string last_issued_;  // value of the last token published: a store holding it has nothing new
+  std::string
+      last_issued_;  // value of the last token published: a store holding it has nothing new
   std::string refresh_token_;
   std::uint64_t serial_ = 0;
   std::uint64_t invalidations_ = 0;
@@ -140,8 +141,8 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
   };
   std::optional<unsaved> unsaved_;
   bool save_retries_running_ = false;
-  boost::asio::steady_timer backoff_timer_;  // between attempts of a refresh
-  boost::asio::steady_timer save_timer_;     // between retries of a failed save
+  boost::asio::steady_timer backoff_timer_;        // between attempts of a refresh
+  boost::asio::steady_timer save_timer_;           // between retries of a failed save
   boost::asio::cancellation_signal lease_cancel_;  // ends a refresh's wait for the store's lease
 
   token_flight flight_;

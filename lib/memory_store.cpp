@@ -11,7 +11,6 @@
 #include <boost/asio/strand.hpp>
 
 #include <algorithm>
-
 #include <list>
 #include <mutex>
 
@@ -42,9 +41,8 @@ struct memory_store::state : std::enable_shared_from_this<state> {
   };
 
   refresh_lease make_lease() {
-    return refresh_lease(std::shared_ptr<void>(nullptr, [s = shared_from_this()](void*) {
-      s->release();
-    }));
+    return refresh_lease(
+        std::shared_ptr<void>(nullptr, [s = shared_from_this()](void*) { s->release(); }));
   }
 
   // The holder is done: the lease passes to the longest waiter, or the mutex opens.
@@ -100,14 +98,16 @@ void memory_store::do_load(asio::any_completion_handler<load_signature> h) {
 
 void memory_store::do_acquire(std::chrono::steady_clock::time_point deadline,
                               asio::any_completion_handler<acquire_signature> h) {
-  auto slot = asio::get_associated_cancellation_slot(h);  // before h moves to another thread's reach
+  auto slot =
+      asio::get_associated_cancellation_slot(h);  // before h moves to another thread's reach
   std::shared_ptr<state::pending> p;
   {
     std::lock_guard lk(s_->mu);
     if (!s_->held) {
       s_->held = true;
     } else {
-      p = std::make_shared<state::pending>(state::pending{std::move(h), asio::steady_timer(s_->timers)});
+      p = std::make_shared<state::pending>(
+          state::pending{std::move(h), asio::steady_timer(s_->timers)});
       s_->queue.push_back(p);
     }
   }

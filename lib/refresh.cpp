@@ -1,17 +1,16 @@
 // The refresh procedure, run on the client's strand: take the store's lease, read what others
 // stored meanwhile, send the request (retrying transient failures), and save the answer
 // before anyone sees it.
-#include "client_impl.hpp"
-
 #include <nxsys/auth/detail/token_policy.hpp>
 
+#include "client_impl.hpp"
 #include "text.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
 #include <boost/asio/deferred.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include <random>
@@ -71,7 +70,8 @@ asio::awaitable<refresh_outcome> client_impl::refresh(bool ahead) {
   const auto deadline = clock_type::now() + cfg_.refresh_deadline;
   // Cancellable: a destroyed client must not wait out another holder's refresh.
   auto [lease_ec, lease] = co_await store_->async_acquire(
-      deadline, asio::bind_cancellation_slot(lease_cancel_.slot(), asio::as_tuple(asio::use_awaitable)));
+      deadline,
+      asio::bind_cancellation_slot(lease_cancel_.slot(), asio::as_tuple(asio::use_awaitable)));
   if (lease_ec == asio::error::operation_aborted) {
     out.ec = lease_ec;
     co_return out;
@@ -82,8 +82,9 @@ asio::awaitable<refresh_outcome> client_impl::refresh(bool ahead) {
       ++stats_.store_load_failures;
     }
     out.ec = lease_ec;
-    out.diag.client_message = "the token store did not grant the right to refresh before the "
-                              "refresh deadline (another holder kept it)";
+    out.diag.client_message =
+        "the token store did not grant the right to refresh before the "
+        "refresh deadline (another holder kept it)";
     co_return out;
   }
   auto [load_ec, loaded] = co_await store_->async_load(use_tuple);
@@ -113,7 +114,6 @@ asio::awaitable<refresh_outcome> client_impl::refresh(bool ahead) {
 // stored by another holder is good, or (strict durability) a pending save failed again.
 asio::awaitable<bool> client_impl::reconcile(std::optional<stored_tokens> loaded, bool ahead,
                                              std::string& expected, refresh_outcome& out) {
-  // The refresh token the store holds: the key of the compare-and-set that saves our answer.
   // Tokens whose save failed earlier go first: their refresh token is the newest of the chain.
   if (unsaved_) {
     if (loaded && loaded->refresh_token != unsaved_->expected) {
@@ -165,7 +165,6 @@ asio::awaitable<bool> client_impl::reconcile(std::optional<stored_tokens> loaded
 asio::awaitable<void> client_impl::request_with_retries(bool ahead, clock_type::time_point deadline,
                                                         std::string& expected,
                                                         refresh_outcome& out) {
-
   bool reread = false;
   for (;;) {
     std::string rt;
@@ -254,8 +253,8 @@ asio::awaitable<void> client_impl::request_with_retries(bool ahead, clock_type::
     }
     wipe(rt);
     if (!transient(ec) || out.attempts >= cfg_.retry.max_attempts) break;
-    auto delay = full_jitter(backoff_cap(out.attempts, cfg_.retry.initial_backoff,
-                                         cfg_.retry.max_backoff));
+    auto delay =
+        full_jitter(backoff_cap(out.attempts, cfg_.retry.initial_backoff, cfg_.retry.max_backoff));
     if (retry_after && *retry_after > delay)
       delay = std::chrono::duration_cast<std::chrono::milliseconds>(*retry_after);
     if (clock_type::now() + delay >= deadline) {
@@ -286,8 +285,8 @@ asio::awaitable<error_code> client_impl::request_once(const std::string& refresh
   log(log_level::debug, "refreshing the access token");
   http_answer answer;
   auto ec = co_await transport_.post_form(
-      protocol::build_refresh_body(refresh_token, cfg_.client_id, cfg_.client_secret), answer,
-      diag, deadline);
+      protocol::build_refresh_body(refresh_token, cfg_.client_id, cfg_.client_secret), answer, diag,
+      deadline);
   if (!ec) {
     // A server may echo what it was sent, raw or form-encoded: none of it may reach a message.
     std::string rt_encoded = protocol::form_urlencode(refresh_token);
@@ -295,7 +294,8 @@ asio::awaitable<error_code> client_impl::request_once(const std::string& refresh
         answer.status, answer.body, tr, diag,
         {refresh_token, rt_encoded, cfg_.client_secret, secret_encoded_});
     wipe(rt_encoded);
-    if (ec) wait = protocol::parse_retry_after(answer.retry_after, std::chrono::system_clock::now());
+    if (ec)
+      wait = protocol::parse_retry_after(answer.retry_after, std::chrono::system_clock::now());
   }
   wipe(answer.body);
   if (transport_.connections_opened() != connections_before)
@@ -315,9 +315,9 @@ std::optional<new_token> client_impl::adopt_stored(const stored_tokens& stored, 
   }
   if (stored.access_token.empty() || stored.access_token == last_issued_) return std::nullopt;
   const auto left = stored.expires_at - std::chrono::system_clock::now();
-  const clock_type::duration lifetime =
-      stored.lifetime.count() > 0 ? clock_type::duration(stored.lifetime)
-                                  : clock_type::duration(cfg_.default_lifetime);
+  const clock_type::duration lifetime = stored.lifetime.count() > 0
+                                            ? clock_type::duration(stored.lifetime)
+                                            : clock_type::duration(cfg_.default_lifetime);
   const auto expires = t + std::chrono::duration_cast<clock_type::duration>(left);
   new_token n{stored.access_token, stored.token_type.empty() ? "Bearer" : stored.token_type,
               expires - lifetime, lifetime};
@@ -335,11 +335,10 @@ std::optional<new_token> client_impl::adopt_stored(const stored_tokens& stored, 
 
 stored_tokens client_impl::to_stored(const new_token& t, const std::string& refresh_token) const {
   const auto left = t.issued + t.lifetime - now();
-  return stored_tokens{
-      refresh_token, t.value, t.type,
-      std::chrono::system_clock::now() +
-          std::chrono::duration_cast<std::chrono::system_clock::duration>(left),
-      std::chrono::duration_cast<std::chrono::seconds>(t.lifetime)};
+  return stored_tokens{refresh_token, t.value, t.type,
+                       std::chrono::system_clock::now() +
+                           std::chrono::duration_cast<std::chrono::system_clock::duration>(left),
+                       std::chrono::duration_cast<std::chrono::seconds>(t.lifetime)};
 }
 
 // Saves with the store's compare-and-set. On failure the tokens wait in unsaved_ for the next
@@ -355,6 +354,12 @@ asio::awaitable<error_code> client_impl::save(stored_tokens next, std::string ex
       ++stats_.store_save_failures;
       if (sec == errc::store_conflict) ++stats_.store_conflicts;
     }
+  }
+  if (!sec && unsaved_) {
+    // Saved tokens are newer than any pending ones (those were saved first, or superseded).
+    wipe(unsaved_->tokens);
+    wipe(unsaved_->expected);
+    unsaved_.reset();
   }
   if (!sec || sec == errc::store_conflict) {
     if (sec)

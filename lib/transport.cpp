@@ -205,7 +205,8 @@ asio::awaitable<error_code> http_transport::exchange(Stream& s, std::string& bod
   req.keep_alive(true);
   req.prepare_payload();
 
-  lowest_layer().expires_at(std::min(std::chrono::steady_clock::now() + request_timeout_, deadline_));
+  lowest_layer().expires_at(
+      std::min(std::chrono::steady_clock::now() + request_timeout_, deadline_));
   auto [wec, written] = co_await http::async_write(s, req, use_tuple);
   wipe(req.body());
   if (wec) co_return wec;
@@ -225,9 +226,9 @@ asio::awaitable<error_code> http_transport::exchange(Stream& s, std::string& bod
   co_return error_code{};
 }
 
-asio::awaitable<error_code> http_transport::post_form(std::string body, http_answer& out,
-                                                      diagnostics& diag,
-                                                      std::chrono::steady_clock::time_point deadline) {
+asio::awaitable<error_code> http_transport::post_form(
+    std::string body, http_answer& out, diagnostics& diag,
+    std::chrono::steady_clock::time_point deadline) {
   deadline_ = deadline;
   if (closed_) {
     wipe(body);

@@ -39,7 +39,8 @@ class http_transport {
   /// Nothing of the exchange outlives `deadline` (errc::timeout), whatever the timeouts say.
   boost::asio::awaitable<boost::system::error_code> post_form(
       std::string body, http_answer& out, diagnostics& diag,
-      std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max());
+      std::chrono::steady_clock::time_point deadline =
+          std::chrono::steady_clock::time_point::max());
 
   /// Closes the connection and makes a post_form in progress finish with operation_aborted.
   void close();

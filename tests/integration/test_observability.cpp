@@ -139,11 +139,13 @@ BOOST_AUTO_TEST_CASE(retries_and_storage_log_no_secret) {
     asio::io_context ctx;
     cfg.store = std::make_shared<na::file_store>(path);
     na::client c(ctx.get_executor(), cfg);
-    const std::string echo = "you sent " + opts.initial_refresh_token + " and " + opts.client_secret;
-    server.fail_next({503, R"({"error":"temporarily_unavailable","error_description":")" + echo +
-                               R"("})",
-                      "application/json",
-                      {{"Retry-After", "0"}}});
+    const std::string echo =
+        "you sent " + opts.initial_refresh_token + " and " + opts.client_secret;
+    server.fail_next(
+        {503,
+         R"({"error":"temporarily_unavailable","error_description":")" + echo + R"("})",
+         "application/json",
+         {{"Retry-After", "0"}}});
     secrets.emplace_back(get_token(ctx, c).value());
     secrets.push_back(server.current_refresh_token());
     BOOST_TEST(c.stats().retries == 1u);

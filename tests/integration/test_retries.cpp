@@ -61,7 +61,8 @@ BOOST_AUTO_TEST_CASE(definite_answers_are_never_retried) {
       mock_server server;
       asio::io_context ctx;
       na::client c(ctx.get_executor(), retrying(server));
-      server.fail_next({400, std::string(R"({"error":")") + error + R"("})", "application/json", {}});
+      server.fail_next(
+          {400, std::string(R"({"error":")") + error + R"("})", "application/json", {}});
       const auto a = try_token(ctx, c);
       BOOST_TEST(a.ec.message() == std::string(error));
       BOOST_TEST(server.stats().requests == 1u);
@@ -167,7 +168,7 @@ BOOST_AUTO_TEST_CASE(inside_the_window_callers_keep_the_token_while_one_refresh_
         asio::detached);
   ctx.restart();
   BOOST_REQUIRE(run_bounded(ctx, 2));
-  BOOST_TEST(same.load() == 1000);  // nobody waited for the refresh
+  BOOST_TEST(same.load() == 1000);             // nobody waited for the refresh
   BOOST_TEST(server.stats().refreshes == 2u);  // one background refresh for all of them
   const auto s = c.stats();
   BOOST_TEST(s.refreshes_ahead == 1u);
@@ -194,7 +195,7 @@ BOOST_AUTO_TEST_CASE(a_failed_background_refresh_keeps_serving_and_tries_again_l
   BOOST_TEST(c.stats().refreshes_failed == 1u);
   BOOST_TEST(get_token(ctx, c).serial() == first.serial());  // still served, no new attempt
   BOOST_TEST(server.stats().requests == 2u);
-  manual_clock::advance(std::chrono::seconds(2));  // the spacing has passed
+  manual_clock::advance(std::chrono::seconds(2));            // the spacing has passed
   BOOST_TEST(get_token(ctx, c).serial() == first.serial());  // served, and it tries again
   BOOST_TEST(server.stats().refreshes == 2u);
   BOOST_TEST(get_token(ctx, c).serial() == first.serial() + 1);

@@ -17,8 +17,8 @@ namespace {
 
 // 4 clients × 500 coroutines on 4 threads, all asking at once with no token: one request, and
 // every call gets the same token (the other clients take it from the store).
-void one_refresh_for_all_clients(const std::function<std::shared_ptr<na::token_store>(
-                                     asio::io_context&)>& make_store) {
+void one_refresh_for_all_clients(
+    const std::function<std::shared_ptr<na::token_store>(asio::io_context&)>& make_store) {
   mock_server_options opts;
   opts.rotate = true;
   opts.reuse_detection = true;

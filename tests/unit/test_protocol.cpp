@@ -973,8 +973,8 @@ BOOST_AUTO_TEST_CASE(client_error_status_without_oauth_body) {
         // 429 means "later": the client retries it, as it does a 503.
         BOOST_TEST(p.ec == (status == 429 ? make_error_code(errc::temporarily_unavailable)
                                           : make_error_code(errc::unexpected_status)));
-        BOOST_TEST(p.ec.category().name() == std::string_view(status == 429 ? "nxsys.auth.oauth"
-                                                                            : "nxsys.auth.client"));
+        BOOST_TEST(p.ec.category().name() ==
+                   std::string_view(status == 429 ? "nxsys.auth.oauth" : "nxsys.auth.client"));
         BOOST_TEST(p.diag.http_status == static_cast<int>(status));
         BOOST_TEST(!p.diag.client_message.empty());
       }
@@ -991,9 +991,12 @@ BOOST_AUTO_TEST_CASE(retry_after_seconds_and_http_dates) {
   const auto now = std::chrono::system_clock::time_point(seconds(1445412480));
   BOOST_TEST((parse_retry_after("120", now).value_or(seconds(-1)) == seconds(120)));
   BOOST_TEST((parse_retry_after(" 0 ", now).value_or(seconds(-1)) == seconds(0)));
-  BOOST_TEST((parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now).value_or(seconds(-1)) == seconds(30)));
-  BOOST_TEST((parse_retry_after("Wed, 21 Oct 2015 07:27:00 GMT", now).value_or(seconds(-1)) == seconds(0)));  // past
-  BOOST_TEST((parse_retry_after("Thu, 22 Oct 2015 07:28:00 GMT", now).value_or(seconds(-1)) == seconds(86400)));
+  BOOST_TEST((parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now).value_or(seconds(-1)) ==
+              seconds(30)));
+  BOOST_TEST((parse_retry_after("Wed, 21 Oct 2015 07:27:00 GMT", now).value_or(seconds(-1)) ==
+              seconds(0)));  // past
+  BOOST_TEST((parse_retry_after("Thu, 22 Oct 2015 07:28:00 GMT", now).value_or(seconds(-1)) ==
+              seconds(86400)));
   for (std::string_view bad :
        {"", "  ", "-1", "1.5", "12abc", "86401", "99999999999999999999999",
         "Wed, 21 Oct 2015 07:28:30 UTC", "Wed, 32 Oct 2015 07:28:30 GMT",
