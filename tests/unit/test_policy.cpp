@@ -9,7 +9,9 @@
 namespace {
 
 using namespace std::chrono_literals;
+using nxsys::auth::detail::backoff_cap;
 using nxsys::auth::detail::effective_leeway;
+using nxsys::auth::detail::refresh_ahead_point;
 using nxsys::auth::detail::refresh_deadline;
 using duration = std::chrono::steady_clock::duration;
 using time_point = std::chrono::steady_clock::time_point;
@@ -97,6 +99,27 @@ BOOST_AUTO_TEST_CASE(longest_lifetime_does_not_overflow) {
   constexpr auto ten_years = std::chrono::seconds(10LL * 365 * 24 * 3600);
   BOOST_TEST(ns(effective_leeway(ten_years, 30s, 0.25)) == ns(30s));
   BOOST_TEST(ns(refresh_deadline(sent, ten_years, 30s, 0.25) - sent) == ns(ten_years - 30s));
+}
+
+BOOST_AUTO_TEST_CASE(refresh_ahead_window_is_a_fraction_before_the_refresh_point) {
+  // 1 h token, leeway 30 s: refresh point 59:30; 20 % of the lifetime earlier: 47:30.
+  const auto at = refresh_deadline(sent, 1h, 30s, 0.25);
+  BOOST_TEST(ns(refresh_ahead_point(sent, 1h, at, 0.2) - sent) == ns(47min + 30s));
+  // Never before the token was obtained, however large the fraction.
+  BOOST_TEST(ns(refresh_ahead_point(sent, 2s, refresh_deadline(sent, 2s, 30s, 0.25), 0.9) - sent) ==
+             0);
+  // 0 disables it: the window never opens.
+  BOOST_TEST((refresh_ahead_point(sent, 1h, at, 0.0) == time_point::max()));
+}
+
+BOOST_AUTO_TEST_CASE(backoff_doubles_up_to_its_cap) {
+  using std::chrono::milliseconds;
+  BOOST_TEST(backoff_cap(1, milliseconds(100), milliseconds(5000)).count() == 100);
+  BOOST_TEST(backoff_cap(2, milliseconds(100), milliseconds(5000)).count() == 200);
+  BOOST_TEST(backoff_cap(4, milliseconds(100), milliseconds(5000)).count() == 800);
+  BOOST_TEST(backoff_cap(7, milliseconds(100), milliseconds(5000)).count() == 5000);
+  BOOST_TEST(backoff_cap(1000, milliseconds(100), milliseconds(5000)).count() == 5000);
+  BOOST_TEST(backoff_cap(3, milliseconds(0), milliseconds(5000)).count() == 0);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
