@@ -333,7 +333,9 @@ BOOST_AUTO_TEST_CASE(looping_callers_cannot_storm_a_down_server) {
   BOOST_TEST(during.refreshes_started <= 11u);
   BOOST_TEST(during.refreshes_started >= 2u);
   BOOST_TEST(during.retries <= 2 * during.refreshes_started);
-  BOOST_TEST(during.calls_failed_fast > 10 * during.refreshes_started);
+  // Every other call was answered without an attempt of its own: with the failure inside the
+  // spacing, or by joining the refresh in flight (how many of each depends on machine speed).
+  BOOST_TEST(during.calls_failed_fast + during.waiters_coalesced > 10'000u);
   BOOST_TEST(failures.load() > 10'000);
   BOOST_TEST(other_errors.load() == 0);
   // Back up: one attempt, and it succeeded.
