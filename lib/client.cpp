@@ -74,6 +74,7 @@ struct replica {
   access_token token;
   clock_type::time_point refresh_at{};
   clock_type::time_point ahead_at{};
+  clock_type::time_point first_deadline{};  // the earlier of the two
 };
 
 namespace {
@@ -177,8 +178,11 @@ const access_token* client_impl::fresh_token() {
   for (auto& c : tls_replicas)
     if (c.uid == uid_) r = &c;
   if (r == nullptr || r->version != v) r = renew_replica(r);
-  if (r == nullptr || !before(r->refresh_at)) return nullptr;
-  if (!before(r->ahead_at)) maybe_refresh_ahead(v);
+  // One clock read settles the common case: neither the window nor the refresh point is near.
+  if (before(r->first_deadline)) return &r->token;
+  const auto t = now();
+  if (t >= r->refresh_at) return nullptr;
+  if (t >= r->ahead_at) maybe_refresh_ahead(v);
   return &r->token;
 }
 
@@ -314,6 +318,7 @@ replica* client_impl::renew_replica(replica* r) {
     r->token = access_token{};
     r->refresh_at = clock_type::time_point::min();
   }
+  r->first_deadline = std::min(r->refresh_at, r->ahead_at);
   return r;
 }
 
