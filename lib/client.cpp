@@ -59,8 +59,7 @@ clock_type::time_point coarse_now() noexcept {
 // A private copy of a token: same contents, its own reference count.
 access_token replicate(const access_token& t) {
   if (!t) return {};
-  return access_token(std::make_shared<const token_data>(
-      token_data{std::string(t.value()), std::string(t.type()), t.expires_at(), t.serial()}));
+  return access_token(std::make_shared<const token_data>(*t.data()));
 }
 
 }  // namespace
@@ -384,7 +383,8 @@ void client_impl::finish(refresh_outcome out, bool ahead) {
       wipe(last_issued_);
       last_issued_ = t.value;
       token = access_token(std::make_shared<const token_data>(
-          token_data{std::move(t.value), std::move(t.type), t.issued + t.lifetime, ++serial_}));
+          token_data{std::move(t.value), std::move(t.type), t.issued + t.lifetime, ++serial_,
+                     std::move(t.scope), std::move(t.extra)}));
       ++stats_.refreshes_succeeded;
       if (out.rotated) ++stats_.refresh_tokens_rotated;
       if (out.from_store) ++stats_.tokens_from_store;

@@ -40,6 +40,8 @@ struct new_token {
   std::string type;
   clock_type::time_point issued{};  ///< lifetime counts from here (the request's sending)
   clock_type::duration lifetime{};
+  std::string scope;
+  std::shared_ptr<const boost::json::object> extra;
 };
 
 /// What one run of the refresh procedure ends with.

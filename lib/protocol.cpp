@@ -3,10 +3,14 @@
 
 #include "text.hpp"
 
+#include <boost/json/object.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/value.hpp>
 #include <boost/url/parse.hpp>
 
+#include <openssl/evp.h>
+
+#include <algorithm>
 #include <cctype>
 #include <charconv>
 #include <cmath>
@@ -146,13 +150,45 @@ std::string form_urlencode(std::string_view s) {
 
 std::string build_refresh_body(std::string_view refresh_token, std::string_view client_id,
                                std::string_view client_secret) {
-  std::string body = "grantType=refresh_token&refreshToken=";
-  body += form_urlencode(refresh_token);
-  body += "&clientId=";
-  body += form_urlencode(client_id);
-  body += "&clientSecret=";
-  body += form_urlencode(client_secret);
-  return body;
+  return build_refresh_request(dialect::nxsys, client_authentication::request_body, refresh_token,
+                               client_id, client_secret)
+      .body;
+}
+
+std::string basic_authorization(std::string_view client_id, std::string_view client_secret) {
+  std::string plain = form_urlencode(client_id);
+  plain += ':';
+  plain += form_urlencode(client_secret);
+  std::string out(4 * ((plain.size() + 2) / 3) + 1, '\0');
+  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                reinterpret_cast<const unsigned char*>(plain.data()),
+                                static_cast<int>(plain.size()));
+  detail::wipe(plain);
+  out.resize(static_cast<std::size_t>(n));
+  return "Basic " + out;
+}
+
+refresh_request build_refresh_request(dialect d, client_authentication auth,
+                                      std::string_view refresh_token, std::string_view client_id,
+                                      std::string_view client_secret, std::string_view scope) {
+  const bool rfc = d == dialect::rfc6749;
+  refresh_request r;
+  auto add = [&](std::string_view name, std::string_view value) {
+    if (!r.body.empty()) r.body += '&';
+    r.body += name;
+    r.body += '=';
+    r.body += form_urlencode(value);
+  };
+  add(rfc ? "grant_type" : "grantType", "refresh_token");
+  add(rfc ? "refresh_token" : "refreshToken", refresh_token);
+  if (auth == client_authentication::http_basic) {
+    r.authorization = basic_authorization(client_id, client_secret);
+  } else {
+    add(rfc ? "client_id" : "clientId", client_id);
+    add(rfc ? "client_secret" : "clientSecret", client_secret);
+  }
+  if (!scope.empty()) add("scope", scope);
+  return r;
 }
 
 error_code parse_token_url(std::string_view url, bool allow_insecure_http, endpoint& out,
@@ -238,6 +274,14 @@ error_code parse_token_response(unsigned status, std::string_view body, token_re
   if (r.token_type.empty()) r.token_type = "Bearer";
   if (auto ec = string_field(o, "refreshToken", "refresh_token", r.refresh_token, diag)) return ec;
   if (auto ec = string_field(o, "scope", "scope", r.scope, diag)) return ec;
+  static constexpr std::string_view known[] = {"accessToken", "access_token", "tokenType",
+                                               "token_type",  "refreshToken", "refresh_token",
+                                               "expiresIn",   "expires_in",   "scope"};
+  boost::json::object extra;
+  for (const auto& m : o)
+    if (std::find(std::begin(known), std::end(known), m.key()) == std::end(known))
+      extra.emplace(m.key(), m.value());
+  if (!extra.empty()) r.extra = std::make_shared<const boost::json::object>(std::move(extra));
   if (const auto* e = find_field(o, "expiresIn", "expires_in")) {
     if (auto ec = parse_expires_in(*e, r.expires_in, diag)) return ec;
   }

@@ -193,8 +193,12 @@ asio::awaitable<void> client_impl::request_with_retries(bool ahead, clock_type::
       out.ec = {};
       out.diag.clear();
       out.rotated = !tr.refresh_token.empty() && tr.refresh_token != rt;
-      new_token t{std::move(tr.access_token), std::move(tr.token_type), sent,
-                  tr.expires_in.value_or(cfg_.default_lifetime)};
+      new_token t{std::move(tr.access_token),
+                  std::move(tr.token_type),
+                  sent,
+                  tr.expires_in.value_or(cfg_.default_lifetime),
+                  std::move(tr.scope),
+                  std::move(tr.extra)};
       if (out.rotated) {
         // In memory at once: the old refresh token is consumed, this is the only valid one.
         std::lock_guard lk(mu_);
@@ -284,9 +288,10 @@ asio::awaitable<error_code> client_impl::request_once(const std::string& refresh
   const auto connections_before = transport_.connections_opened();
   log(log_level::debug, "refreshing the access token");
   http_answer answer;
-  auto ec = co_await transport_.post_form(
-      protocol::build_refresh_body(refresh_token, cfg_.client_id, cfg_.client_secret), answer, diag,
-      deadline);
+  auto request = protocol::build_refresh_request(cfg_.dialect, cfg_.authentication, refresh_token,
+                                                 cfg_.client_id, cfg_.client_secret, cfg_.scope);
+  auto ec = co_await transport_.post_form(std::move(request.body), answer, diag, deadline,
+                                          std::move(request.authorization));
   if (!ec) {
     // A server may echo what it was sent, raw or form-encoded: none of it may reach a message.
     std::string rt_encoded = protocol::form_urlencode(refresh_token);
@@ -319,8 +324,12 @@ std::optional<new_token> client_impl::adopt_stored(const stored_tokens& stored, 
                                             ? clock_type::duration(stored.lifetime)
                                             : clock_type::duration(cfg_.default_lifetime);
   const auto expires = t + std::chrono::duration_cast<clock_type::duration>(left);
-  new_token n{stored.access_token, stored.token_type.empty() ? "Bearer" : stored.token_type,
-              expires - lifetime, lifetime};
+  new_token n{stored.access_token,
+              stored.token_type.empty() ? "Bearer" : stored.token_type,
+              expires - lifetime,
+              lifetime,
+              {},
+              {}};
   const auto refresh_at =
       refresh_deadline(n.issued, n.lifetime, cfg_.refresh_leeway, cfg_.leeway_max_fraction);
   const auto usable_until =

@@ -77,6 +77,7 @@ http_transport::http_transport(asio::any_io_executor ex, protocol::endpoint ep,
 
 http_transport::~http_transport() {
   drop_connection();
+  wipe(authorization_);
 }
 
 void http_transport::drop_connection() noexcept {
@@ -201,6 +202,7 @@ asio::awaitable<error_code> http_transport::exchange(Stream& s, std::string& bod
   req.set(http::field::user_agent, "nxsys-auth/0.1 " BOOST_BEAST_VERSION_STRING);
   req.set(http::field::content_type, "application/x-www-form-urlencoded");
   req.set(http::field::accept, "application/json");
+  if (!authorization_.empty()) req.set(http::field::authorization, authorization_);
   req.body() = std::move(body);
   req.keep_alive(true);
   req.prepare_payload();
@@ -228,8 +230,10 @@ asio::awaitable<error_code> http_transport::exchange(Stream& s, std::string& bod
 
 asio::awaitable<error_code> http_transport::post_form(
     std::string body, http_answer& out, diagnostics& diag,
-    std::chrono::steady_clock::time_point deadline) {
+    std::chrono::steady_clock::time_point deadline, std::string authorization) {
   deadline_ = deadline;
+  wipe(authorization_);
+  authorization_ = std::move(authorization);
   if (closed_) {
     wipe(body);
     co_return asio::error::operation_aborted;
@@ -245,6 +249,7 @@ asio::awaitable<error_code> http_transport::post_form(
   error_code ec = tls_ ? co_await exchange(*tls_, body, out, keep_alive)
                        : co_await exchange(*tcp_, body, out, keep_alive);
   wipe(body);
+  wipe(authorization_);
   if (ec) {
     drop_connection();
     co_return classify(ec, "request to", diag);

@@ -37,10 +37,11 @@ class http_transport {
   /// wiped from memory once written (it holds credentials). Errors are errc values (connection,
   /// timeout, tls, response_too_large, malformed_response) or operation_aborted after close().
   /// Nothing of the exchange outlives `deadline` (errc::timeout), whatever the timeouts say.
+  /// `authorization`, when not empty, is sent as the Authorization header.
   boost::asio::awaitable<boost::system::error_code> post_form(
       std::string body, http_answer& out, diagnostics& diag,
-      std::chrono::steady_clock::time_point deadline =
-          std::chrono::steady_clock::time_point::max());
+      std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max(),
+      std::string authorization = {});
 
   /// Closes the connection and makes a post_form in progress finish with operation_aborted.
   void close();
@@ -81,6 +82,7 @@ class http_transport {
   std::chrono::steady_clock::time_point last_used_{};
   bool closed_ = false;
   std::chrono::steady_clock::time_point deadline_ = std::chrono::steady_clock::time_point::max();
+  std::string authorization_;  // of the request in progress
   std::atomic<std::uint64_t> connections_opened_{0};
 };
 

@@ -17,6 +17,8 @@
 #include <boost/beast/ssl.hpp>
 #include <boost/json.hpp>
 
+#include <openssl/evp.h>
+
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -116,7 +118,30 @@ std::optional<std::string> form_decode(std::string_view in) {
 
 bool is_known_parameter(std::string_view name) {
   return name == "grantType" || name == "refreshToken" || name == "clientId" ||
-         name == "clientSecret";
+         name == "clientSecret" || name == "grant_type" || name == "refresh_token" ||
+         name == "client_id" || name == "client_secret" || name == "scope";
+}
+
+// "Basic base64(urlencode(id):urlencode(secret))" (RFC 6749 §2.3.1) into id and secret.
+std::optional<std::pair<std::string, std::string>> parse_basic(std::string_view header) {
+  if (header.size() < 6 || !boost::beast::iequals(header.substr(0, 6), "Basic "))
+    return std::nullopt;
+  auto b64 = header.substr(6);
+  if (b64.empty() || b64.size() % 4 != 0) return std::nullopt;
+  std::string plain(b64.size() / 4 * 3, '\0');
+  const int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(plain.data()),
+                                reinterpret_cast<const unsigned char*>(b64.data()),
+                                static_cast<int>(b64.size()));
+  if (n < 0) return std::nullopt;
+  std::size_t len = static_cast<std::size_t>(n);
+  for (std::size_t i = b64.size(); i > 0 && b64[i - 1] == '='; --i) --len;  // padding bytes
+  plain.resize(len);
+  const auto colon = plain.find(':');
+  if (colon == std::string::npos) return std::nullopt;
+  auto id = form_decode(std::string_view(plain).substr(0, colon));
+  auto secret = form_decode(std::string_view(plain).substr(colon + 1));
+  if (!id || !secret) return std::nullopt;
+  return std::pair{std::move(*id), std::move(*secret)};
 }
 
 // Parses a form body into `out`. On failure returns a description that is safe to send back:
@@ -150,7 +175,6 @@ std::string error_json(std::string_view error, std::string_view description) {
   return json::serialize(o);
 }
 
-
 // An answer before it becomes a response, so token decisions stay free of Beast types.
 struct answer {
   http::status status = http::status::ok;
@@ -181,6 +205,8 @@ struct token_ticket {
   bool bad_content_type = false;
   std::optional<std::string> form_error;
   form_fields fields;
+  bool has_authorization = false;                            // an Authorization header was sent
+  std::optional<std::pair<std::string, std::string>> basic;  // its id and secret, if Basic
   std::chrono::milliseconds latency{0};
 };
 
@@ -310,7 +336,7 @@ struct mock_server::impl {
   token_ticket begin_token_request(const http::request<http::string_body>& req);
   answer finish_token_request(const token_ticket& t);
   answer decide_token_request(const token_ticket& t);  // under mutex_
-  answer issue_token();                                // under mutex_
+  answer issue_token(const std::string* scope);        // under mutex_
   void end_token_request();
   void count_request();
   void count_token_error();
@@ -665,14 +691,21 @@ token_ticket mock_server::impl::begin_token_request(const http::request<http::st
   t.bad_content_type =
       !is_form_content_type(std::string_view(content_type.data(), content_type.size()));
   if (!t.bad_content_type) t.form_error = parse_form(req.body(), t.fields);
+  const auto authorization = req[http::field::authorization];
+  t.has_authorization = !authorization.empty();
+  if (t.has_authorization)
+    t.basic = parse_basic(std::string_view(authorization.data(), authorization.size()));
   t.latency = std::chrono::milliseconds(latency_ms_.load());
+  const bool rfc = t.fields.count("grant_type") != 0;
 
   std::lock_guard lock(mutex_);
   ++stats_.requests;
   ++in_flight_;
   stats_.max_in_flight = std::max(stats_.max_in_flight, in_flight_);
   ++token_requests_;
-  if (auto it = t.fields.find("refreshToken"); it != t.fields.end())
+  if (rfc) ++stats_.rfc6749_requests;
+  if (t.has_authorization) ++stats_.basic_auth_requests;
+  if (auto it = t.fields.find(rfc ? "refresh_token" : "refreshToken"); it != t.fields.end())
     presented_.push_back(it->second);
   // Scripted failures are taken in arrival order, so "the next N requests" means what it says
   // even when requests overlap.
@@ -731,25 +764,47 @@ answer mock_server::impl::decide_token_request(const token_ticket& t) {
     return oauth_error(http::status::bad_request, "invalid_request",
                        "missing parameter: " + std::string(name));
   };
+  // RFC 6749 names when the request uses them, the seed's camelCase otherwise.
+  const bool rfc = t.fields.count("grant_type") != 0;
+  const std::string_view grant_type = rfc ? "grant_type" : "grantType";
+  const std::string_view refresh_name = rfc ? "refresh_token" : "refreshToken";
+  const std::string_view id_name = rfc ? "client_id" : "clientId";
+  const std::string_view secret_name = rfc ? "client_secret" : "clientSecret";
   // The grant type first: which other parameters are required depends on it.
-  if (!field("grantType")) return missing("grantType");
-  if (*field("grantType") != "refresh_token")
+  if (!field(grant_type)) return missing(grant_type);
+  if (*field(grant_type) != "refresh_token")
     return oauth_error(http::status::bad_request, "unsupported_grant_type",
-                       "grantType must be refresh_token");
-  for (std::string_view name : {"refreshToken", "clientId", "clientSecret"}) {
-    if (!field(name)) return missing(name);
+                       std::string(grant_type) + " must be refresh_token");
+  if (!field(refresh_name)) return missing(refresh_name);
+  // Client authentication: HTTP Basic or the body, never both (RFC 6749 §2.3).
+  const std::string* id = nullptr;
+  const std::string* secret = nullptr;
+  if (t.has_authorization) {
+    if (!t.basic)
+      return oauth_error(http::status::bad_request, "invalid_request",
+                         "malformed Basic credentials");
+    if (field(id_name) || field(secret_name))
+      return oauth_error(http::status::bad_request, "invalid_request",
+                         "more than one client authentication method");
+    id = &t.basic->first;
+    secret = &t.basic->second;
+  } else {
+    for (std::string_view name : {id_name, secret_name})
+      if (!field(name)) return missing(name);
+    id = field(id_name);
+    secret = field(secret_name);
   }
-  if (*field("clientId") != opts_.client_id || *field("clientSecret") != opts_.client_secret) {
+  if (*id != opts_.client_id || *secret != opts_.client_secret) {
     answer a =
         oauth_error(http::status::unauthorized, "invalid_client", "client authentication failed");
     a.headers.emplace_back("WWW-Authenticate", "Basic realm=\"nxsys\"");
     return a;
   }
 
-  const std::string& refresh = *field("refreshToken");
+  const std::string& refresh = *field(refresh_name);
   if (chain_revoked_)
     return oauth_error(http::status::bad_request, "invalid_grant", "the refresh token was revoked");
-  if (refresh == current_refresh_) return issue_token();
+  if (refresh == current_refresh_) return issue_token(field("scope"));
   if (opts_.reuse_detection && retired_refresh_.count(refresh) != 0) {
     // A rotated-away token came back: someone holds a copy, so the whole chain is burnt.
     ++stats_.reuse_detected;
@@ -761,7 +816,7 @@ answer mock_server::impl::decide_token_request(const token_ticket& t) {
                      "the refresh token is invalid, expired or revoked");
 }
 
-answer mock_server::impl::issue_token() {
+answer mock_server::impl::issue_token(const std::string* scope) {
   const bool camel = opts_.names == field_names::camel;
 
   static constexpr char hex[] = "0123456789abcdef";
@@ -774,6 +829,8 @@ answer mock_server::impl::issue_token() {
   last_access_ = "at-" + std::to_string(++access_counter_) + "-" + random;
 
   json::object o;
+  if (!opts_.extra_answer_fields.empty()) o = json::parse(opts_.extra_answer_fields).as_object();
+  if (scope != nullptr) o["scope"] = *scope;
   o[camel ? "accessToken" : "access_token"] = last_access_;
   o[camel ? "tokenType" : "token_type"] = "Bearer";
   if (opts_.send_expires_in) {
@@ -892,6 +949,8 @@ std::string to_json(const mock_server_stats& s) {
   o["max_in_flight"] = s.max_in_flight;
   o["connections"] = s.connections;
   o["reuse_detected"] = s.reuse_detected;
+  o["rfc6749_requests"] = s.rfc6749_requests;
+  o["basic_auth_requests"] = s.basic_auth_requests;
   return boost::json::serialize(o);
 }
 

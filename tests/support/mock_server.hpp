@@ -39,18 +39,22 @@ struct mock_server_options {
   bool rotate = false;                   ///< issue a new refresh token on every refresh
   bool reuse_detection = false;          ///< a rotated (old) refresh token revokes the chain
   field_names names = field_names::camel;
+  /// A JSON object whose members are added to every token answer (extra fields).
+  std::string extra_answer_fields;
   int fail_every = 0;    ///< every Nth token request fails with 503
   unsigned threads = 1;  ///< io_context threads of the server
 };
 
 /// Counters, readable while the server runs.
 struct mock_server_stats {
-  std::uint64_t requests = 0;        ///< HTTP requests of any kind
-  std::uint64_t refreshes = 0;       ///< token requests answered with a token
-  std::uint64_t errors = 0;          ///< token requests answered with an error
-  std::uint64_t max_in_flight = 0;   ///< most token requests being handled at once
-  std::uint64_t connections = 0;     ///< TCP connections accepted
-  std::uint64_t reuse_detected = 0;  ///< rotated refresh tokens presented again
+  std::uint64_t requests = 0;             ///< HTTP requests of any kind
+  std::uint64_t refreshes = 0;            ///< token requests answered with a token
+  std::uint64_t errors = 0;               ///< token requests answered with an error
+  std::uint64_t max_in_flight = 0;        ///< most token requests being handled at once
+  std::uint64_t connections = 0;          ///< TCP connections accepted
+  std::uint64_t reuse_detected = 0;       ///< rotated refresh tokens presented again
+  std::uint64_t rfc6749_requests = 0;     ///< token requests with RFC 6749 parameter names
+  std::uint64_t basic_auth_requests = 0;  ///< token requests with an Authorization header
 };
 
 /// Runs on its own threads, bound to 127.0.0.1; stops in the destructor.

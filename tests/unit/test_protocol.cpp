@@ -3,6 +3,7 @@
 #include <nxsys/auth/error.hpp>
 #include <nxsys/auth/protocol.hpp>
 
+#include <boost/json/object.hpp>
 #include <boost/test/unit_test.hpp>
 
 #include <cstddef>
@@ -259,6 +260,43 @@ BOOST_AUTO_TEST_CASE(refresh_body_exact) {
   BOOST_TEST(proto::build_refresh_body("caf\xC3\xA9", "\xE6\x97\xA5\xE6\x9C\xAC", "x") ==
              "grantType=refresh_token&refreshToken=caf%C3%A9&clientId=%E6%97%A5%E6%9C%AC"
              "&clientSecret=x");
+}
+
+BOOST_AUTO_TEST_CASE(dialects_and_client_authentication) {
+  using nxsys::auth::client_authentication;
+  using nxsys::auth::dialect;
+  auto r = proto::build_refresh_request(dialect::rfc6749, client_authentication::request_body,
+                                        "r&t", "id", "s+c", "read write");
+  BOOST_TEST(r.body ==
+             "grant_type=refresh_token&refresh_token=r%26t&client_id=id&client_secret=s%2Bc"
+             "&scope=read+write");
+  BOOST_TEST(r.authorization.empty());
+  // The seed's dialect is build_refresh_body's, plus an optional scope.
+  r = proto::build_refresh_request(dialect::nxsys, client_authentication::request_body, "r", "i",
+                                   "s");
+  BOOST_TEST(r.body == proto::build_refresh_body("r", "i", "s"));
+  // client_secret_basic: no credentials in the body; id and secret form-encoded, then base64.
+  r = proto::build_refresh_request(dialect::rfc6749, client_authentication::http_basic, "r",
+                                   "client:1", "p@ss word+");
+  BOOST_TEST(r.body == "grant_type=refresh_token&refresh_token=r");
+  BOOST_TEST(r.authorization == "Basic Y2xpZW50JTNBMTpwJTQwc3Mrd29yZCUyQg==");
+  r = proto::build_refresh_request(dialect::nxsys, client_authentication::http_basic, "r", "i",
+                                   "s");
+  BOOST_TEST(r.body == "grantType=refresh_token&refreshToken=r");
+  // RFC 6749 §2.3.1's own example.
+  BOOST_TEST(proto::basic_authorization("s6BhdRkqt3", "7Fjfp0ZBr1KtDRbnfVdmIw") ==
+             "Basic czZCaGRSa3F0Mzo3RmpmcDBaQnIxS3REUmJuZlZkbUl3");
+}
+
+BOOST_AUTO_TEST_CASE(scope_and_extra_fields_are_kept) {
+  auto p = parse(200, R"({"access_token":"a","scope":"read","id_token":"x.y.z","n":{"k":1}})");
+  BOOST_REQUIRE(!p.ec);
+  BOOST_TEST(p.response.scope == "read");
+  BOOST_REQUIRE(p.response.extra != nullptr);
+  BOOST_TEST(p.response.extra->size() == 2u);
+  BOOST_TEST(p.response.extra->at("id_token").as_string() == "x.y.z");
+  BOOST_TEST(p.response.extra->at("n").at("k").as_int64() == 1);
+  BOOST_TEST(parse(200, R"({"access_token":"a"})").response.extra == nullptr);
 }
 
 // Whatever the values, a server splitting on '&' and '=' must see exactly the seed's four

@@ -8,6 +8,10 @@
 #include <string>
 #include <string_view>
 
+namespace boost::json {
+class object;
+}
+
 namespace nxsys::auth {
 
 namespace detail {
@@ -16,6 +20,8 @@ struct token_data {
   std::string type;
   std::chrono::steady_clock::time_point expires_at;
   std::uint64_t serial = 0;  ///< which refresh produced it (1, 2, ...): equal serials, same token
+  std::string scope;
+  std::shared_ptr<const boost::json::object> extra;
 };
 }  // namespace detail
 
@@ -37,7 +43,15 @@ class access_token {
   /// same serial from the same client are the same token.
   std::uint64_t serial() const noexcept { return d_ ? d_->serial : 0; }
 
+  /// The answer's `scope` ("" when it named none: then it is the scope requested).
+  std::string_view scope() const noexcept { return d_ ? std::string_view(d_->scope) : ""; }
+  /// The answer's other members (id_token, custom fields) as sent, or nullptr when none.
+  /// Include <boost/json/object.hpp> to read it.
+  const boost::json::object* extra() const noexcept { return d_ ? d_->extra.get() : nullptr; }
+
   bool empty() const noexcept { return !d_; }
+  /// The shared snapshot itself (for the library's own copies).
+  const std::shared_ptr<const detail::token_data>& data() const noexcept { return d_; }
   explicit operator bool() const noexcept { return d_ != nullptr; }
 
  private:

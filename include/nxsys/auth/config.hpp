@@ -25,6 +25,18 @@ struct tls_options {
 
 enum class log_level { debug, info, warning, error };
 
+/// How the refresh request's parameters are named.
+enum class dialect {
+  nxsys,    ///< the Nxsys seed: grantType, refreshToken, clientId, clientSecret (camelCase)
+  rfc6749,  ///< RFC 6749 §6: grant_type, refresh_token, client_id, client_secret, scope
+};
+
+/// How the client authenticates to the token endpoint (RFC 6749 §2.3.1).
+enum class client_authentication {
+  request_body,  ///< client_secret_post: id and secret in the form body
+  http_basic,    ///< client_secret_basic: Authorization: Basic, id and secret form-encoded first
+};
+
 /// Receives the client's log messages. Messages never hold a secret: no credential, no token,
 /// and the server's words only after every credential the client sent was cut out. May be
 /// called concurrently from the threads running the client's executor, never under the
@@ -56,6 +68,12 @@ struct client_config {
   std::string client_secret;
   /// The refresh token to start with. Rotated refresh tokens replace it in the client.
   std::string refresh_token;
+  /// Parameter names of the request (the seed's camelCase by default) and where the client's
+  /// credentials go. With http_basic the body carries no client_id or client_secret.
+  nxsys::auth::dialect dialect = nxsys::auth::dialect::nxsys;
+  client_authentication authentication = client_authentication::request_body;
+  /// Sent as `scope` when not empty (RFC 6749 §6: at most the scope originally granted).
+  std::string scope;
 
   /// A token with less than this left is refreshed. Capped at leeway_max_fraction of the
   /// token's lifetime so that a short-lived token (say 2 s) is not refreshed on every call.

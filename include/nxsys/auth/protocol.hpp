@@ -3,13 +3,19 @@
 #ifndef NXSYS_AUTH_PROTOCOL_HPP
 #define NXSYS_AUTH_PROTOCOL_HPP
 
+#include <nxsys/auth/config.hpp>
 #include <nxsys/auth/error.hpp>
 
 #include <chrono>
 #include <initializer_list>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
+
+namespace boost::json {
+class object;
+}
 
 namespace nxsys::auth::protocol {
 
@@ -21,6 +27,21 @@ std::string form_urlencode(std::string_view s);
 /// grantType=refresh_token&refreshToken=...&clientId=...&clientSecret=...
 std::string build_refresh_body(std::string_view refresh_token, std::string_view client_id,
                                std::string_view client_secret);
+
+/// A refresh request: its form body and, for client_secret_basic, its Authorization header.
+struct refresh_request {
+  std::string body;
+  std::string authorization;  ///< "Basic ..." or empty (credentials in the body)
+};
+
+/// The refresh request in `d`'s parameter names, the client authenticated as `auth` says.
+/// `scope` is sent when not empty.
+refresh_request build_refresh_request(dialect d, client_authentication auth,
+                                      std::string_view refresh_token, std::string_view client_id,
+                                      std::string_view client_secret, std::string_view scope = {});
+
+/// RFC 6749 §2.3.1 client_secret_basic: "Basic " + base64(urlencode(id) ":" urlencode(secret)).
+std::string basic_authorization(std::string_view client_id, std::string_view client_secret);
 
 /// Where the token endpoint is, from client_config::token_url.
 struct endpoint {
@@ -44,6 +65,8 @@ struct token_response {
   std::string refresh_token;  ///< empty when the server did not rotate
   std::string scope;
   std::optional<std::chrono::seconds> expires_in;  ///< none when the answer has no expiry
+  /// The answer's other members (id_token, custom fields), as sent; null when there are none.
+  std::shared_ptr<const boost::json::object> extra;
 };
 
 /// Longest lifetime taken from an answer; larger values are clamped so time arithmetic cannot
