@@ -83,8 +83,10 @@ asio::awaitable<refresh_outcome> client_impl::refresh(bool ahead) {
     }
     out.ec = lease_ec;
     out.diag.client_message =
-        "the token store did not grant the right to refresh before the "
-        "refresh deadline (another holder kept it)";
+        lease_ec == errc::store_busy
+            ? "the token store did not grant the right to refresh before the refresh deadline "
+              "(another holder kept it)"
+            : "the token store's lock could not be taken: " + lease_ec.message();
     co_return out;
   }
   auto [load_ec, loaded] = co_await store_->async_load(use_tuple);

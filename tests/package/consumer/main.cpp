@@ -1,0 +1,91 @@
+// A program using nxsys-auth the way an application does, built by tests/package/run.sh against
+// the installed package (consumer/) and through add_subdirectory (subdir-consumer/). It builds
+// the token URL, constructs a client and gets one token from a canned answer served on
+// 127.0.0.1 by this process itself: headers, library and its dependencies link and work.
+#include <nxsys/auth.hpp>
+
+#include <boost/asio.hpp>
+
+#include <charconv>
+#include <exception>
+#include <iostream>
+#include <string>
+#include <string_view>
+
+namespace asio = boost::asio;
+namespace auth = nxsys::auth;
+using asio::ip::tcp;
+
+namespace {
+
+// Answers one token request with a fixed JSON body, then closes the connection.
+asio::awaitable<void> serve_one(tcp::acceptor& acceptor) {
+  tcp::socket s = co_await acceptor.async_accept(asio::use_awaitable);
+  std::string in;
+  const std::size_t header_end =
+      co_await asio::async_read_until(s, asio::dynamic_buffer(in), "\r\n\r\n", asio::use_awaitable);
+  std::size_t body_length = 0;
+  std::string headers = in.substr(0, header_end);
+  for (char& c : headers) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (auto at = headers.find("content-length:"); at != std::string::npos) {
+    at += std::string_view("content-length:").size();
+    while (at < headers.size() && headers[at] == ' ') ++at;
+    std::from_chars(headers.data() + at, headers.data() + headers.size(), body_length);
+  }
+  if (in.size() < header_end + body_length) {
+    co_await asio::async_read(s, asio::dynamic_buffer(in),
+                              asio::transfer_exactly(header_end + body_length - in.size()),
+                              asio::use_awaitable);
+  }
+  const std::string body =
+      R"({"accessToken":"consumer-access-token","tokenType":"Bearer","expiresIn":3600})";
+  const std::string answer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             "Connection: close\r\nContent-Length: " +
+                             std::to_string(body.size()) + "\r\n\r\n" + body;
+  co_await asio::async_write(s, asio::buffer(answer), asio::use_awaitable);
+  boost::system::error_code ignored;
+  s.shutdown(tcp::socket::shutdown_send, ignored);
+}
+
+}  // namespace
+
+int main() {
+  try {
+    asio::io_context ctx;
+    tcp::acceptor acceptor(ctx, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+    const std::string base = "http://127.0.0.1:" + std::to_string(acceptor.local_endpoint().port());
+
+    auth::client_config cfg;
+    cfg.token_url = auth::make_token_url(base);
+    if (cfg.token_url != base + "/nxsys/oauth/token") {
+      std::cerr << "unexpected token URL " << cfg.token_url << "\n";
+      return 1;
+    }
+    cfg.client_id = "consumer";
+    cfg.client_secret = "consumer-secret";
+    cfg.refresh_token = "consumer-refresh-token";
+    cfg.retry.max_attempts = 1;
+    cfg.refresh_deadline = std::chrono::seconds(20);
+    auth::client client(ctx.get_executor(), cfg);
+
+    asio::co_spawn(ctx, serve_one(acceptor), asio::detached);
+    boost::system::error_code result = asio::error::would_block;
+    auth::access_token token;
+    client.async_token([&](boost::system::error_code ec, auth::access_token t) {
+      result = ec;
+      token = std::move(t);
+    });
+    ctx.run_for(std::chrono::seconds(30));
+
+    if (result || token.value() != "consumer-access-token" || token.type() != "Bearer") {
+      std::cerr << "token request failed: " << result.message() << "\n";
+      return 1;
+    }
+    std::cout << "nxsys-auth consumer: " << cfg.token_url << " answered a " << token.type()
+              << " token (" << client.stats().refreshes_succeeded << " refresh)\n";
+    return 0;
+  } catch (const std::exception& e) {
+    std::cerr << "nxsys-auth consumer: " << e.what() << "\n";
+    return 1;
+  }
+}

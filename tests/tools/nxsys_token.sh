@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# nxsys-token against nxsys-mock-server on 127.0.0.1: configuration from the environment and
+# flags, --json, --store (no request for a stored token, rotation persisted, mode 0600), the
+# exit codes, and that no secret ever reaches stdout or stderr.
+# Usage: nxsys_token.sh PATH/TO/nxsys-mock-server PATH/TO/nxsys-token
+set -euo pipefail
+server_bin=$1
+token_bin=$2
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -INT "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+mkdir "$tmp/runs"
+
+fail() { echo "FAIL: $*"; exit 1; }
+
+# start_server NAME ARGS...: starts nxsys-mock-server, sets $base to its http://127.0.0.1:PORT.
+start_server() {
+  local name=$1; shift
+  "$server_bin" --port 0 "$@" >"$tmp/$name.server" &
+  pids+=($!)
+  for _ in $(seq 1 100); do
+    grep -qs '^listening on' "$tmp/$name.server" && break
+    sleep 0.1
+  done
+  base="http://$(sed -n 's/^listening on //p' "$tmp/$name.server")"
+  [ "$base" != "http://" ] || fail "server $name did not start"
+}
+
+# refreshes URL: the server's count of successful refreshes (GET /stats).
+refreshes() {
+  curl -sS --max-time 5 "$1/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["refreshes"])'
+}
+
+# run NAME COMMAND...: runs it (bounded), keeps stdout/stderr in runs/NAME.{out,err}, sets $rc.
+run() {
+  local name=$1; shift
+  rc=0
+  timeout 20 "$@" >"$tmp/runs/$name.out" 2>"$tmp/runs/$name.err" || rc=$?
+}
+show() { echo "--- $1: exit $rc"; echo "stdout:"; cat "$tmp/runs/$1.out"; echo "stderr:"; cat "$tmp/runs/$1.err"; }
+# expect NAME CODE: the last run of NAME exited with CODE.
+expect() {
+  show "$1"
+  [ "$rc" -eq "$2" ] || fail "$1: exit $rc, expected $2"
+}
+# expect_token NAME: stdout is exactly one line holding a token of the mock server's format.
+expect_token() {
+  expect "$1" 0
+  [ "$(wc -l <"$tmp/runs/$1.out")" -eq 1 ] || fail "$1: stdout is not one line"
+  grep -Eqx 'at-[0-9]+-[0-9a-f]{16}' "$tmp/runs/$1.out" || fail "$1: no token on stdout"
+  ! grep -qF "$(cat "$tmp/runs/$1.out")" "$tmp/runs/$1.err" || fail "$1: the token is on stderr"
+}
+stderr_has() { grep -qF -- "$2" "$tmp/runs/$1.err" || fail "$1: stderr lacks '$2'"; }
+
+secret="cs-$RANDOM-$$-client-secret"
+rt0="rt-$RANDOM-$$-initial-refresh-token"
+export NXSYS_CLIENT_ID=cli-test NXSYS_CLIENT_SECRET=$secret NXSYS_REFRESH_TOKEN=$rt0
+
+run help "$token_bin" --help
+expect help 0
+grep -q 'Exit status' "$tmp/runs/help.out" || fail "--help lacks the exit codes"
+run version "$token_bin" --version
+expect version 0
+
+# --- a server that does not rotate ---
+start_server plain --client-id cli-test --client-secret "$secret" --refresh-token "$rt0"
+plain=$base
+export NXSYS_BASE_API_URL=$plain
+
+run env_config "$token_bin"
+expect_token env_config
+
+run json "$token_bin" --json
+expect json 0
+python3 -c '
+import json, re, sys
+d = json.load(open(sys.argv[1]))
+assert set(d) == {"access_token", "token_type", "expires_in", "from_store"}, d
+assert re.fullmatch(r"at-[0-9]+-[0-9a-f]{16}", d["access_token"]), d
+assert d["token_type"] == "Bearer", d
+assert isinstance(d["expires_in"], int) and 3500 < d["expires_in"] <= 3600, d
+assert d["from_store"] is False, d
+' "$tmp/runs/json.out" || fail "json: unexpected output"
+
+# Flags override the environment (a wrong URL and secret in it); secrets from files.
+printf '%s\n' "$secret" >"$tmp/secret.txt"
+printf '%s\n' "$rt0" >"$tmp/refresh.txt"
+run flags env NXSYS_BASE_API_URL=http://127.0.0.1:1 NXSYS_CLIENT_SECRET=wrong-from-env \
+  NXSYS_REFRESH_TOKEN=wrong-rt-from-env "$token_bin" --token-url "$plain/nxsys/oauth/token" \
+  --client-secret-file "$tmp/secret.txt" --refresh-token-file "$tmp/refresh.txt"
+expect_token flags
+
+# Wrong client secret: authorization needed (3), with the server's words.
+run wrong_secret env NXSYS_CLIENT_SECRET=wrong-secret "$token_bin"
+expect wrong_secret 3
+stderr_has wrong_secret "nxsys-token: invalid_client (HTTP 401)"
+stderr_has wrong_secret "client authentication failed"
+[ "$(wc -l <"$tmp/runs/wrong_secret.err")" -eq 1 ] || fail "wrong_secret: not one line on stderr"
+[ ! -s "$tmp/runs/wrong_secret.out" ] || fail "wrong_secret: output on stdout"
+
+run bad_grant env NXSYS_REFRESH_TOKEN=not-a-valid-refresh-token "$token_bin"
+expect bad_grant 3
+stderr_has bad_grant "invalid_grant (HTTP 400)"
+
+# Nothing listens on a port that was free a moment ago: network failure (4).
+free_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+run unreachable "$token_bin" --base-url "http://127.0.0.1:$free_port" --timeout 10
+expect unreachable 4
+stderr_has unreachable "connection failure"
+
+# Configuration errors (2): a missing variable, a secret on argv, plain http off loopback.
+run missing env -u NXSYS_CLIENT_SECRET "$token_bin"
+expect missing 2
+stderr_has missing "NXSYS_CLIENT_SECRET"
+run missing_rt env -u NXSYS_REFRESH_TOKEN "$token_bin"
+expect missing_rt 2
+stderr_has missing_rt "NXSYS_REFRESH_TOKEN"
+run argv_secret "$token_bin" --client-secret=argv-secret-value
+expect argv_secret 2
+! grep -q argv-secret-value "$tmp/runs/argv_secret.err" || fail "argv_secret: value echoed"
+run bad_flag "$token_bin" --no-such-flag
+expect bad_flag 2
+run insecure "$token_bin" --base-url http://nxsys.example
+expect insecure 2
+stderr_has insecure "invalid configuration: plain http://"
+
+# A corrupt store file: token store failure (5).
+echo 'not json {' >"$tmp/corrupt.json"
+run corrupt "$token_bin" --store "$tmp/corrupt.json"
+expect corrupt 5
+stderr_has corrupt "token store corrupt"
+
+# --- a rotating server, with --store ---
+start_server rotating --rotate --client-id cli-test --client-secret "$secret" --refresh-token "$rt0"
+rot=$base
+export NXSYS_BASE_API_URL=$rot
+store=$tmp/store.json
+stored_rt() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["refreshToken"])' "$store"; }
+
+run store1 "$token_bin" --store "$store"
+expect_token store1
+[ "$(refreshes "$rot")" -eq 1 ] || fail "store1: expected 1 refresh"
+[ "$(stat -c %a "$store")" = 600 ] || fail "store file mode is $(stat -c %a "$store"), not 600"
+rt1=$(stored_rt)
+[ -n "$rt1" ] && [ "$rt1" != "$rt0" ] || fail "store1: the rotated refresh token was not stored"
+
+# A valid stored token: printed without a request (no refresh token needed any more).
+run store2 env -u NXSYS_REFRESH_TOKEN "$token_bin" --store "$store" --json
+expect store2 0
+python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["access_token"] == open(sys.argv[2]).read().strip(), d
+assert d["from_store"] is True, d
+assert 3500 < d["expires_in"] <= 3600, d
+' "$tmp/runs/store2.out" "$tmp/runs/store1.out" || fail "store2: not the stored token"
+[ "$(refreshes "$rot")" -eq 1 ] || fail "store2: a request was sent for a stored token"
+
+# The stored access token expires: the next run refreshes with the stored (rotated) refresh
+# token, although the environment still names the consumed initial one.
+python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1])); d["expiresAtMs"] = 0
+json.dump(d, open(sys.argv[1], "w"))
+' "$store"
+run store3 "$token_bin" --store "$store"
+expect_token store3
+[ "$(cat "$tmp/runs/store3.out")" != "$(cat "$tmp/runs/store1.out")" ] || fail "store3: old token"
+[ "$(refreshes "$rot")" -eq 2 ] || fail "store3: expected 2 refreshes"
+rt2=$(stored_rt)
+[ "$rt2" != "$rt1" ] || fail "store3: the second rotation was not stored"
+[ "$(stat -c %a "$store")" = 600 ] || fail "store file mode is not 600 after rotation"
+
+# Without --store a rotation is announced (the new refresh token would be lost), never shown.
+run no_store env NXSYS_REFRESH_TOKEN="$rt2" "$token_bin"
+expect_token no_store
+stderr_has no_store "warning: the server rotated the refresh token"
+
+# No secret in any output: client secret, refresh tokens (given, stored, or rotated).
+all_out=$(cat "$tmp"/runs/*.out "$tmp"/runs/*.err)
+for s in "$secret" "$rt0" "$rt1" "$rt2"; do
+  ! grep -qF -- "$s" <<<"$all_out" || fail "a secret appeared in the output"
+done
+! grep -qE 'refresh-[0-9]' <<<"$all_out" || fail "a rotated refresh token appeared in the output"
+echo "nxsys-token: OK"
