@@ -243,12 +243,15 @@ bool client_impl::answer_without_refresh(error_code& ec, flight_result& r) {
   return false;
 }
 
-void client_impl::invalidate() {
+bool client_impl::invalidate(const access_token* rejected) {
   std::lock_guard lk(mu_);
-  if (!current_) return;
+  if (!current_) return false;
+  // Serials are per client and never reused: equal serial, same token.
+  if (rejected != nullptr && rejected->serial() != current_.serial()) return false;
   current_ = access_token{};
   version_.fetch_add(1, std::memory_order_release);
   ++invalidations_;
+  return true;
 }
 
 void client_impl::shutdown() {
@@ -511,8 +514,12 @@ boost::asio::awaitable<access_token> client::token() {
   co_return std::move(out.result.token);
 }
 
+bool client::invalidate(const access_token& rejected) {
+  return impl_->invalidate(&rejected);
+}
+
 void client::invalidate() {
-  impl_->invalidate();
+  impl_->invalidate(nullptr);
 }
 
 client_stats client::stats() const {

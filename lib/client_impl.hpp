@@ -69,7 +69,7 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
   const access_token* fresh_token();
   /// The slow path of every caller whose thread cache had no fresh token.
   void wait(std::unique_ptr<token_flight::waiter> w);
-  void invalidate();
+  bool invalidate(const access_token* rejected);  // nullptr: whatever is current
   void shutdown();
   client_stats stats() const;
 

@@ -115,3 +115,36 @@ BOOST_AUTO_TEST_CASE(refresh_ahead_starts_once_under_contention) {
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+BOOST_AUTO_TEST_SUITE(compare_and_invalidate)
+
+// 1,000 callers on 4 threads all get a 401 for the same token: one refresh. A 401 for a token
+// already replaced changes nothing.
+BOOST_AUTO_TEST_CASE(many_401s_for_one_token_cause_one_refresh) {
+  mock_server_options opts;
+  opts.latency = std::chrono::milliseconds(20);
+  mock_server server(opts);
+  asio::io_context ctx(4);
+  na::client c(ctx.get_executor(), config_for(server, opts));
+  const auto first = get_token(ctx, c);
+  std::atomic<int> invalidated{0}, renewed{0};
+  for (int i = 0; i < 1000; ++i)
+    asio::co_spawn(
+        ctx,
+        [&]() -> asio::awaitable<void> {
+          if (c.invalidate(first)) ++invalidated;  // the API said 401 to a request with `first`
+          if ((co_await c.token()).serial() != first.serial()) ++renewed;
+        },
+        asio::detached);
+  ctx.restart();
+  BOOST_REQUIRE(run_bounded(ctx, 4));
+  BOOST_TEST(invalidated.load() == 1);
+  BOOST_TEST(renewed.load() == 1000);
+  BOOST_TEST(server.stats().refreshes == 2u);
+  BOOST_TEST(!c.invalidate(first));  // long replaced
+  BOOST_TEST(get_token(ctx, c).serial() == first.serial() + 1);
+  BOOST_TEST(server.stats().refreshes == 2u);
+  BOOST_TEST(c.stats().invalidations == 1u);
+}
+
+BOOST_AUTO_TEST_SUITE_END()

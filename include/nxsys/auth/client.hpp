@@ -156,6 +156,12 @@ class client {
   /// refresh already in flight is not repeated: its result is newer than the dropped token.
   void invalidate();
 
+  /// Compare-and-invalidate, for a 401 answered to a request that carried `rejected`: drops
+  /// the cached token only if it is still `rejected`. Returns whether it did. So 1,000
+  /// concurrent 401s for one token cause one refresh, and a 401 for a token already replaced
+  /// causes none (the caller just retries with token()).
+  bool invalidate(const access_token& rejected);
+
   client_stats stats() const;
 
  private:
