@@ -5,6 +5,8 @@
 // Input: 1 byte of flags, then NUL-separated: URL, refresh token, client id, client secret.
 #include <nxsys/auth/protocol.hpp>
 
+#include <openssl/evp.h>
+
 #include <cctype>
 #include <cstddef>
 #include <cstdint>
@@ -94,5 +96,29 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   check(fields[1] == std::make_pair(std::string("refreshToken"), parts[1]));
   check(fields[2] == std::make_pair(std::string("clientId"), parts[2]));
   check(fields[3] == std::make_pair(std::string("clientSecret"), parts[3]));
+
+  // RFC 6749 with client_secret_basic: the body carries no credential, and the Basic header
+  // decodes (base64, then form-decoding each side of the first ':') to exactly id and secret.
+  const auto r =
+      protocol::build_refresh_request(nxsys::auth::dialect::rfc6749,
+                                      nxsys::auth::client_authentication::http_basic, parts[1],
+                                      parts[2], parts[3], (data[0] & 2) != 0 ? "read write" : "");
+  const auto rfields = parse_form(r.body);
+  check(rfields.size() == ((data[0] & 2) != 0 ? 3u : 2u));
+  check(rfields[0] == std::make_pair(std::string("grant_type"), std::string("refresh_token")));
+  check(rfields[1] == std::make_pair(std::string("refresh_token"), parts[1]));
+  check(r.authorization.rfind("Basic ", 0) == 0);
+  const std::string b64 = r.authorization.substr(6);
+  std::string plain(b64.size() / 4 * 3 + 3, '\0');
+  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(plain.data()),
+                          reinterpret_cast<const unsigned char*>(b64.data()),
+                          static_cast<int>(b64.size()));
+  check(n >= 0);
+  for (std::size_t i = b64.size(); i > 0 && b64[i - 1] == '='; --i) --n;
+  plain.resize(static_cast<std::size_t>(n));
+  const auto colon = plain.find(':');
+  check(colon != std::string::npos);
+  check(form_decode(std::string_view(plain).substr(0, colon)) == parts[2]);
+  check(form_decode(std::string_view(plain).substr(colon + 1)) == parts[3]);
   return 0;
 }
