@@ -55,6 +55,7 @@ using strand_type = asio::strand<asio::io_context::executor_type>;
 
 constexpr std::string_view token_path = "/nxsys/oauth/token";
 constexpr std::string_view stats_path = "/stats";
+constexpr std::string_view api_prefix = "/api/";
 constexpr std::size_t max_body_size = 1024 * 1024;
 // How much of a rejected body we read and discard before closing: closing with unread data makes
 // the kernel send RST, which can destroy the answer before the client reads it.
@@ -337,6 +338,7 @@ struct mock_server::impl {
   answer finish_token_request(const token_ticket& t);
   answer decide_token_request(const token_ticket& t);  // under mutex_
   answer issue_token(const std::string* scope);        // under mutex_
+  answer answer_api(std::string_view authorization, std::string_view path);
   void end_token_request();
   void count_request();
   void count_token_error();
@@ -371,6 +373,8 @@ struct mock_server::impl {
   std::uint64_t refresh_counter_ = 0;
   std::uint64_t access_counter_ = 0;
   std::string last_access_;
+  // Issued access tokens and when each stops being accepted by /api/ (steady clock).
+  std::unordered_map<std::string, std::chrono::steady_clock::time_point> access_valid_until_;
   std::string last_replaced_refresh_;  // what the last rotation replaced
   std::deque<std::pair<scripted_failure, int>> scripted_;
   std::mt19937_64 rng_{std::random_device{}()};
@@ -594,6 +598,9 @@ asio::awaitable<void> mock_server::impl::run_session(std::shared_ptr<connection<
         a = json_answer(http::status::method_not_allowed, error_json("method_not_allowed", ""));
         a.headers.emplace_back("Allow", path == token_path ? "POST" : "GET");
       }
+    } else if (path.substr(0, api_prefix.size()) == api_prefix) {
+      const auto auth = req[http::field::authorization];
+      a = answer_api(std::string_view(auth.data(), auth.size()), path);
     } else {
       a = json_answer(http::status::not_found, error_json("not_found", ""));
     }
@@ -827,6 +834,7 @@ answer mock_server::impl::issue_token(const std::string* scope) {
     bits >>= 4;
   }
   last_access_ = "at-" + std::to_string(++access_counter_) + "-" + random;
+  access_valid_until_[last_access_] = std::chrono::steady_clock::now() + opts_.ttl;
 
   json::object o;
   if (!opts_.extra_answer_fields.empty()) o = json::parse(opts_.extra_answer_fields).as_object();
@@ -941,6 +949,33 @@ void mock_server::close_idle_connections() {
   done->wait();
 }
 
+// A protected API: 200 for a Bearer token this server issued and that has not expired or been
+// revoked, 401 with RFC 6750's WWW-Authenticate otherwise.
+answer mock_server::impl::answer_api(std::string_view authorization, std::string_view path) {
+  std::lock_guard lock(mutex_);
+  ++stats_.api_requests;
+  bool ok = false;
+  if (authorization.size() > 7 && boost::beast::iequals(authorization.substr(0, 7), "Bearer ")) {
+    auto it = access_valid_until_.find(std::string(authorization.substr(7)));
+    ok = it != access_valid_until_.end() && std::chrono::steady_clock::now() < it->second;
+  }
+  if (!ok) {
+    ++stats_.api_unauthorized;
+    answer a = json_answer(http::status::unauthorized, error_json("invalid_token", ""));
+    a.headers.emplace_back("WWW-Authenticate", "Bearer error=\"invalid_token\"");
+    return a;
+  }
+  json::object o;
+  o["ok"] = true;
+  o["path"] = path;
+  return json_answer(http::status::ok, json::serialize(o));
+}
+
+void mock_server::revoke_access_tokens() {
+  std::lock_guard lock(impl_->mutex_);
+  impl_->access_valid_until_.clear();
+}
+
 std::string to_json(const mock_server_stats& s) {
   boost::json::object o;
   o["requests"] = s.requests;
@@ -951,6 +986,8 @@ std::string to_json(const mock_server_stats& s) {
   o["reuse_detected"] = s.reuse_detected;
   o["rfc6749_requests"] = s.rfc6749_requests;
   o["basic_auth_requests"] = s.basic_auth_requests;
+  o["api_requests"] = s.api_requests;
+  o["api_unauthorized"] = s.api_unauthorized;
   return boost::json::serialize(o);
 }
 

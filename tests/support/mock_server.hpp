@@ -55,6 +55,8 @@ struct mock_server_stats {
   std::uint64_t reuse_detected = 0;       ///< rotated refresh tokens presented again
   std::uint64_t rfc6749_requests = 0;     ///< token requests with RFC 6749 parameter names
   std::uint64_t basic_auth_requests = 0;  ///< token requests with an Authorization header
+  std::uint64_t api_requests = 0;         ///< requests to /api/...
+  std::uint64_t api_unauthorized = 0;     ///< of those, answered 401
 };
 
 /// Runs on its own threads, bound to 127.0.0.1; stops in the destructor.
@@ -96,6 +98,8 @@ class mock_server {
   void set_latency(std::chrono::milliseconds latency);
   /// Makes the server close every connection after its answer (Connection: close).
   void set_close_after_response(bool close);
+  /// Makes /api/ refuse (401) every access token issued so far, as a server-side revocation.
+  void revoke_access_tokens();
   /// Closes every idle keep-alive connection now (as a server's idle timeout would).
   void close_idle_connections();
 
