@@ -20,6 +20,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <tuple>
 
 namespace nxsys::auth::detail {
 
@@ -91,6 +92,8 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
   // -- the refresh procedure (refresh.cpp), on strand_
   static boost::asio::awaitable<void> run_refresh(std::shared_ptr<client_impl> self, bool ahead);
   boost::asio::awaitable<refresh_outcome> refresh(bool ahead);
+  boost::asio::awaitable<std::tuple<boost::system::error_code, std::optional<stored_tokens>>>
+  load_store();
   boost::asio::awaitable<bool> reconcile(std::optional<stored_tokens> loaded, bool ahead,
                                          std::string& expected, refresh_outcome& out);
   boost::asio::awaitable<void> request_with_retries(bool ahead, clock_type::time_point deadline,

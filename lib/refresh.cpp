@@ -14,6 +14,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include <random>
+#include <tuple>
 
 // GCC 12 pairs the aligned_alloc inside Asio's coroutine-frame operator new with the frame's
 // sized operator delete and reports a mismatch that is not there (GCC bug 109224): the frame
@@ -89,12 +90,7 @@ asio::awaitable<refresh_outcome> client_impl::refresh(bool ahead) {
             : "the token store's lock could not be taken: " + lease_ec.message();
     co_return out;
   }
-  auto [load_ec, loaded] = co_await store_->async_load(use_tuple);
-  {
-    std::lock_guard lk(mu_);
-    ++stats_.store_loads;
-    if (load_ec) ++stats_.store_load_failures;
-  }
+  auto [load_ec, loaded] = co_await load_store();
   if (load_ec) {
     out.ec = load_ec;
     out.diag.client_message =
@@ -110,6 +106,15 @@ asio::awaitable<refresh_outcome> client_impl::refresh(bool ahead) {
     co_await request_with_retries(ahead, deadline, expected, out);
   wipe(expected);
   co_return out;
+}
+
+// Reads the store, counted in the stats.
+asio::awaitable<std::tuple<error_code, std::optional<stored_tokens>>> client_impl::load_store() {
+  auto r = co_await store_->async_load(use_tuple);
+  std::lock_guard lk(mu_);
+  ++stats_.store_loads;
+  if (std::get<0>(r)) ++stats_.store_load_failures;
+  co_return r;
 }
 
 // What the store holds, against what we hold. True when that settles the refresh: a token
@@ -226,12 +231,7 @@ asio::awaitable<void> client_impl::request_with_retries(bool ahead, clock_type::
       // A rotation race: another process may have refreshed (consuming `rt`) and stored the
       // chain's next token. Read the store once before declaring the grant dead.
       reread = true;
-      auto [again_ec, again] = co_await store_->async_load(use_tuple);
-      {
-        std::lock_guard lk(mu_);
-        ++stats_.store_loads;
-        if (again_ec) ++stats_.store_load_failures;
-      }
+      auto [again_ec, again] = co_await load_store();
       if (!again_ec && again && again->refresh_token != rt) {
         {
           std::lock_guard lk(mu_);
