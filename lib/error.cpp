@@ -35,7 +35,7 @@ const char* name_of(errc e) noexcept {
     case errc::connection:
       return "connection failure";
     case errc::response_too_large:
-      return "token response too large";
+      return "response too large";
     case errc::unexpected_status:
       return "unexpected HTTP status";
     case errc::invalid_config:
@@ -48,6 +48,8 @@ const char* name_of(errc e) noexcept {
       return "token store conflict";
     case errc::store_busy:
       return "token store busy";
+    case errc::invalid_argument:
+      return "invalid argument";
   }
   return "unknown nxsys.auth error";
 }

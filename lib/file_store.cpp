@@ -330,7 +330,7 @@ error_code save_state(const std::string& path, stored_tokens& next, const std::s
                       diagnostics& diag) {
   if (next.refresh_token.empty()) {
     diag.client_message = "refusing to save an empty refresh token";
-    return make_error_code(boost::system::errc::invalid_argument);
+    return make_error_code(errc::invalid_argument);
   }
   std::optional<stored_tokens> current;
   if (auto ec = read_state(path, current, diag)) return ec;

@@ -191,29 +191,30 @@ refresh_request build_refresh_request(dialect d, client_authentication auth,
   return r;
 }
 
-error_code parse_token_url(std::string_view url, bool allow_insecure_http, endpoint& out,
-                           diagnostics& diag) {
+error_code parse_url(std::string_view url, std::string_view name, std::string_view secret_kind,
+                     bool allow_insecure_http, endpoint& out, diagnostics& diag) {
+  auto bad = [&](std::string_view what) {
+    return fail(errc::invalid_config, diag, std::string(name) + " " + std::string(what));
+  };
   auto r = boost::urls::parse_uri(url);
   // The URL may carry credentials: never echo it, only say what is wrong with it.
-  if (!r) return fail(errc::invalid_config, diag, "token_url is not an absolute URL");
+  if (!r) return bad("is not an absolute URL");
   const auto& u = *r;
   if (u.scheme_id() == boost::urls::scheme::https) {
     out.tls = true;
   } else if (u.scheme_id() == boost::urls::scheme::http) {
     out.tls = false;
   } else {
-    return fail(errc::invalid_config, diag, "token_url must be http:// or https://");
+    return bad("must be http:// or https://");
   }
-  if (u.has_userinfo())
-    return fail(errc::invalid_config, diag, "token_url must not hold user info");
-  if (u.has_fragment())
-    return fail(errc::invalid_config, diag, "token_url must not hold a fragment");
+  if (u.has_userinfo()) return bad("must not hold user info");
+  if (u.has_fragment()) return bad("must not hold a fragment");
   out.host = u.host_address();
-  if (out.host.empty()) return fail(errc::invalid_config, diag, "token_url has no host");
+  if (out.host.empty()) return bad("has no host");
   // Boost.URL reads "http://127.0.0.1.nip.io/t" as host 127.0.0.1 and path ".nip.io/t": a
   // path after an authority must start with '/', so such a URL is not what it looks like.
   if (!u.encoded_path().empty() && u.encoded_path().front() != '/')
-    return fail(errc::invalid_config, diag, "token_url has an invalid host");
+    return bad("has an invalid host");
   switch (u.host_type()) {
     case boost::urls::host_type::ipv4:
       out.host_is_ip = true;
@@ -228,11 +229,10 @@ error_code parse_token_url(std::string_view url, bool allow_insecure_http, endpo
       out.loopback = detail::iequals(out.host, "localhost");
       break;
     default:
-      return fail(errc::invalid_config, diag, "token_url has an unsupported host");
+      return bad("has an unsupported host");
   }
   if (u.has_port()) {
-    if (u.port().empty() || u.port_number() == 0)
-      return fail(errc::invalid_config, diag, "token_url has an invalid port");
+    if (u.port().empty() || u.port_number() == 0) return bad("has an invalid port");
     out.port = std::to_string(u.port_number());
   } else {
     out.port = out.tls ? "443" : "80";
@@ -244,9 +244,14 @@ error_code parse_token_url(std::string_view url, bool allow_insecure_http, endpo
   }
   if (!out.tls && !out.loopback && !allow_insecure_http)
     return fail(errc::invalid_config, diag,
-                "plain http:// to a non-loopback host would send the client secret unencrypted; "
-                "use https:// or set allow_insecure_http");
+                "plain http:// to a non-loopback host would send the " + std::string(secret_kind) +
+                    " unencrypted; use https:// or set allow_insecure_http");
   return {};
+}
+
+error_code parse_token_url(std::string_view url, bool allow_insecure_http, endpoint& out,
+                           diagnostics& diag) {
+  return parse_url(url, "token_url", "client secret", allow_insecure_http, out, diag);
 }
 
 error_code parse_token_response(unsigned status, std::string_view body, token_response& out,

@@ -8,6 +8,7 @@
 #include <nxsys/auth/config.hpp>
 #include <nxsys/auth/error.hpp>
 #include <nxsys/auth/protocol.hpp>
+#include <nxsys/auth/session.hpp>
 #include <nxsys/auth/token_store.hpp>
 
 #endif

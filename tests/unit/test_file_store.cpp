@@ -334,7 +334,7 @@ BOOST_AUTO_TEST_CASE(an_empty_refresh_token_is_not_saved) {
   temp_dir dir;
   driver d;
   file_store s(dir.file("tokens.json"));
-  BOOST_TEST(d.save(s, tokens(""), "") == boost::system::errc::invalid_argument);
+  BOOST_TEST(d.save(s, tokens(""), "") == errc::invalid_argument);
   BOOST_TEST(dir.entries().empty());
 }
 

@@ -107,6 +107,28 @@ struct diagnostics_call {
     std::forward<Handler>(h)(ec, r.token);
   }
 };
+
+/// client::async_token on the client's shared state (also used by session).
+template <class CompletionToken>
+auto async_token(const std::shared_ptr<client_impl>& impl, diagnostics* diag,
+                 CompletionToken&& tok) {
+  return boost::asio::async_initiate<CompletionToken,
+                                     void(boost::system::error_code, access_token)>(
+      [](auto handler, const std::shared_ptr<client_impl>& impl, diagnostics* d) {
+        access_token t;
+        if (try_fresh(*impl, t)) {
+          if (d != nullptr) d->clear();
+          // post: never inline; Asio runs the handler on its own executor.
+          boost::asio::post(
+              executor_of(*impl),
+              boost::asio::append(std::move(handler), boost::system::error_code{}, std::move(t)));
+          return;
+        }
+        wait_for_token(*impl,
+                       flight_of(*impl).make_waiter(std::move(handler), diagnostics_call{d}));
+      },
+      tok, impl, diag);
+}
 }  // namespace detail
 
 /// Thread safety: all member functions may be called concurrently from any thread, on a shared
@@ -167,24 +189,10 @@ class client {
  private:
   template <class CompletionToken>
   auto async_token_impl(diagnostics* diag, CompletionToken&& tok) {
-    return boost::asio::async_initiate<CompletionToken,
-                                       void(boost::system::error_code, access_token)>(
-        [](auto handler, const std::shared_ptr<detail::client_impl>& impl, diagnostics* d) {
-          access_token t;
-          if (detail::try_fresh(*impl, t)) {
-            if (d != nullptr) d->clear();
-            // post: never inline; Asio runs the handler on its own executor.
-            boost::asio::post(
-                detail::executor_of(*impl),
-                boost::asio::append(std::move(handler), boost::system::error_code{}, std::move(t)));
-            return;
-          }
-          detail::wait_for_token(*impl, detail::flight_of(*impl).make_waiter(
-                                            std::move(handler), detail::diagnostics_call{d}));
-        },
-        tok, impl_, diag);
+    return detail::async_token(impl_, diag, std::forward<CompletionToken>(tok));
   }
 
+  friend class session;  // shares the client's state, so it may outlive this handle
   std::shared_ptr<detail::client_impl> impl_;
 };
 

@@ -32,13 +32,15 @@ enum class errc : int {
   timeout,                   ///< connect or request timeout elapsed
   tls,                       ///< TLS handshake or certificate verification failed
   connection,                ///< resolve, connect, reset or close before a full answer
-  response_too_large,        ///< the answer exceeded client_config::max_response_bytes
+  response_too_large,        ///< the answer exceeded the configured max_response_bytes
   unexpected_status,  ///< a status with no OAuth error body (3xx: redirects are not followed)
   invalid_config,     ///< the configuration is unusable (bad URL, plain HTTP off loopback)
   store_failed,       ///< the token store could not be read or written (I/O error)
   store_corrupt,      ///< the token store holds a state that cannot be parsed: fix or remove it
   store_conflict,     ///< the stored refresh token changed under a save (another holder won)
   store_busy,         ///< the right to refresh was not granted before the refresh deadline
+  invalid_argument,   ///< a call's argument is unusable (a request target not starting with
+                      ///< '/', a store save without a refresh token): nothing was sent or written
 };
 
 /// Category of the OAuth server's errors ("nxsys.auth.oauth").

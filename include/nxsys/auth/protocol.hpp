@@ -53,6 +53,13 @@ struct endpoint {
   bool loopback = false;  ///< 127.0.0.0/8, ::1 or "localhost"
 };
 
+/// Parses and checks an http:// or https:// URL named `name` in messages: a host, no user
+/// info, no fragment. Plain http to a non-loopback host is invalid_config (it would carry
+/// `secret_kind` unencrypted) unless allow_insecure_http.
+boost::system::error_code parse_url(std::string_view url, std::string_view name,
+                                    std::string_view secret_kind, bool allow_insecure_http,
+                                    endpoint& out, diagnostics& diag);
+
 /// Parses and checks a token URL: http or https, a host, no user info, no fragment. Plain http
 /// to a non-loopback host is invalid_config unless allow_insecure_http.
 boost::system::error_code parse_token_url(std::string_view url, bool allow_insecure_http,

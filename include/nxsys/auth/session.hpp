@@ -1,0 +1,142 @@
+// nxsys::auth::session: sends requests to the Nxsys API with the client's access token, over
+// a pool of keep-alive connections, and answers a 401 with one forced refresh and one retry.
+#ifndef NXSYS_AUTH_SESSION_HPP
+#define NXSYS_AUTH_SESSION_HPP
+
+#include <nxsys/auth/client.hpp>
+#include <nxsys/auth/config.hpp>
+#include <nxsys/auth/error.hpp>
+
+#include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/string_body.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace nxsys::auth {
+
+struct session_config {
+  /// The API's base URL, http:// or https://, e.g. "https://api.nxsys.example". A path in it
+  /// ("https://host/v2") prefixes every request's target.
+  std::string base_url;
+  /// Connections open at most; further requests wait (in arrival order) for one to be free.
+  std::size_t max_connections = 64;
+  std::chrono::milliseconds connect_timeout{10'000};  ///< resolve + connect + TLS handshake
+  std::chrono::milliseconds request_timeout{30'000};  ///< write the request + read the answer
+  /// Idle keep-alive connections older than this are closed instead of reused.
+  std::chrono::milliseconds max_idle_connection{60'000};
+  std::size_t max_response_bytes = 8 * 1024 * 1024;  ///< headers (16 KiB at most) + body
+  tls_options tls;
+  /// Plain http:// is refused unless the host is a loopback address or this is set: bearer
+  /// tokens must not cross a network unencrypted by accident.
+  bool allow_insecure_http = false;
+};
+
+/// What the session did. Counters only grow; read them at any time from any thread.
+struct session_stats {
+  std::uint64_t requests = 0;   ///< async_request calls
+  std::uint64_t responses = 0;  ///< calls completed with an answer (any status)
+  std::uint64_t failures = 0;   ///< calls completed with an error (cancellation included)
+  /// 401 answers followed by compare-and-invalidate and one retry with the client's token.
+  std::uint64_t unauthorized_retries = 0;
+  /// Of those, how many invalidated the token (the others found it replaced already).
+  std::uint64_t tokens_invalidated = 0;
+  std::uint64_t connections_opened = 0;
+  std::uint64_t connections_reused = 0;  ///< exchanges on a kept-alive connection
+  /// Idempotent requests sent again on a new connection because a reused one closed before
+  /// any byte of the answer arrived.
+  std::uint64_t stale_connection_retries = 0;
+  std::uint64_t waited_for_connection = 0;  ///< requests that found all max_connections busy
+};
+
+namespace detail {
+class session_impl;
+using api_handler = boost::asio::any_completion_handler<void(
+    boost::system::error_code, boost::beast::http::response<boost::beast::http::string_body>)>;
+void start_request(const std::shared_ptr<session_impl>& impl,
+                   boost::beast::http::request<boost::beast::http::string_body> req,
+                   diagnostics* diag, api_handler handler);
+}  // namespace detail
+
+/// Thread safety: all member functions may be called concurrently from any thread, on a shared
+/// session; destroying it must not race with other calls on it.
+class session {
+ public:
+  using request_type = boost::beast::http::request<boost::beast::http::string_body>;
+  using response_type = boost::beast::http::response<boost::beast::http::string_body>;
+
+  /// Requests run on `ex` (each on a strand of its own) with tokens from `c`. The session
+  /// shares the client's state: destroying the client first makes requests that need a token
+  /// fail with operation_aborted. Throws error_with_diagnostics(errc::invalid_config) for an
+  /// unusable configuration (bad URL, plain http:// off loopback, unreadable CA file).
+  session(boost::asio::any_io_executor ex, client& c, session_config cfg);
+  /// The same on the client's executor.
+  session(client& c, session_config cfg);
+  /// Completes every request in progress with operation_aborted and closes the connections.
+  ~session();
+  session(session&&) noexcept;
+  session& operator=(session&&) noexcept;
+
+  /// Sends `req` to the API and reads the answer.
+  ///
+  /// The session sets Host, `Authorization: <token type> <token>` (replacing any the request
+  /// has), Content-Length, keep-alive and, when absent, User-Agent; the target (a path, '/'
+  /// first) is prefixed with the base URL's path. A 401 answer makes the session invalidate
+  /// the token it sent — only if it is still the client's current one, so that 1,000
+  /// concurrent 401s cause one refresh — and send the request once more with the client's
+  /// token; the answer to that retry is the result, whatever its status. An idempotent request
+  /// whose reused connection closed before answering is sent once more on a new connection.
+  ///
+  /// Handler signature: void(boost::system::error_code, response_type). Any HTTP status is a
+  /// success: the error code is for failures to get an answer.
+  /// Executor: the handler runs on its associated executor (the session's when it has none),
+  /// never inline inside this call.
+  /// Cancellation: terminal and partial. The request is abandoned (its connection closed, a
+  /// wait for a token or a connection ended) and completes with operation_aborted; a refresh
+  /// it waited for goes on for the client's other callers.
+  /// Errors: the client's token errors (invalid_grant: re-authorize; see client::async_token);
+  /// connection, timeout, tls, response_too_large, malformed_response for the API exchange;
+  /// invalid_argument for a target that does not start with '/'; operation_aborted on
+  /// cancellation or when the session or the client is destroyed first. `diag`, when given,
+  /// receives what was observed (never a token); it must live until the handler runs.
+  /// Thread safety: may be called from any thread, concurrently.
+  template <class CompletionToken>
+  auto async_request(request_type req, CompletionToken&& tok) {
+    return async_request_impl(std::move(req), nullptr, std::forward<CompletionToken>(tok));
+  }
+  template <class CompletionToken>
+  auto async_request(request_type req, diagnostics& diag, CompletionToken&& tok) {
+    return async_request_impl(std::move(req), &diag, std::forward<CompletionToken>(tok));
+  }
+
+  /// async_request as an awaitable; throws error_with_diagnostics on failure.
+  boost::asio::awaitable<response_type> request(request_type req);
+
+  session_stats stats() const;
+  boost::asio::any_io_executor get_executor() const noexcept;
+
+ private:
+  template <class CompletionToken>
+  auto async_request_impl(request_type req, diagnostics* diag, CompletionToken&& tok) {
+    return boost::asio::async_initiate<CompletionToken,
+                                       void(boost::system::error_code, response_type)>(
+        [](auto handler, const std::shared_ptr<detail::session_impl>& impl, request_type r,
+           diagnostics* d) {
+          detail::start_request(impl, std::move(r), d, detail::api_handler(std::move(handler)));
+        },
+        tok, impl_, std::move(req), diag);
+  }
+
+  std::shared_ptr<detail::session_impl> impl_;
+};
+
+}  // namespace nxsys::auth
+
+#endif

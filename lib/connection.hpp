@@ -1,0 +1,134 @@
+// One HTTP/1.1 connection over TCP or TLS, and the origin it connects to. Shared by the token
+// transport (one connection) and the session's pool (many). Internal.
+#ifndef NXSYS_AUTH_LIB_CONNECTION_HPP
+#define NXSYS_AUTH_LIB_CONNECTION_HPP
+
+#include <nxsys/auth/config.hpp>
+#include <nxsys/auth/error.hpp>
+#include <nxsys/auth/protocol.hpp>
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/stream.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/string_body.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <optional>
+#include <string>
+
+namespace nxsys::auth::detail {
+
+using steady_time = std::chrono::steady_clock::time_point;
+
+struct connection_limits {
+  std::chrono::milliseconds connect_timeout;  ///< resolve + connect + TLS handshake
+  std::chrono::milliseconds request_timeout;  ///< write the request + read the answer
+  std::chrono::milliseconds max_idle;         ///< an idle connection older than this is reopened
+  std::size_t max_response_bytes;             ///< headers + body of an answer
+};
+
+/// Where connections go, with the limits and TLS context every connection to it shares. Not
+/// copied or moved: connections keep a reference. Thread safety: const after construction
+/// (the SSL context is only used to create SSL objects, which OpenSSL allows concurrently).
+class origin {
+ public:
+  /// Throws error_with_diagnostics(invalid_config) when the TLS options cannot be used.
+  origin(protocol::endpoint ep, connection_limits limits, const tls_options& tls);
+  origin(const origin&) = delete;
+  origin& operator=(const origin&) = delete;
+
+  const protocol::endpoint& endpoint() const noexcept { return ep_; }
+  const std::string& host_header() const noexcept { return host_header_; }
+  const connection_limits& limits() const noexcept { return limits_; }
+  std::uint64_t connections_opened() const noexcept {
+    return connections_opened_.load(std::memory_order_relaxed);
+  }
+
+ private:
+  friend class http_connection;
+  protocol::endpoint ep_;
+  std::string host_header_;
+  connection_limits limits_;
+  bool verify_peer_;
+  // Mutable: connections create SSL objects from it and count themselves, through a const&.
+  mutable std::optional<boost::asio::ssl::context> ssl_ctx_;
+  mutable std::atomic<std::uint64_t> connections_opened_{0};
+};
+
+/// What an exchange ended with: a raw Beast/Asio error (classify() turns it into an errc),
+/// and whether any byte of the answer had arrived (if not, the server may never have seen the
+/// request on a connection it had closed while idle).
+struct exchange_result {
+  boost::system::error_code ec;
+  bool answer_started = false;
+};
+
+/// One connection. Not thread-safe: used from one strand (or coroutine) at a time; cancel()
+/// must be called from there too.
+class http_connection {
+ public:
+  http_connection(boost::asio::any_io_executor ex, const origin& o);
+  ~http_connection();
+  http_connection(const http_connection&) = delete;
+  http_connection& operator=(const http_connection&) = delete;
+
+  bool is_open() const noexcept { return tcp_.has_value() || tls_.has_value(); }
+  /// When the last answer was read.
+  steady_time last_used() const noexcept { return last_used_; }
+  /// Open, idle for less than max_idle, and neither closed nor written to by the server since
+  /// the last answer: a request sent on it cannot have been lost before the server read it.
+  bool reusable();
+  /// Resolves, connects and (for https) handshakes, by `deadline` at the latest. Classified.
+  boost::asio::awaitable<boost::system::error_code> connect(steady_time deadline,
+                                                            diagnostics& diag);
+  /// Writes `req` and reads the answer into `res` (within the origin's limits), by `deadline`
+  /// at the latest. On error the connection is closed.
+  boost::asio::awaitable<exchange_result> exchange(
+      const boost::beast::http::request<boost::beast::http::string_body>& req,
+      boost::beast::http::response<boost::beast::http::string_body>& res, steady_time deadline);
+  /// Turns a raw error of connect()/exchange() into an errc with a message for `diag`.
+  boost::system::error_code classify(boost::system::error_code ec, const char* phase,
+                                     diagnostics& diag) const;
+  /// Makes an operation in progress end with operation_aborted (the owner closes afterwards),
+  /// also when it is between two steps of connect().
+  void cancel() noexcept;
+  void close() noexcept;
+
+ private:
+  using tls_stream = boost::asio::ssl::stream<boost::beast::tcp_stream>;
+  boost::beast::tcp_stream& lowest_layer() noexcept { return tls_ ? tls_->next_layer() : *tcp_; }
+  template <class Stream>
+  boost::asio::awaitable<exchange_result> exchange_on(
+      Stream& s, const boost::beast::http::request<boost::beast::http::string_body>& req,
+      boost::beast::http::response<boost::beast::http::string_body>& res);
+
+  boost::asio::any_io_executor ex_;
+  const origin& origin_;
+  boost::asio::ip::tcp::resolver resolver_;
+  boost::asio::steady_timer resolve_timer_;
+  bool resolve_timed_out_ = false;
+  bool cancelled_ = false;  // by cancel(), until the next connect()
+  std::optional<boost::beast::tcp_stream> tcp_;
+  std::optional<tls_stream> tls_;
+  boost::beast::flat_buffer buffer_;
+  steady_time last_used_{};
+};
+
+/// Overwrites the value of every Authorization header of `h` in place (the header keeps its
+/// length). For a message about to be destroyed: Beast frees its header storage unwiped.
+void wipe_authorization(boost::beast::http::fields& h) noexcept;
+
+/// An SSL context for the TLS options; throws error_with_diagnostics(invalid_config) when a CA
+/// file or directory cannot be loaded.
+boost::asio::ssl::context make_ssl_context(const tls_options& opts);
+
+}  // namespace nxsys::auth::detail
+
+#endif
