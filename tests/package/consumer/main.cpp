@@ -1,7 +1,8 @@
 // A program using nxsys-auth the way an application does, built by tests/package/run.sh against
 // the installed package (consumer/) and through add_subdirectory (subdir-consumer/). It builds
 // the token URL, constructs a client and gets one token from a canned answer served on
-// 127.0.0.1 by this process itself: headers, library and its dependencies link and work.
+// 127.0.0.1 by this process itself, then sends one API request through a session (the README's
+// quick start): headers, library and its dependencies link and work.
 #include <nxsys/auth.hpp>
 
 #include <boost/asio.hpp>
@@ -18,8 +19,9 @@ using asio::ip::tcp;
 
 namespace {
 
-// Answers one token request with a fixed JSON body, then closes the connection.
-asio::awaitable<void> serve_one(tcp::acceptor& acceptor) {
+// Answers one request with `body` (what it makes of the request's headers), then closes.
+template <class Body>
+asio::awaitable<void> serve_one(tcp::acceptor& acceptor, Body body_of) {
   tcp::socket s = co_await acceptor.async_accept(asio::use_awaitable);
   std::string in;
   const std::size_t header_end =
@@ -37,8 +39,7 @@ asio::awaitable<void> serve_one(tcp::acceptor& acceptor) {
                               asio::transfer_exactly(header_end + body_length - in.size()),
                               asio::use_awaitable);
   }
-  const std::string body =
-      R"({"accessToken":"consumer-access-token","tokenType":"Bearer","expiresIn":3600})";
+  const std::string body = body_of(headers);
   const std::string answer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                              "Connection: close\r\nContent-Length: " +
                              std::to_string(body.size()) + "\r\n\r\n" + body;
@@ -68,7 +69,14 @@ int main() {
     cfg.refresh_deadline = std::chrono::seconds(20);
     auth::client client(ctx.get_executor(), cfg);
 
-    asio::co_spawn(ctx, serve_one(acceptor), asio::detached);
+    asio::co_spawn(ctx,
+                   serve_one(acceptor,
+                             [](const std::string&) {
+                               return std::string(
+                                   R"({"accessToken":"consumer-access-token",)"
+                                   R"("tokenType":"Bearer","expiresIn":3600})");
+                             }),
+                   asio::detached);
     boost::system::error_code result = asio::error::would_block;
     auth::access_token token;
     client.async_token([&](boost::system::error_code ec, auth::access_token t) {
@@ -81,8 +89,39 @@ int main() {
       std::cerr << "token request failed: " << result.message() << "\n";
       return 1;
     }
+
+    // The API request: the canned server answers with whether it got the bearer header
+    // (its headers are lower-cased).
+    namespace http = boost::beast::http;
+    auth::session api(client, {.base_url = base});
+    asio::co_spawn(ctx,
+                   serve_one(acceptor,
+                             [](const std::string& headers) {
+                               const bool ok = headers.find(
+                                   "authorization: bearer consumer-access-token\r\n") !=
+                                               std::string::npos;
+                               return std::string(ok ? "authorized" : "no bearer token");
+                             }),
+                   asio::detached);
+    std::string api_answer;
+    asio::co_spawn(
+        ctx,
+        [&]() -> asio::awaitable<void> {
+          auto res = co_await api.request({http::verb::get, "/v1/ping", 11});
+          api_answer = std::to_string(res.result_int()) + " " + res.body();
+        },
+        [&](std::exception_ptr e) {
+          if (e) api_answer = "request failed";
+        });
+    ctx.restart();
+    ctx.run_for(std::chrono::seconds(30));
+    if (api_answer != "200 authorized") {
+      std::cerr << "API request: " << api_answer << "\n";
+      return 1;
+    }
     std::cout << "nxsys-auth consumer: " << cfg.token_url << " answered a " << token.type()
-              << " token (" << client.stats().refreshes_succeeded << " refresh)\n";
+              << " token (" << client.stats().refreshes_succeeded
+              << " refresh); the API answered " << api_answer << "\n";
     return 0;
   } catch (const std::exception& e) {
     std::cerr << "nxsys-auth consumer: " << e.what() << "\n";
