@@ -119,7 +119,9 @@ struct request_op : std::enable_shared_from_this<request_op> {
     asio::post(strand, [self = shared_from_this(), type] { self->cancel_here(type); });
   }
   void cancel_here(asio::cancellation_type type) {
-    if (done) return;
+    // Total cancellation promises no side effects, which a request on the wire cannot keep.
+    constexpr auto supported = asio::cancellation_type::terminal | asio::cancellation_type::partial;
+    if (done || (type & supported) == asio::cancellation_type::none) return;
     cancelled = true;
     if (conn != nullptr) conn->cancel();
     if (waiter) waiter->wake.cancel();

@@ -514,6 +514,30 @@ BOOST_AUTO_TEST_CASE(cancelling_while_waiting_for_the_token_leaves_the_refresh_r
   BOOST_TEST(server.stats().api_requests == 1u);
 }
 
+BOOST_AUTO_TEST_CASE(total_cancellation_is_not_supported_and_ignored) {
+  mock_server_options opts;
+  opts.latency = 200ms;
+  mock_server server(opts);
+  asio::io_context ctx;
+  na::client c(ctx.get_executor(), config_for(server));
+  na::session s(c, session_config_for(server));
+  asio::cancellation_signal sig;
+  std::optional<error_code> got;
+  unsigned status = 0;
+  s.async_request(get("/api/a"), asio::bind_cancellation_slot(
+                                     sig.slot(), [&](error_code ec, na::session::response_type r) {
+                                       got = ec;
+                                       status = r.result_int();
+                                     }));
+  asio::steady_timer t(ctx, 50ms);
+  t.async_wait([&](error_code) { sig.emit(asio::cancellation_type::total); });
+  ctx.restart();
+  BOOST_REQUIRE(run_bounded(ctx, 1, 10s));
+  BOOST_REQUIRE(got.has_value());
+  BOOST_TEST(!*got);
+  BOOST_TEST(status == 200u);
+}
+
 BOOST_AUTO_TEST_CASE(cancelling_while_waiting_for_a_connection) {
   mock_server tokens;
   raw_server api(serve_silence);
