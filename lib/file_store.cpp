@@ -3,6 +3,7 @@
 #include <nxsys/auth/protocol.hpp>
 #include <nxsys/auth/token_store.hpp>
 
+#include "state_codec.hpp"
 #include "text.hpp"
 
 #include <boost/asio/any_completion_executor.hpp>
@@ -15,10 +16,6 @@
 #include <boost/asio/prefer.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
-#include <boost/json/object.hpp>
-#include <boost/json/parser.hpp>
-#include <boost/json/serializer.hpp>
-#include <boost/json/value.hpp>
 
 #include <openssl/crypto.h>
 #include <sys/file.h>
@@ -26,11 +23,11 @@
 
 #include <algorithm>
 #include <atomic>
-#include <filesystem>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <fcntl.h>
+#include <filesystem>
 #include <new>
 #include <system_error>
 #include <thread>
@@ -39,20 +36,13 @@
 
 namespace nxsys::auth {
 namespace asio = boost::asio;
-namespace json = boost::json;
 using boost::system::error_code;
 using clock_type = std::chrono::steady_clock;
 
 namespace {
 
-constexpr std::string_view format_name = "nxsys-auth-token-store";
-constexpr std::int64_t format_version = 1;
 // Tokens take a few kilobytes: anything much larger is not a store of ours.
 constexpr std::size_t max_file_bytes = 1 << 20;
-// Later than this, milliseconds since the epoch overflow system_clock (nanoseconds, year 2262).
-const std::int64_t max_epoch_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                                      std::chrono::system_clock::duration::max())
-                                      .count();
 
 class unique_fd {
  public:
@@ -77,35 +67,10 @@ class unique_fd {
   int fd_;
 };
 
-// JSON trees hold tokens in memory of their own: this overwrites it before it is freed.
-// Boost.JSON 1.81 frees with another alignment than it allocated with (ASan reports it), so
-// alignment is left to plain operator new, which suffices for everything it stores.
-class wiping_resource final : public json::memory_resource {
-  void* do_allocate(std::size_t n, std::size_t align) override {
-    if (align > __STDCPP_DEFAULT_NEW_ALIGNMENT__) throw std::bad_alloc();
-    return ::operator new(n);
-  }
-  void do_deallocate(void* p, std::size_t n, std::size_t) override {
-    OPENSSL_cleanse(p, n);
-    ::operator delete(p);
-  }
-  bool do_is_equal(const json::memory_resource& o) const noexcept override { return this == &o; }
-};
-
-json::storage_ptr wiping_storage() {
-  static wiping_resource r;
-  return json::storage_ptr(&r);
-}
-
 struct wipe_on_exit {
   std::string& s;
   ~wipe_on_exit() { detail::wipe(s); }
 };
-
-void wipe(stored_tokens& t) noexcept {
-  detail::wipe(t.refresh_token);
-  detail::wipe(t.access_token);
-}
 
 error_code fail(errc e, diagnostics& diag, std::string message) {
   diag.client_message = std::move(message);
@@ -120,72 +85,6 @@ error_code corrupt(diagnostics& diag, const std::string& path, std::string_view 
 error_code io_failed(diagnostics& diag, std::string_view what, const std::string& path, int err) {
   return fail(errc::store_failed, diag,
               std::string(what) + " " + path + ": " + std::generic_category().message(err));
-}
-
-// An optional string field: absent and null both mean "none".
-error_code string_field(const json::object& o, std::string_view name, std::string& out,
-                        const std::string& path, diagnostics& diag) {
-  const auto* v = o.if_contains(name);
-  if (v == nullptr || v->is_null()) return {};
-  if (!v->is_string()) return corrupt(diag, path, std::string(name) + " is not a string");
-  out.assign(v->get_string().data(), v->get_string().size());
-  return {};
-}
-
-// An optional integer field in [0, max]. Not a double: nothing here writes one.
-error_code int_field(const json::object& o, std::string_view name, std::int64_t max,
-                     std::int64_t& out, const std::string& path, diagnostics& diag) {
-  const auto* v = o.if_contains(name);
-  if (v == nullptr || v->is_null()) return {};
-  if (!v->is_int64() && !v->is_uint64())
-    return corrupt(diag, path, std::string(name) + " is not an integer");
-  if (!v->is_int64() || v->get_int64() < 0 || v->get_int64() > max)
-    return corrupt(diag, path, std::string(name) + " is out of range");
-  out = v->get_int64();
-  return {};
-}
-
-// Messages name the problem and never quote a value: a value may be a token.
-error_code parse_state(std::string_view text, const std::string& path, stored_tokens& out,
-                       diagnostics& diag) {
-  if (text.empty()) return corrupt(diag, path, "the file is empty");
-  json::parser p(wiping_storage());
-  p.reset(wiping_storage());
-  error_code jec;
-  p.write(text.data(), text.size(), jec);
-  if (jec) return corrupt(diag, path, "not valid JSON (" + jec.message() + ")");
-  const json::value jv = p.release();
-  const auto* o = jv.if_object();
-  if (o == nullptr) return corrupt(diag, path, "not a JSON object");
-
-  const auto* f = o->if_contains("format");
-  if (f == nullptr || !f->is_string() || f->get_string() != format_name)
-    return corrupt(diag, path, "format is missing or not \"nxsys-auth-token-store\"");
-  const auto* v = o->if_contains("version");
-  if (v == nullptr || !(v->is_int64() || v->is_uint64()))
-    return corrupt(diag, path, "version is missing or not an integer");
-  if (!v->is_int64() || v->get_int64() != format_version) {
-    const auto n = v->is_int64() ? std::to_string(v->get_int64()) : std::to_string(v->get_uint64());
-    return corrupt(diag, path, "version " + n + " is not supported (this build reads 1)");
-  }
-
-  stored_tokens t;
-  wipe_on_exit w1{t.refresh_token}, w2{t.access_token};
-  std::int64_t expires_ms = 0, lifetime_s = 0;
-  if (auto ec = string_field(*o, "refreshToken", t.refresh_token, path, diag)) return ec;
-  if (t.refresh_token.empty()) return corrupt(diag, path, "refreshToken is missing or empty");
-  if (auto ec = string_field(*o, "accessToken", t.access_token, path, diag)) return ec;
-  if (auto ec = string_field(*o, "tokenType", t.token_type, path, diag)) return ec;
-  if (auto ec = int_field(*o, "expiresAtMs", max_epoch_ms, expires_ms, path, diag)) return ec;
-  if (auto ec =
-          int_field(*o, "lifetimeS", protocol::max_expires_in.count(), lifetime_s, path, diag))
-    return ec;
-  t.expires_at = std::chrono::system_clock::time_point(
-      std::chrono::duration_cast<std::chrono::system_clock::duration>(
-          std::chrono::milliseconds(expires_ms)));
-  t.lifetime = std::chrono::seconds(lifetime_s);
-  out = std::move(t);
-  return {};
 }
 
 // The file's state: nullopt when there is no file. Blocking.
@@ -223,34 +122,10 @@ error_code read_state(const std::string& path, std::optional<stored_tokens>& out
     len += static_cast<std::size_t>(n);
   }
   stored_tokens t;
-  if (auto ec = parse_state(std::string_view(buf.data(), len), path, t, diag)) return ec;
+  if (auto ec = detail::parse_stored_tokens(std::string_view(buf.data(), len), path, t, diag))
+    return ec;
   out = std::move(t);
   return {};
-}
-
-// A buffer big enough for any escaping, so that the serializer never reallocates (a
-// reallocation would free an unwiped copy).
-std::string serialize_state(const stored_tokens& t) {
-  json::object o(wiping_storage());
-  o["format"] = format_name;
-  o["version"] = format_version;
-  o["refreshToken"] = t.refresh_token;
-  o["accessToken"] = t.access_token;
-  o["tokenType"] = t.token_type;
-  const auto ms =
-      std::chrono::duration_cast<std::chrono::milliseconds>(t.expires_at.time_since_epoch())
-          .count();
-  o["expiresAtMs"] = std::max<std::int64_t>(ms, 0);  // before 1970: as expired as can be
-  o["lifetimeS"] =
-      std::clamp<std::int64_t>(t.lifetime.count(), 0, protocol::max_expires_in.count());
-  const std::size_t worst =
-      256 + 6 * (t.refresh_token.size() + t.access_token.size() + t.token_type.size());
-  std::string out(worst, '\0');
-  json::serializer sr;
-  sr.reset(&o);
-  const auto written = sr.read(out.data(), out.size()).size();
-  out.resize(sr.done() ? written : 0);
-  return out;
 }
 
 std::string parent_dir(const std::string& path) {
@@ -336,10 +211,10 @@ error_code save_state(const std::string& path, stored_tokens& next, const std::s
   if (auto ec = read_state(path, current, diag)) return ec;
   if (current) {
     const bool same = current->refresh_token == expected;
-    wipe(*current);
+    detail::wipe(*current);
     if (!same) return fail(errc::store_conflict, diag, path + ": the stored refresh token changed");
   }
-  auto bytes = serialize_state(next);
+  auto bytes = detail::serialize_stored_tokens(next);
   wipe_on_exit w{bytes};
   if (bytes.empty()) return fail(errc::store_failed, diag, "cannot serialize the tokens");
   return replace_file(path, bytes, diag);
@@ -446,7 +321,7 @@ file_store::file_store(std::string path, file_store_options opts) {
   }
   std::optional<stored_tokens> current;
   if (auto ec = read_state(path, current, diag)) throw error_with_diagnostics(ec, diag);
-  if (current) wipe(*current);
+  if (current) detail::wipe(*current);
   s_ = std::make_shared<state>(std::move(path), opts);
 }
 
@@ -504,7 +379,7 @@ void file_store::do_save(stored_tokens next, std::string expected,
                       h = std::move(h), work = std::move(work)]() mutable {
     diagnostics diag;
     const auto ec = save_state(s->path, next, expected, diag);
-    wipe(next);
+    detail::wipe(next);
     detail::wipe(expected);
     complete(work, std::move(h), ec);
   });

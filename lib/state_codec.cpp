@@ -1,0 +1,162 @@
+// The JSON form of stored_tokens, shared by the file and Redis stores: parsed strictly (a
+// damaged state is store_corrupt, never guessed at), and every buffer that held a token wiped.
+#include "state_codec.hpp"
+
+#include <nxsys/auth/protocol.hpp>
+
+#include "text.hpp"
+
+#include <boost/json/memory_resource.hpp>
+#include <boost/json/object.hpp>
+#include <boost/json/parser.hpp>
+#include <boost/json/serializer.hpp>
+#include <boost/json/value.hpp>
+
+#include <openssl/crypto.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <new>
+
+namespace nxsys::auth::detail {
+namespace json = boost::json;
+using boost::system::error_code;
+
+namespace {
+
+constexpr std::string_view format_name = "nxsys-auth-token-store";
+constexpr std::int64_t format_version = 1;
+// Later than this, milliseconds since the epoch overflow system_clock (nanoseconds, year 2262).
+const std::int64_t max_epoch_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                      std::chrono::system_clock::duration::max())
+                                      .count();
+
+// JSON trees hold tokens in memory of their own: this overwrites it before it is freed.
+// Boost.JSON 1.81 frees with another alignment than it allocated with (ASan reports it), so
+// alignment is left to plain operator new, which suffices for everything it stores.
+class wiping_resource final : public json::memory_resource {
+  void* do_allocate(std::size_t n, std::size_t align) override {
+    if (align > __STDCPP_DEFAULT_NEW_ALIGNMENT__) throw std::bad_alloc();
+    return ::operator new(n);
+  }
+  void do_deallocate(void* p, std::size_t n, std::size_t) override {
+    OPENSSL_cleanse(p, n);
+    ::operator delete(p);
+  }
+  bool do_is_equal(const json::memory_resource& o) const noexcept override { return this == &o; }
+};
+
+json::storage_ptr wiping_storage() {
+  static wiping_resource r;
+  return json::storage_ptr(&r);
+}
+
+struct wipe_on_exit {
+  std::string& s;
+  ~wipe_on_exit() { detail::wipe(s); }
+};
+
+error_code corrupt(diagnostics& diag, const std::string& path, std::string_view problem) {
+  diag.client_message = path + ": " + std::string(problem);
+  return make_error_code(errc::store_corrupt);
+}
+
+// An optional string field: absent and null both mean "none".
+error_code string_field(const json::object& o, std::string_view name, std::string& out,
+                        const std::string& path, diagnostics& diag) {
+  const auto* v = o.if_contains(name);
+  if (v == nullptr || v->is_null()) return {};
+  if (!v->is_string()) return corrupt(diag, path, std::string(name) + " is not a string");
+  out.assign(v->get_string().data(), v->get_string().size());
+  return {};
+}
+
+// An optional integer field in [0, max]. Not a double: nothing here writes one.
+error_code int_field(const json::object& o, std::string_view name, std::int64_t max,
+                     std::int64_t& out, const std::string& path, diagnostics& diag) {
+  const auto* v = o.if_contains(name);
+  if (v == nullptr || v->is_null()) return {};
+  if (!v->is_int64() && !v->is_uint64())
+    return corrupt(diag, path, std::string(name) + " is not an integer");
+  if (!v->is_int64() || v->get_int64() < 0 || v->get_int64() > max)
+    return corrupt(diag, path, std::string(name) + " is out of range");
+  out = v->get_int64();
+  return {};
+}
+
+// Messages name the problem and never quote a value: a value may be a token.
+}  // namespace
+
+error_code parse_stored_tokens(std::string_view text, const std::string& path, stored_tokens& out,
+                               diagnostics& diag) {
+  if (text.empty()) return corrupt(diag, path, "empty");
+  json::parser p(wiping_storage());
+  p.reset(wiping_storage());
+  error_code jec;
+  p.write(text.data(), text.size(), jec);
+  if (jec) return corrupt(diag, path, "not valid JSON (" + jec.message() + ")");
+  const json::value jv = p.release();
+  const auto* o = jv.if_object();
+  if (o == nullptr) return corrupt(diag, path, "not a JSON object");
+
+  const auto* f = o->if_contains("format");
+  if (f == nullptr || !f->is_string() || f->get_string() != format_name)
+    return corrupt(diag, path, "format is missing or not \"nxsys-auth-token-store\"");
+  const auto* v = o->if_contains("version");
+  if (v == nullptr || !(v->is_int64() || v->is_uint64()))
+    return corrupt(diag, path, "version is missing or not an integer");
+  if (!v->is_int64() || v->get_int64() != format_version) {
+    const auto n = v->is_int64() ? std::to_string(v->get_int64()) : std::to_string(v->get_uint64());
+    return corrupt(diag, path, "version " + n + " is not supported (this build reads 1)");
+  }
+
+  stored_tokens t;
+  wipe_on_exit w1{t.refresh_token}, w2{t.access_token};
+  std::int64_t expires_ms = 0, lifetime_s = 0;
+  if (auto ec = string_field(*o, "refreshToken", t.refresh_token, path, diag)) return ec;
+  if (t.refresh_token.empty()) return corrupt(diag, path, "refreshToken is missing or empty");
+  if (auto ec = string_field(*o, "accessToken", t.access_token, path, diag)) return ec;
+  if (auto ec = string_field(*o, "tokenType", t.token_type, path, diag)) return ec;
+  if (auto ec = int_field(*o, "expiresAtMs", max_epoch_ms, expires_ms, path, diag)) return ec;
+  if (auto ec =
+          int_field(*o, "lifetimeS", protocol::max_expires_in.count(), lifetime_s, path, diag))
+    return ec;
+  t.expires_at = std::chrono::system_clock::time_point(
+      std::chrono::duration_cast<std::chrono::system_clock::duration>(
+          std::chrono::milliseconds(expires_ms)));
+  t.lifetime = std::chrono::seconds(lifetime_s);
+  out = std::move(t);
+  return {};
+}
+
+// A buffer big enough for any escaping, so that the serializer never reallocates (a
+// reallocation would free an unwiped copy).
+std::string serialize_stored_tokens(const stored_tokens& t) {
+  json::object o(wiping_storage());
+  o["format"] = format_name;
+  o["version"] = format_version;
+  o["refreshToken"] = t.refresh_token;
+  o["accessToken"] = t.access_token;
+  o["tokenType"] = t.token_type;
+  const auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(t.expires_at.time_since_epoch())
+          .count();
+  o["expiresAtMs"] = std::max<std::int64_t>(ms, 0);  // before 1970: as expired as can be
+  o["lifetimeS"] =
+      std::clamp<std::int64_t>(t.lifetime.count(), 0, protocol::max_expires_in.count());
+  const std::size_t worst =
+      256 + 6 * (t.refresh_token.size() + t.access_token.size() + t.token_type.size());
+  std::string out(worst, '\0');
+  json::serializer sr;
+  sr.reset(&o);
+  const auto written = sr.read(out.data(), out.size()).size();
+  out.resize(sr.done() ? written : 0);
+  return out;
+}
+
+void wipe(stored_tokens& t) noexcept {
+  detail::wipe(t.refresh_token);
+  detail::wipe(t.access_token);
+}
+
+}  // namespace nxsys::auth::detail

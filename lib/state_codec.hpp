@@ -1,0 +1,27 @@
+// The JSON form of stored_tokens ({"format":"nxsys-auth-token-store","version":1,
+// "refreshToken",...}), shared by file_store and redis_store. Internal.
+#ifndef NXSYS_AUTH_LIB_STATE_CODEC_HPP
+#define NXSYS_AUTH_LIB_STATE_CODEC_HPP
+
+#include <nxsys/auth/error.hpp>
+#include <nxsys/auth/token_store.hpp>
+
+#include <string>
+#include <string_view>
+
+namespace nxsys::auth::detail {
+
+/// Parses a stored state; errc::store_corrupt, with `source` and the problem (never a value:
+/// it may be a token) in diag, when it is not one.
+boost::system::error_code parse_stored_tokens(std::string_view text, const std::string& source,
+                                              stored_tokens& out, diagnostics& diag);
+
+/// The JSON text of `t`, built without leaving unwiped copies of its tokens behind.
+std::string serialize_stored_tokens(const stored_tokens& t);
+
+/// Overwrites the tokens of `t`.
+void wipe(stored_tokens& t) noexcept;
+
+}  // namespace nxsys::auth::detail
+
+#endif
