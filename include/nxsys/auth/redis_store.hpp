@@ -1,0 +1,67 @@
+// nxsys::auth::redis_store: the token state in Redis, shared by replicas on many hosts, with a
+// lease so that one replica of the whole cluster refreshes at a time. Target nxsys::auth_redis.
+#ifndef NXSYS_AUTH_REDIS_STORE_HPP
+#define NXSYS_AUTH_REDIS_STORE_HPP
+
+#include <nxsys/auth/token_store.hpp>
+
+#include <boost/asio/any_io_executor.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace nxsys::auth {
+
+struct redis_store_options {
+  std::string host = "127.0.0.1";  ///< an address or a name
+  std::uint16_t port = 6379;
+  std::string username;  ///< ACL user (Redis 6+); empty: AUTH with the password alone
+  std::string password;  ///< empty: no AUTH
+  int database = 0;      ///< SELECTed when not 0
+  /// Keys are "<key_prefix>{<name>}" (the state, a hash), "<key_prefix>{<name>}:lease" and the
+  /// channel "<key_prefix>{<name>}:events"; the braces keep them in one Redis Cluster slot.
+  /// Replicas sharing one refresh-token chain use the same prefix and name.
+  std::string key_prefix = "nxsys-auth:";
+  std::string name = "default";
+  /// Lifetime of the lease (SET NX PX): a holder that dies frees it after this long. Renewed
+  /// every third of it while the holder lives.
+  std::chrono::milliseconds lease_ttl{10'000};
+  /// A replica waiting for the lease is woken by the holder's publication; without one (lost
+  /// message, subscriber down) it tries again after this long.
+  std::chrono::milliseconds poll_interval{250};
+  std::chrono::milliseconds command_timeout{2'000};
+  std::chrono::milliseconds connect_timeout{2'000};
+};
+
+/// A token_store in Redis. The lease is `SET <lease> <random owner> NX PX lease_ttl`, renewed
+/// by a script that extends it only for its owner and released by a compare-and-delete script
+/// that publishes "released"; a save is a compare-and-set script keyed on the refresh token
+/// the refresh used (fencing: a holder whose lease expired can never overwrite a newer chain),
+/// which publishes "saved". Everything runs on Asio (hiredis only parses replies): no call
+/// blocks a thread. Failures to reach Redis are errc::store_failed (errc::timeout for a
+/// command timeout), with what happened in the diagnostics and never a token.
+class redis_store final : public token_store {
+ public:
+  /// Connects lazily; throws nothing for an unreachable server (the first operation fails).
+  redis_store(boost::asio::any_io_executor ex, redis_store_options opts);
+  /// Ends waiting acquires with operation_aborted and closes the connections. A lease still
+  /// held is released by its last copy (or expires).
+  ~redis_store() override;
+
+ protected:
+  void do_load(boost::asio::any_completion_handler<load_signature> h) override;
+  void do_acquire(std::chrono::steady_clock::time_point deadline,
+                  boost::asio::any_completion_handler<acquire_signature> h) override;
+  void do_save(stored_tokens next, std::string expected,
+               boost::asio::any_completion_handler<save_signature> h) override;
+
+ private:
+  struct state;
+  std::shared_ptr<state> s_;
+};
+
+}  // namespace nxsys::auth
+
+#endif

@@ -1,0 +1,185 @@
+// A Redis connection on Asio: RESP over beast::tcp_stream (its timeouts), hiredis's reader.
+#include "connection.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/ip/address.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/error.hpp>
+
+#include <algorithm>
+
+namespace nxsys::auth::redis {
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+using boost::system::error_code;
+
+namespace {
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+constexpr std::size_t read_chunk = 16 * 1024;
+}  // namespace
+
+connection::connection(asio::any_io_executor strand, const server_address& addr)
+    : strand_(std::move(strand)), addr_(addr), where_("redis " + addr.host + ":" + addr.port) {}
+
+connection::~connection() {
+  close();
+}
+
+void connection::close() noexcept {
+  ++generation_;
+  if (stream_) {
+    error_code ignored;
+    stream_->socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+    stream_->socket().close(ignored);
+    stream_.reset();
+  }
+  decoder_.reset();
+}
+
+error_code connection::failed(const error_code& ec, const char* what, diagnostics& diag) {
+  close();
+  if (ec == asio::error::operation_aborted) return ec;
+  diag.client_message = where_ + ": " + what + ": " +
+                        (ec == beast::error::timeout ? std::string("timed out") : ec.message());
+  return make_error_code(ec == beast::error::timeout ? errc::timeout : errc::store_failed);
+}
+
+asio::awaitable<error_code> connection::connect(steady_time deadline, diagnostics& diag) {
+  close();
+  const auto gen = generation_;
+  deadline = std::min(deadline, std::chrono::steady_clock::now() + addr_.connect_timeout);
+  error_code ec;
+  asio::ip::tcp::resolver::results_type endpoints;
+  auto addr = asio::ip::make_address(addr_.host, ec);
+  if (!ec) {
+    endpoints = asio::ip::tcp::resolver::results_type::create(
+        asio::ip::tcp::endpoint(addr, static_cast<unsigned short>(std::stoi(addr_.port))),
+        addr_.host, addr_.port);
+  } else {
+    // A name: resolved with a timer bounding the resolver (it has no timeout of its own).
+    asio::ip::tcp::resolver resolver(strand_);
+    asio::steady_timer timer(strand_, deadline);
+    bool timed_out = false;
+    timer.async_wait([&](error_code e) {
+      if (!e) {
+        timed_out = true;
+        resolver.cancel();
+      }
+    });
+    std::tie(ec, endpoints) = co_await resolver.async_resolve(addr_.host, addr_.port, use_tuple);
+    if (timer.cancel() == 0) co_await asio::post(strand_, asio::use_awaitable);
+    if (timed_out) ec = beast::error::timeout;
+    if (ec) co_return failed(ec, "resolve", diag);
+  }
+  if (gen != generation_) co_return asio::error::operation_aborted;
+  stream_.emplace(strand_);
+  decoder_ = std::make_unique<decoder>();
+  stream_->expires_at(deadline);
+  std::tie(ec, std::ignore) = co_await stream_->async_connect(endpoints, use_tuple);
+  if (gen != generation_) co_return asio::error::operation_aborted;
+  if (ec) co_return failed(ec, "connect", diag);
+  stream_->socket().set_option(asio::ip::tcp::no_delay(true), ec);
+
+  reply r;
+  if (!addr_.password.empty()) {
+    auto auth = command("AUTH");
+    if (!addr_.username.empty()) auth.push_back(addr_.username);
+    auth.push_back(addr_.password);
+    if (auto e = co_await roundtrip(encode(auth), r, deadline, diag)) co_return e;
+    if (!r.is_ok()) {
+      close();
+      // The server's words (WRONGPASS, NOAUTH) name no secret.
+      diag.client_message = where_ + ": AUTH refused: " + r.str.substr(0, 200);
+      co_return make_error_code(errc::store_failed);
+    }
+  }
+  if (addr_.database != 0) {
+    if (auto e = co_await roundtrip(encode(command("SELECT", std::to_string(addr_.database))), r,
+                                    deadline, diag))
+      co_return e;
+    if (!r.is_ok()) {
+      close();
+      diag.client_message = where_ + ": SELECT refused: " + r.str.substr(0, 200);
+      co_return make_error_code(errc::store_failed);
+    }
+  }
+  co_return error_code{};
+}
+
+asio::awaitable<error_code> connection::read_reply(reply& out, steady_time deadline,
+                                                   diagnostics& diag) {
+  const auto gen = generation_;
+  for (;;) {
+    if (!decoder_) co_return asio::error::operation_aborted;
+    if (auto r = decoder_->next()) {
+      out = std::move(*r);
+      co_return error_code{};
+    }
+    if (decoder_->failed()) {
+      close();
+      diag.client_message = where_ + ": not a Redis reply";
+      co_return make_error_code(errc::store_failed);
+    }
+    buf_.resize(read_chunk);
+    if (deadline == steady_time::max()) {
+      stream_->expires_never();  // a subscriber waits for as long as it takes
+    } else {
+      stream_->expires_at(deadline);
+    }
+    auto [ec, n] = co_await stream_->async_read_some(asio::buffer(buf_), use_tuple);
+    if (gen != generation_) co_return asio::error::operation_aborted;
+    if (ec) co_return failed(ec, "read", diag);
+    decoder_->feed(std::string_view(buf_.data(), n));
+  }
+}
+
+asio::awaitable<error_code> connection::roundtrip(const std::string& encoded, reply& out,
+                                                  steady_time deadline, diagnostics& diag) {
+  const auto gen = generation_;
+  stream_->expires_at(deadline);
+  auto [ec, n] = co_await asio::async_write(*stream_, asio::buffer(encoded), use_tuple);
+  if (gen != generation_) co_return asio::error::operation_aborted;
+  if (ec) co_return failed(ec, "write", diag);
+  co_return co_await read_reply(out, deadline, diag);
+}
+
+asio::awaitable<error_code> connection::exec(std::vector<std::string> args, reply& out,
+                                             steady_time deadline, diagnostics& diag) {
+  // One command at a time: a caller that finds the connection busy waits for its turn.
+  if (busy_) {
+    auto turn = std::make_shared<asio::steady_timer>(strand_, deadline);
+    queue_.push_back(turn);
+    co_await turn->async_wait(use_tuple);  // expiry or hand-over: settled below
+    auto it = std::find(queue_.begin(), queue_.end(), turn);
+    if (it != queue_.end()) {  // still in line: the deadline passed
+      queue_.erase(it);
+      diag.client_message = where_ + ": busy until the deadline";
+      co_return make_error_code(errc::timeout);
+    }
+    // Handed the turn (busy_ stayed true for us).
+  }
+  busy_ = true;
+  error_code ec;
+  if (!stream_) ec = co_await connect(deadline, diag);
+  if (!ec) ec = co_await roundtrip(encode(args), out, deadline, diag);
+  for (auto& a : args) std::fill(a.begin(), a.end(), '\0');  // they may hold tokens
+  if (!queue_.empty()) {
+    auto next = std::move(queue_.front());
+    queue_.pop_front();
+    next->cancel();
+  } else {
+    busy_ = false;
+  }
+  co_return ec;
+}
+
+asio::awaitable<error_code> connection::receive(reply& out, steady_time deadline,
+                                                diagnostics& diag) {
+  if (!stream_) co_return make_error_code(errc::store_failed);
+  co_return co_await read_reply(out, deadline, diag);
+}
+
+}  // namespace nxsys::auth::redis

@@ -1,0 +1,79 @@
+// One connection to Redis over Asio: connect (with AUTH and SELECT), then commands one at a
+// time, or (subscribed) a stream of messages. Internal to nxsys::auth_redis; used from one
+// strand only.
+#ifndef NXSYS_AUTH_LIB_REDIS_CONNECTION_HPP
+#define NXSYS_AUTH_LIB_REDIS_CONNECTION_HPP
+
+#include <nxsys/auth/error.hpp>
+
+#include "resp.hpp"
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+
+#include <chrono>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace nxsys::auth::redis {
+
+using steady_time = std::chrono::steady_clock::time_point;
+
+struct server_address {
+  std::string host = "127.0.0.1";
+  std::string port = "6379";
+  std::string username;  ///< ACL user (Redis 6+); empty: AUTH <password> alone
+  std::string password;  ///< empty: no AUTH
+  int database = 0;
+  std::chrono::milliseconds connect_timeout{2'000};
+};
+
+class connection {
+ public:
+  connection(boost::asio::any_io_executor strand, const server_address& addr);
+  ~connection();
+
+  /// Sends one command and reads its reply, connecting first if needed; concurrent callers
+  /// (on the strand) queue. Errors: errc::store_failed with diag.client_message saying what
+  /// (never an argument: they may be secrets); a Redis error reply is a reply, not an error.
+  boost::asio::awaitable<boost::system::error_code> exec(std::vector<std::string> args, reply& out,
+                                                         steady_time deadline, diagnostics& diag);
+  /// The next reply pushed by the server (subscribed connections); steady_time::max() waits
+  /// without a timeout.
+  boost::asio::awaitable<boost::system::error_code> receive(reply& out, steady_time deadline,
+                                                            diagnostics& diag);
+  bool is_open() const noexcept { return stream_.has_value(); }
+  /// Drops the connection; operations in progress end with operation_aborted.
+  void close() noexcept;
+
+ private:
+  boost::asio::awaitable<boost::system::error_code> connect(steady_time deadline,
+                                                            diagnostics& diag);
+  boost::asio::awaitable<boost::system::error_code> roundtrip(const std::string& encoded,
+                                                              reply& out, steady_time deadline,
+                                                              diagnostics& diag);
+  boost::asio::awaitable<boost::system::error_code> read_reply(reply& out, steady_time deadline,
+                                                               diagnostics& diag);
+  boost::system::error_code failed(const boost::system::error_code& ec, const char* what,
+                                   diagnostics& diag);
+
+  boost::asio::any_io_executor strand_;
+  const server_address& addr_;
+  std::string where_;  // "redis host:port", for messages
+  std::optional<boost::beast::tcp_stream> stream_;
+  std::unique_ptr<decoder> decoder_;
+  std::vector<char> buf_;
+  bool busy_ = false;
+  std::deque<std::shared_ptr<boost::asio::steady_timer>> queue_;
+  std::uint64_t generation_ = 0;  // bumped by close(): an operation of an older one aborts
+};
+
+}  // namespace nxsys::auth::redis
+
+#endif

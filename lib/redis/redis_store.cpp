@@ -1,0 +1,303 @@
+// redis_store: lease, state and events of a token chain in Redis, driven by coroutines on one
+// strand per store.
+#include <nxsys/auth/redis_store.hpp>
+
+#include "connection.hpp"
+#include "state_codec.hpp"
+#include "text.hpp"
+
+#include <boost/asio/append.hpp>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <openssl/rand.h>
+
+#include <list>
+
+namespace nxsys::auth {
+namespace asio = boost::asio;
+using boost::system::error_code;
+using steady = std::chrono::steady_clock;
+
+namespace {
+
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+// Extends the lease only for its owner.
+constexpr const char* renew_script = R"lua(
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0)lua";
+
+// Deletes the lease only for its owner, and tells the waiters.
+constexpr const char* release_script = R"lua(
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[2], 'released')
+  return 1
+end
+return 0)lua";
+
+// Compare-and-set on the stored refresh token (nothing stored counts as a match), then tells
+// the waiters.
+constexpr const char* save_script = R"lua(
+local current = redis.call('HGET', KEYS[1], 'refresh_token')
+if current and current ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'refresh_token', ARGV[2], 'state', ARGV[3])
+redis.call('PUBLISH', ARGV[4], 'saved')
+return 1)lua";
+
+std::string random_owner() {
+  unsigned char bytes[16];
+  if (RAND_bytes(bytes, sizeof bytes) != 1) throw std::runtime_error("RAND_bytes failed");
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string s;
+  for (unsigned char b : bytes) {
+    s += hex[b >> 4];
+    s += hex[b & 0xf];
+  }
+  return s;
+}
+
+}  // namespace
+
+struct redis_store::state : std::enable_shared_from_this<state> {
+  state(asio::any_io_executor e, redis_store_options o)
+      : ex(std::move(e)),
+        strand(asio::make_strand(ex)),
+        opts(std::move(o)),
+        address{opts.host,     std::to_string(opts.port), opts.username, opts.password,
+                opts.database, opts.connect_timeout},
+        state_key(opts.key_prefix + "{" + opts.name + "}"),
+        lease_key(state_key + ":lease"),
+        channel(state_key + ":events"),
+        commands(strand, address),
+        events(strand, address) {}
+
+  ~state() { detail::wipe(address.password); }
+
+  steady::time_point command_deadline(steady::time_point limit = steady::time_point::max()) const {
+    return std::min(limit, steady::now() + opts.command_timeout);
+  }
+
+  asio::awaitable<error_code> exec(std::vector<std::string> args, redis::reply& out,
+                                   steady::time_point deadline) {
+    diagnostics diag;
+    auto ec = co_await commands.exec(std::move(args), out, command_deadline(deadline), diag);
+    if (!ec && out.is_error()) ec = make_error_code(errc::store_failed);
+    co_return ec;
+  }
+
+  // Wakes every waiting acquirer (on the strand).
+  void wake_all() {
+    for (auto* t : waiting) t->cancel();
+  }
+
+  // Keeps a SUBSCRIBE open while acquirers wait; ends when none do or the connection fails.
+  static asio::awaitable<void> listen(std::shared_ptr<state> self) {
+    diagnostics diag;
+    redis::reply r;
+    auto ec = co_await self->events.exec(redis::command("SUBSCRIBE", self->channel), r,
+                                         self->command_deadline(), diag);
+    while (!ec && !self->closed) {
+      r = {};
+      ec = co_await self->events.receive(r, steady::time_point::max(), diag);
+      if (!ec) self->wake_all();  // a "saved" or "released": try the lease again
+      if (self->waiting.empty()) break;
+    }
+    self->events.close();
+    self->listening = false;
+  }
+
+  void ensure_listening() {
+    if (listening || closed) return;
+    listening = true;
+    asio::co_spawn(strand, listen(shared_from_this()), asio::detached);
+  }
+
+  // The lease, held by the client; its last copy releases it.
+  struct hold {
+    std::shared_ptr<state> s;
+    std::string owner;
+    std::shared_ptr<asio::steady_timer> renew_timer;  // shared with renew(), which it ends
+    hold(std::shared_ptr<state> st, std::string o)
+        : s(std::move(st)),
+          owner(std::move(o)),
+          renew_timer(std::make_shared<asio::steady_timer>(s->strand)) {}
+    ~hold() {
+      asio::post(s->strand, [s = s, owner = std::move(owner), t = renew_timer]() mutable {
+        t->cancel();
+        asio::co_spawn(s->strand, release(s, std::move(owner)), asio::detached);
+      });
+    }
+  };
+
+  static asio::awaitable<void> release(std::shared_ptr<state> self, std::string owner) {
+    redis::reply r;
+    co_await self->exec(
+        redis::command("EVAL", release_script, "1", self->lease_key, owner, self->channel), r,
+        steady::time_point::max());
+    // A failure leaves the lease to expire after lease_ttl.
+  }
+
+  // Extends the lease every third of its lifetime until the hold goes.
+  static asio::awaitable<void> renew(std::shared_ptr<state> self,
+                                     std::shared_ptr<asio::steady_timer> timer, std::string owner) {
+    for (;;) {
+      timer->expires_after(self->opts.lease_ttl / 3);
+      auto [ec] = co_await timer->async_wait(use_tuple);
+      if (ec || self->closed) co_return;  // cancelled: released
+      redis::reply r;
+      co_await self->exec(redis::command("EVAL", renew_script, "1", self->lease_key, owner,
+                                         std::to_string(self->opts.lease_ttl.count())),
+                          r, steady::time_point::max());
+    }
+  }
+
+  static asio::awaitable<std::tuple<error_code, refresh_lease>> acquire(
+      std::shared_ptr<state> self, steady::time_point deadline, std::shared_ptr<bool> cancelled,
+      std::shared_ptr<asio::steady_timer*> current_wait) {
+    const std::string owner = random_owner();
+    for (;;) {
+      if (self->closed || *cancelled)
+        co_return std::tuple{asio::error::operation_aborted, refresh_lease{}};
+      redis::reply r;
+      auto ec = co_await self->exec(redis::command("SET", self->lease_key, owner, "NX", "PX",
+                                                   std::to_string(self->opts.lease_ttl.count())),
+                                    r, steady::time_point::max());  // bounded by command_timeout
+      if (self->closed || *cancelled)
+        co_return std::tuple{error_code(asio::error::operation_aborted), refresh_lease{}};
+      if (ec) co_return std::tuple{ec, refresh_lease{}};
+      if (r.is_ok()) {
+        auto h = std::make_shared<hold>(self, owner);
+        asio::co_spawn(self->strand, renew(self, h->renew_timer, owner), asio::detached);
+        co_return std::tuple{error_code{}, refresh_lease(h)};
+      }
+      if (steady::now() >= deadline)
+        co_return std::tuple{make_error_code(errc::store_busy), refresh_lease{}};
+      // Held by another replica: wait for its publication, or poll.
+      asio::steady_timer t(self->strand,
+                           std::min(deadline, steady::now() + self->opts.poll_interval));
+      self->waiting.push_back(&t);
+      *current_wait = &t;
+      self->ensure_listening();
+      co_await t.async_wait(use_tuple);
+      *current_wait = nullptr;
+      self->waiting.remove(&t);
+      // Nobody waits: stop listening, so that an idle store keeps no work on the executor.
+      if (self->waiting.empty()) self->events.close();
+    }
+  }
+
+  asio::any_io_executor ex;
+  asio::strand<asio::any_io_executor> strand;
+  redis_store_options opts;
+  redis::server_address address;
+  std::string state_key, lease_key, channel;
+  redis::connection commands;  // on strand
+  redis::connection events;    // on strand: SUBSCRIBE
+  std::list<asio::steady_timer*> waiting;
+  bool listening = false;
+  bool closed = false;
+};
+
+redis_store::redis_store(asio::any_io_executor ex, redis_store_options opts)
+    : s_(std::make_shared<state>(std::move(ex), std::move(opts))) {
+  if (s_->opts.lease_ttl.count() < 3 || s_->opts.poll_interval.count() <= 0 ||
+      s_->opts.command_timeout.count() <= 0 || s_->opts.connect_timeout.count() <= 0) {
+    diagnostics d;
+    d.client_message = "redis_store: lease_ttl must be at least 3 ms and the intervals positive";
+    throw error_with_diagnostics(make_error_code(errc::invalid_config), std::move(d));
+  }
+}
+
+redis_store::~redis_store() {
+  asio::post(s_->strand, [s = s_] {
+    s->closed = true;
+    s->wake_all();
+    s->commands.close();
+    s->events.close();
+  });
+}
+
+void redis_store::do_load(asio::any_completion_handler<load_signature> h) {
+  asio::co_spawn(
+      s_->strand,
+      [](std::shared_ptr<state> s)
+          -> asio::awaitable<std::tuple<error_code, std::optional<stored_tokens>>> {
+        redis::reply r;
+        auto ec = co_await s->exec(redis::command("HGET", s->state_key, "state"), r,
+                                   steady::time_point::max());
+        if (ec) co_return std::tuple{ec, std::nullopt};
+        if (r.type == redis::reply::kind::nil) co_return std::tuple{error_code{}, std::nullopt};
+        stored_tokens t;
+        diagnostics diag;
+        ec = detail::parse_stored_tokens(r.str, "redis key " + s->state_key, t, diag);
+        detail::wipe(r.str);
+        if (ec) co_return std::tuple{ec, std::nullopt};
+        co_return std::tuple{error_code{}, std::optional<stored_tokens>(std::move(t))};
+      }(s_),
+      [ex = s_->ex, h = std::move(h)](std::exception_ptr e, auto result) mutable {
+        if (e) std::rethrow_exception(e);
+        auto& [ec, value] = result;
+        asio::post(ex, asio::append(std::move(h), ec, std::move(value)));
+      });
+}
+
+void redis_store::do_acquire(steady::time_point deadline,
+                             asio::any_completion_handler<acquire_signature> h) {
+  auto cancelled = std::make_shared<bool>(false);
+  auto current_wait = std::make_shared<asio::steady_timer*>(nullptr);
+  auto slot = asio::get_associated_cancellation_slot(h);
+  if (slot.is_connected()) {
+    slot.assign([s = s_, cancelled, current_wait](asio::cancellation_type) {
+      asio::post(s->strand, [cancelled, current_wait] {
+        *cancelled = true;
+        if (*current_wait != nullptr) (*current_wait)->cancel();
+      });
+    });
+  }
+  asio::co_spawn(s_->strand, state::acquire(s_, deadline, cancelled, current_wait),
+                 [ex = s_->ex, h = std::move(h), slot](std::exception_ptr e, auto result) mutable {
+                   if (e) std::rethrow_exception(e);
+                   if (slot.is_connected()) slot.clear();
+                   auto& [ec, lease] = result;
+                   asio::post(ex, asio::append(std::move(h), ec, std::move(lease)));
+                 });
+}
+
+void redis_store::do_save(stored_tokens next, std::string expected,
+                          asio::any_completion_handler<save_signature> h) {
+  asio::co_spawn(
+      s_->strand,
+      [](std::shared_ptr<state> s, stored_tokens next,
+         std::string expected) -> asio::awaitable<error_code> {
+        if (next.refresh_token.empty()) co_return make_error_code(errc::invalid_argument);
+        std::string text = detail::serialize_stored_tokens(next);
+        redis::reply r;
+        auto ec = co_await s->exec(redis::command("EVAL", save_script, "1", s->state_key, expected,
+                                                  next.refresh_token, text, s->channel),
+                                   r, steady::time_point::max());
+        detail::wipe(text);
+        detail::wipe(next);
+        detail::wipe(expected);
+        if (ec) co_return ec;
+        if (r.type != redis::reply::kind::integer) co_return make_error_code(errc::store_failed);
+        co_return r.integer == 1 ? error_code{} : make_error_code(errc::store_conflict);
+      }(s_, std::move(next), std::move(expected)),
+      [ex = s_->ex, h = std::move(h)](std::exception_ptr e, error_code ec) mutable {
+        if (e) std::rethrow_exception(e);
+        asio::post(ex, asio::append(std::move(h), ec));
+      });
+}
+
+}  // namespace nxsys::auth

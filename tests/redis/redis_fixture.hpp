@@ -1,0 +1,143 @@
+// A redis-server of the test's own on 127.0.0.1 (a free port, no persistence), started and
+// stopped with bounded waits, and a blocking hiredis connection to inspect and poke it.
+#ifndef NXSYS_AUTH_TESTS_REDIS_FIXTURE_HPP
+#define NXSYS_AUTH_TESTS_REDIS_FIXTURE_HPP
+
+#include <hiredis/hiredis.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace nxsys::auth::testing {
+
+/// Runs `redis-server` (from PATH) until destroyed; restart() stops and starts it on the same
+/// port (the data is lost: no persistence).
+class redis_server {
+ public:
+  explicit redis_server(std::string password = {}) : password_(std::move(password)) {
+    port_ = free_port();
+    start();
+  }
+  ~redis_server() { stop(); }
+  redis_server(const redis_server&) = delete;
+  redis_server& operator=(const redis_server&) = delete;
+
+  std::uint16_t port() const { return port_; }
+
+  void stop() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGKILL);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+  }
+
+  void start() {
+    std::vector<std::string> args = {"redis-server", "--port", std::to_string(port_), "--bind",
+                                     "127.0.0.1", "--save", "", "--appendonly", "no",
+                                     "--daemonize", "no", "--loglevel", "warning"};
+    if (!password_.empty()) {
+      args.push_back("--requirepass");
+      args.push_back(password_);
+    }
+    pid_ = ::fork();
+    if (pid_ < 0) throw std::runtime_error("fork failed");
+    if (pid_ == 0) {
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      const int devnull = ::open("/dev/null", O_WRONLY);  // its log is noise in the test output
+      if (devnull >= 0) {
+        ::dup2(devnull, 1);
+        ::dup2(devnull, 2);
+      }
+      ::execvp("redis-server", argv.data());
+      ::_exit(127);
+    }
+    // Up within 10 s, or the test fails (redis-server missing: scripts/setup.sh installs it).
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (std::chrono::steady_clock::now() < end) {
+      if (ping()) return;
+      int status = 0;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        throw std::runtime_error("redis-server exited at start (is it installed?)");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    stop();
+    throw std::runtime_error("redis-server did not answer PING within 10 s");
+  }
+
+  void restart() {
+    stop();
+    start();
+  }
+
+  /// A blocking command on a fresh connection (AUTH first when needed); the reply as text
+  /// ("(nil)" for nil, the integer's digits, the string, or "ERR ..." for errors).
+  std::string command(const std::vector<std::string>& args) const {
+    std::unique_ptr<redisContext, void (*)(redisContext*)> c(redisConnect("127.0.0.1", port_),
+                                                             redisFree);
+    if (!c || c->err) return "connect failed";
+    if (!password_.empty()) {
+      auto* r = static_cast<redisReply*>(redisCommand(c.get(), "AUTH %s", password_.c_str()));
+      if (r) freeReplyObject(r);
+    }
+    std::vector<const char*> argv;
+    std::vector<std::size_t> lens;
+    for (const auto& a : args) {
+      argv.push_back(a.data());
+      lens.push_back(a.size());
+    }
+    auto* r = static_cast<redisReply*>(
+        redisCommandArgv(c.get(), static_cast<int>(args.size()), argv.data(), lens.data()));
+    if (r == nullptr) return "no reply";
+    std::string out;
+    switch (r->type) {
+      case REDIS_REPLY_NIL:
+        out = "(nil)";
+        break;
+      case REDIS_REPLY_INTEGER:
+        out = std::to_string(r->integer);
+        break;
+      case REDIS_REPLY_ARRAY:
+        out = "(array of " + std::to_string(r->elements) + ")";
+        break;
+      default:
+        out.assign(r->str, r->len);
+    }
+    freeReplyObject(r);
+    return out;
+  }
+
+ private:
+  bool ping() const { return command({"PING"}) == "PONG"; }
+
+  static std::uint16_t free_port() {
+    boost::asio::io_context ctx;
+    boost::asio::ip::tcp::acceptor a(ctx, {boost::asio::ip::make_address("127.0.0.1"), 0});
+    return a.local_endpoint().port();
+  }
+
+  std::string password_;
+  std::uint16_t port_ = 0;
+  pid_t pid_ = -1;
+};
+
+}  // namespace nxsys::auth::testing
+
+#endif

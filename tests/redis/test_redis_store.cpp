@@ -1,0 +1,254 @@
+// redis_store against a redis-server of the test's own: state round trip and compare-and-set,
+// the lease (exclusion, hand-over by publication, expiry of a dead holder's lease, renewal),
+// AUTH, an unreachable server, and clients sharing one chain through it.
+#include "helpers.hpp"
+#include "redis_fixture.hpp"
+
+#include <nxsys/auth/redis_store.hpp>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <mutex>
+#include <optional>
+#include <set>
+
+namespace asio = boost::asio;
+namespace na = nxsys::auth;
+using namespace nxsys::auth::testing;
+using namespace std::chrono_literals;
+using boost::system::error_code;
+
+namespace {
+
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+na::redis_store_options options_for(const redis_server& r, std::string name = "test") {
+  na::redis_store_options o;
+  o.port = r.port();
+  o.name = std::move(name);
+  return o;
+}
+
+na::stored_tokens tokens(std::string refresh, std::string access = "at") {
+  na::stored_tokens t;
+  t.refresh_token = std::move(refresh);
+  t.access_token = std::move(access);
+  t.token_type = "Bearer";
+  t.expires_at = std::chrono::system_clock::now() + 1h;
+  t.lifetime = 3600s;
+  return t;
+}
+
+// Runs each operation until it completes (bounded), not until the io_context runs out of
+// work: a held lease keeps its renewal timer pending.
+struct driver {
+  asio::io_context ctx;
+
+  template <class F>
+  void run(F f) {
+    bool done = false;
+    std::exception_ptr failure;
+    asio::co_spawn(ctx, std::move(f), [&](std::exception_ptr e) {
+      failure = e;
+      done = true;
+    });
+    ctx.restart();
+    const auto end = std::chrono::steady_clock::now() + 30s;
+    while (!done && std::chrono::steady_clock::now() < end) ctx.run_one_for(10ms);
+    BOOST_REQUIRE(done);
+    if (failure) std::rethrow_exception(failure);
+  }
+  error_code save(na::token_store& s, na::stored_tokens t, std::string expected) {
+    error_code out;
+    run([&]() -> asio::awaitable<void> {
+      std::tie(out) = co_await s.async_save(std::move(t), std::move(expected), use_tuple);
+    });
+    return out;
+  }
+  std::tuple<error_code, std::optional<na::stored_tokens>> load(na::token_store& s) {
+    std::tuple<error_code, std::optional<na::stored_tokens>> out;
+    run([&]() -> asio::awaitable<void> { out = co_await s.async_load(use_tuple); });
+    return out;
+  }
+  std::tuple<error_code, na::refresh_lease> acquire(na::token_store& s,
+                                                    std::chrono::milliseconds wait) {
+    std::tuple<error_code, na::refresh_lease> out;
+    run([&]() -> asio::awaitable<void> {
+      out = co_await s.async_acquire(std::chrono::steady_clock::now() + wait, use_tuple);
+    });
+    return out;
+  }
+};
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(redis_store)
+
+BOOST_AUTO_TEST_CASE(state_round_trip_and_compare_and_set) {
+  redis_server redis;
+  driver d;
+  na::redis_store s(d.ctx.get_executor(), options_for(redis));
+  auto [ec0, none] = d.load(s);
+  BOOST_TEST(!ec0);
+  BOOST_TEST(!none.has_value());
+
+  BOOST_TEST(!d.save(s, tokens("rt-1", "at-1"), ""));
+  auto [ec1, one] = d.load(s);
+  BOOST_REQUIRE(one.has_value());
+  BOOST_TEST(one->refresh_token == "rt-1");
+  BOOST_TEST(one->access_token == "at-1");
+  BOOST_TEST(one->lifetime.count() == 3600);
+
+  // A holder that used rt-0 (stale) cannot overwrite rt-1.
+  BOOST_TEST(d.save(s, tokens("rt-2"), "rt-0") == na::errc::store_conflict);
+  BOOST_TEST(std::get<1>(d.load(s))->refresh_token == "rt-1");
+  BOOST_TEST(!d.save(s, tokens("rt-2", "at-2"), "rt-1"));
+  BOOST_TEST(std::get<1>(d.load(s))->refresh_token == "rt-2");
+  BOOST_TEST(d.save(s, tokens(""), "rt-2") == na::errc::invalid_argument);
+
+  // The keys share one hash slot; the state is a hash; nothing else was written.
+  BOOST_TEST(redis.command({"HGET", "nxsys-auth:{test}", "refresh_token"}) == "rt-2");
+  BOOST_TEST(redis.command({"DBSIZE"}) == "1");
+}
+
+BOOST_AUTO_TEST_CASE(a_damaged_state_is_store_corrupt) {
+  redis_server redis;
+  driver d;
+  na::redis_store s(d.ctx.get_executor(), options_for(redis));
+  redis.command({"HSET", "nxsys-auth:{test}", "refresh_token", "x", "state", "{not json"});
+  BOOST_TEST(std::get<0>(d.load(s)) == na::errc::store_corrupt);
+  redis.command({"HSET", "nxsys-auth:{test}", "state", R"({"format":"other"})"});
+  BOOST_TEST(std::get<0>(d.load(s)) == na::errc::store_corrupt);
+}
+
+BOOST_AUTO_TEST_CASE(the_lease_excludes_and_is_handed_over_by_publication) {
+  redis_server redis;
+  driver d;
+  auto opts = options_for(redis);
+  opts.poll_interval = 30s;  // only the publication can wake a waiter within the test
+  na::redis_store a(d.ctx.get_executor(), opts), b(d.ctx.get_executor(), opts);
+  auto [ec, held] = d.acquire(a, 1s);
+  BOOST_REQUIRE(!ec);
+  BOOST_TEST(std::get<0>(d.acquire(b, 50ms)) == na::errc::store_busy);
+
+  // b waits (deadline 20 s); a releases 100 ms later; b gets the lease long before its poll.
+  std::optional<error_code> got;
+  na::refresh_lease second;
+  b.async_acquire(std::chrono::steady_clock::now() + 20s, [&](error_code e, na::refresh_lease l) {
+    got = e;
+    second = std::move(l);
+  });
+  asio::steady_timer t(d.ctx, 100ms);
+  t.async_wait([&](error_code) { held.release(); });
+  d.ctx.restart();
+  const auto end = std::chrono::steady_clock::now() + 10s;
+  while (!got && std::chrono::steady_clock::now() < end) d.ctx.run_one_for(10ms);
+  BOOST_REQUIRE(got.has_value());
+  BOOST_TEST(!*got);
+  BOOST_TEST(std::get<0>(d.acquire(a, 50ms)) == na::errc::store_busy);
+}
+
+BOOST_AUTO_TEST_CASE(a_dead_holders_lease_expires) {
+  redis_server redis;
+  driver d;
+  auto opts = options_for(redis);
+  opts.poll_interval = 20ms;
+  na::redis_store s(d.ctx.get_executor(), opts);
+  // A holder that died: its lease is there, nobody renews or releases it.
+  BOOST_TEST(redis.command({"SET", "nxsys-auth:{test}:lease", "dead-owner", "PX", "300"}) == "OK");
+  BOOST_TEST(std::get<0>(d.acquire(s, 50ms)) == na::errc::store_busy);
+  auto [ec, lease] = d.acquire(s, 10s);
+  BOOST_TEST(!ec);
+}
+
+BOOST_AUTO_TEST_CASE(a_live_holder_renews_its_lease) {
+  redis_server redis;
+  driver d;
+  auto opts = options_for(redis);
+  opts.lease_ttl = 300ms;
+  opts.poll_interval = 20ms;
+  na::redis_store a(d.ctx.get_executor(), opts), b(d.ctx.get_executor(), opts);
+  auto [ec, held] = d.acquire(a, 1s);
+  BOOST_REQUIRE(!ec);
+  // Three lease lifetimes later b still cannot take it: a's renewals kept it (b's attempts
+  // run the io_context, and with it a's renewals).
+  BOOST_TEST(std::get<0>(d.acquire(b, 900ms)) == na::errc::store_busy);
+  held.release();
+  BOOST_TEST(!std::get<0>(d.acquire(b, 2s)));
+}
+
+BOOST_AUTO_TEST_CASE(auth_is_sent_and_a_wrong_password_is_store_failed) {
+  redis_server redis("s3cret-pass");
+  driver d;
+  auto opts = options_for(redis);
+  opts.password = "wrong";
+  na::redis_store bad(d.ctx.get_executor(), opts);
+  BOOST_TEST(std::get<0>(d.load(bad)) == na::errc::store_failed);
+  opts.password = "s3cret-pass";
+  na::redis_store good(d.ctx.get_executor(), opts);
+  BOOST_TEST(!d.save(good, tokens("rt-1"), ""));
+  BOOST_TEST(std::get<1>(d.load(good))->refresh_token == "rt-1");
+}
+
+BOOST_AUTO_TEST_CASE(an_unreachable_server_is_store_failed_and_recovers) {
+  auto redis = std::make_unique<redis_server>();
+  driver d;
+  na::redis_store s(d.ctx.get_executor(), options_for(*redis));
+  BOOST_TEST(!d.save(s, tokens("rt-1"), ""));
+  redis->stop();
+  BOOST_TEST(std::get<0>(d.load(s)) == na::errc::store_failed);
+  BOOST_TEST(std::get<0>(d.acquire(s, 1s)) == na::errc::store_failed);
+  redis->start();  // empty again: no persistence
+  auto [ec, state] = d.load(s);
+  BOOST_TEST(!ec);
+  BOOST_TEST(!state.has_value());
+}
+
+// Replicas (clients with stores of their own, as separate processes would have) sharing one
+// chain: 4 × 250 coroutines on an empty cache → one refresh; the others read the stored token.
+BOOST_AUTO_TEST_CASE(replicas_refresh_once_through_redis) {
+  redis_server redis;
+  mock_server_options mopts;
+  mopts.rotate = true;
+  mopts.reuse_detection = true;
+  mopts.latency = 50ms;
+  mock_server server(mopts);
+  asio::io_context ctx(2);
+  std::vector<std::unique_ptr<na::client>> replicas;
+  for (int i = 0; i < 4; ++i) {
+    auto cfg = config_for(server, mopts);
+    cfg.store = std::make_shared<na::redis_store>(ctx.get_executor(), options_for(redis));
+    replicas.push_back(std::make_unique<na::client>(ctx.get_executor(), cfg));
+  }
+  std::mutex mu;
+  std::set<std::string> values;
+  std::atomic<int> errors{0};
+  for (auto& c : replicas)
+    for (int i = 0; i < 250; ++i)
+      asio::co_spawn(
+          ctx,
+          [&, cl = c.get()]() -> asio::awaitable<void> {
+            try {
+              auto t = co_await cl->token();
+              std::lock_guard lk(mu);
+              values.emplace(t.value());
+            } catch (const std::exception&) {
+              ++errors;
+            }
+          },
+          asio::detached);
+  BOOST_REQUIRE(run_bounded(ctx, 2, 30s));
+  BOOST_TEST(errors.load() == 0);
+  BOOST_TEST(values.size() == 1u);
+  BOOST_TEST(server.stats().refreshes == 1u);
+  BOOST_TEST(server.stats().reuse_detected == 0u);
+  std::uint64_t from_store = 0;
+  for (auto& c : replicas) from_store += c->stats().tokens_from_store;
+  BOOST_TEST(from_store == 3u);
+  BOOST_TEST(redis.command({"HGET", "nxsys-auth:{test}", "refresh_token"}) ==
+             server.current_refresh_token());
+}
+
+BOOST_AUTO_TEST_SUITE_END()
