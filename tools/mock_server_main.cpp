@@ -34,6 +34,8 @@ prints its statistics as JSON.
   --ttl SECONDS         expiresIn of issued tokens (default 3600)
   --rotate              issue a new refresh token on every refresh
   --reuse-detection     a rotated-away refresh token revokes the whole chain
+  --reuse-grace-ms N    after a rotation, the replaced refresh token stays valid for N ms
+                        (answered with the current one, as Auth0's reuse interval)
   --fail-every N        every Nth token request answers 503 (default 0: never)
   --camel | --snake     field names of the answer: accessToken (default) or access_token
   --client-id ID        accepted client id (default test-client)
@@ -103,6 +105,9 @@ std::optional<testing::mock_server_options> parse_args(int argc, char** argv) {
     } else if (arg == "--reuse-detection") {
       flag();
       opts.reuse_detection = true;
+    } else if (arg == "--reuse-grace-ms") {
+      opts.reuse_grace = std::chrono::milliseconds(
+          parse_number<std::int64_t>(arg, value(), 0, std::int64_t{24} * 3600 * 1000));
     } else if (arg == "--fail-every") {
       opts.fail_every = parse_number<int>(arg, value(), 0, std::numeric_limits<int>::max());
     } else if (arg == "--camel") {

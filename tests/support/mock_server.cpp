@@ -337,7 +337,7 @@ struct mock_server::impl {
   token_ticket begin_token_request(const http::request<http::string_body>& req);
   answer finish_token_request(const token_ticket& t);
   answer decide_token_request(const token_ticket& t);  // under mutex_
-  answer issue_token(const std::string* scope);        // under mutex_
+  answer issue_token(const std::string* scope, bool rotate);  // under mutex_
   answer answer_api(std::string_view authorization, std::string_view path);
   void end_token_request();
   void count_request();
@@ -376,6 +376,8 @@ struct mock_server::impl {
   // Issued access tokens and when each stops being accepted by /api/ (steady clock).
   std::unordered_map<std::string, std::chrono::steady_clock::time_point> access_valid_until_;
   std::string last_replaced_refresh_;  // what the last rotation replaced
+  std::chrono::steady_clock::time_point rotated_at_{};       // when it was replaced
+  std::chrono::steady_clock::time_point last_refresh_at_{};  // the last successful refresh
   std::deque<std::pair<scripted_failure, int>> scripted_;
   std::mt19937_64 rng_{std::random_device{}()};
 
@@ -735,9 +737,16 @@ answer mock_server::impl::finish_token_request(const token_ticket& t) {
   std::lock_guard lock(mutex_);
   answer a = decide_token_request(t);
   // Counted before the answer is written, so a client that has read it sees the stats updated.
-  if (a.status == http::status::ok && !t.scripted)
+  if (a.status == http::status::ok && !t.scripted) {
     ++stats_.refreshes;
-  else
+    const auto now = std::chrono::steady_clock::now();
+    if (stats_.refreshes > 1) {
+      const auto gap = static_cast<std::uint64_t>(
+          std::chrono::duration_cast<std::chrono::milliseconds>(now - last_refresh_at_).count());
+      if (stats_.refreshes == 2 || gap < stats_.min_refresh_gap_ms) stats_.min_refresh_gap_ms = gap;
+    }
+    last_refresh_at_ = now;
+  } else
     ++stats_.errors;
   return a;
 }
@@ -811,7 +820,13 @@ answer mock_server::impl::decide_token_request(const token_ticket& t) {
   const std::string& refresh = *field(refresh_name);
   if (chain_revoked_)
     return oauth_error(http::status::bad_request, "invalid_grant", "the refresh token was revoked");
-  if (refresh == current_refresh_) return issue_token(field("scope"));
+  if (refresh == current_refresh_) return issue_token(field("scope"), opts_.rotate);
+  if (opts_.reuse_grace.count() > 0 && !last_replaced_refresh_.empty() &&
+      refresh == last_replaced_refresh_ &&
+      std::chrono::steady_clock::now() < rotated_at_ + opts_.reuse_grace) {
+    ++stats_.grace_refreshes;
+    return issue_token(field("scope"), false);  // the current refresh token, no new rotation
+  }
   if (opts_.reuse_detection && retired_refresh_.count(refresh) != 0) {
     // A rotated-away token came back: someone holds a copy, so the whole chain is burnt.
     ++stats_.reuse_detected;
@@ -823,7 +838,7 @@ answer mock_server::impl::decide_token_request(const token_ticket& t) {
                      "the refresh token is invalid, expired or revoked");
 }
 
-answer mock_server::impl::issue_token(const std::string* scope) {
+answer mock_server::impl::issue_token(const std::string* scope, bool rotate) {
   const bool camel = opts_.names == field_names::camel;
 
   static constexpr char hex[] = "0123456789abcdef";
@@ -848,7 +863,8 @@ answer mock_server::impl::issue_token(const std::string* scope) {
     else
       o[key] = static_cast<std::int64_t>(opts_.ttl.count());
   }
-  if (opts_.rotate) {
+  if (rotate) {
+    rotated_at_ = std::chrono::steady_clock::now();
     std::string next;
     do {  // never reissue a token of the chain, whatever initial_refresh_token was
       next = "refresh-" + std::to_string(++refresh_counter_);
@@ -856,6 +872,8 @@ answer mock_server::impl::issue_token(const std::string* scope) {
     last_replaced_refresh_ = std::exchange(current_refresh_, next);
     retired_refresh_.insert(last_replaced_refresh_);
     o[camel ? "refreshToken" : "refresh_token"] = current_refresh_;
+  } else if (opts_.rotate) {
+    o[camel ? "refreshToken" : "refresh_token"] = current_refresh_;  // a grace answer
   }
   answer a = json_answer(http::status::ok, json::serialize(o));
   a.no_store = true;
@@ -988,6 +1006,8 @@ std::string to_json(const mock_server_stats& s) {
   o["basic_auth_requests"] = s.basic_auth_requests;
   o["api_requests"] = s.api_requests;
   o["api_unauthorized"] = s.api_unauthorized;
+  o["grace_refreshes"] = s.grace_refreshes;
+  o["min_refresh_gap_ms"] = s.min_refresh_gap_ms;
   return boost::json::serialize(o);
 }
 

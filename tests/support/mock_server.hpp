@@ -38,6 +38,10 @@ struct mock_server_options {
   bool expires_in_as_string = false;     ///< "expiresIn":"3600" instead of 3600
   bool rotate = false;                   ///< issue a new refresh token on every refresh
   bool reuse_detection = false;          ///< a rotated (old) refresh token revokes the chain
+  /// For this long after a rotation, the refresh token it replaced is still accepted (as
+  /// Auth0's reuse interval or Okta's grace period): the answer carries a new access token and
+  /// the current refresh token, with no further rotation. 0: no grace.
+  std::chrono::milliseconds reuse_grace{0};
   field_names names = field_names::camel;
   /// A JSON object whose members are added to every token answer (extra fields).
   std::string extra_answer_fields;
@@ -57,6 +61,10 @@ struct mock_server_stats {
   std::uint64_t basic_auth_requests = 0;  ///< token requests with an Authorization header
   std::uint64_t api_requests = 0;         ///< requests to /api/...
   std::uint64_t api_unauthorized = 0;     ///< of those, answered 401
+  std::uint64_t grace_refreshes = 0;      ///< refreshes with the replaced token, within the grace
+  /// The shortest interval between two successful refreshes, in ms (0 before the second):
+  /// two replicas refreshing for one expiry show up here as a few milliseconds.
+  std::uint64_t min_refresh_gap_ms = 0;
 };
 
 /// Runs on its own threads, bound to 127.0.0.1; stops in the destructor.
