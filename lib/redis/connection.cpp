@@ -1,6 +1,8 @@
 // A Redis connection on Asio: RESP over beast::tcp_stream (its timeouts), hiredis's reader.
 #include "connection.hpp"
 
+#include "text.hpp"
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/ip/address.hpp>
@@ -146,7 +148,7 @@ asio::awaitable<error_code> connection::roundtrip(const std::string& encoded, re
   co_return co_await read_reply(out, deadline, diag);
 }
 
-asio::awaitable<error_code> connection::exec(std::vector<std::string> args, reply& out,
+asio::awaitable<error_code> connection::exec(const std::vector<std::string>& args, reply& out,
                                              steady_time deadline, diagnostics& diag) {
   // One command at a time: a caller that finds the connection busy waits for its turn.
   if (busy_) {
@@ -164,8 +166,11 @@ asio::awaitable<error_code> connection::exec(std::vector<std::string> args, repl
   busy_ = true;
   error_code ec;
   if (!stream_) ec = co_await connect(deadline, diag);
-  if (!ec) ec = co_await roundtrip(encode(args), out, deadline, diag);
-  for (auto& a : args) std::fill(a.begin(), a.end(), '\0');  // they may hold tokens
+  if (!ec) {
+    std::string encoded = encode(args);
+    ec = co_await roundtrip(encoded, out, deadline, diag);
+    detail::wipe(encoded);  // it may hold tokens
+  }
   if (!queue_.empty()) {
     auto next = std::move(queue_.front());
     queue_.pop_front();

@@ -42,8 +42,9 @@ class connection {
   /// Sends one command and reads its reply, connecting first if needed; concurrent callers
   /// (on the strand) queue. Errors: errc::store_failed with diag.client_message saying what
   /// (never an argument: they may be secrets); a Redis error reply is a reply, not an error.
-  boost::asio::awaitable<boost::system::error_code> exec(std::vector<std::string> args, reply& out,
-                                                         steady_time deadline, diagnostics& diag);
+  boost::asio::awaitable<boost::system::error_code> exec(const std::vector<std::string>& args,
+                                                         reply& out, steady_time deadline,
+                                                         diagnostics& diag);
   /// The next reply pushed by the server (subscribed connections); steady_time::max() waits
   /// without a timeout.
   boost::asio::awaitable<boost::system::error_code> receive(reply& out, steady_time deadline,

@@ -19,6 +19,7 @@
 #include <openssl/rand.h>
 
 #include <list>
+#include <unistd.h>
 
 namespace nxsys::auth {
 namespace asio = boost::asio;
@@ -28,6 +29,20 @@ using steady = std::chrono::steady_clock;
 namespace {
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+// Takes the lease if it is free, or confirms it to its owner: sent again after a lost reply, it
+// does not lock its own sender out for lease_ttl as a second SET NX would.
+constexpr const char* acquire_script = R"lua(
+local holder = redis.call('GET', KEYS[1])
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0)lua";
 
 // Extends the lease only for its owner.
 constexpr const char* renew_script = R"lua(
@@ -46,21 +61,24 @@ end
 return 0)lua";
 
 // Compare-and-set on the stored refresh token (nothing stored counts as a match), then tells
-// the waiters.
+// the waiters. Finding the new token already stored means a retry of a save whose reply was
+// lost: done.
 constexpr const char* save_script = R"lua(
 local current = redis.call('HGET', KEYS[1], 'refresh_token')
 if current and current ~= ARGV[1] then
+  if current == ARGV[2] then return 1 end
   return 0
 end
 redis.call('HSET', KEYS[1], 'refresh_token', ARGV[2], 'state', ARGV[3])
 redis.call('PUBLISH', ARGV[4], 'saved')
 return 1)lua";
 
+// "<pid>-<random>": unique, and tells an operator which process holds the lease.
 std::string random_owner() {
-  unsigned char bytes[16];
+  unsigned char bytes[12];
   if (RAND_bytes(bytes, sizeof bytes) != 1) throw std::runtime_error("RAND_bytes failed");
   static constexpr char hex[] = "0123456789abcdef";
-  std::string s;
+  std::string s = std::to_string(::getpid()) + "-";
   for (unsigned char b : bytes) {
     s += hex[b >> 4];
     s += hex[b & 0xf];
@@ -89,13 +107,31 @@ struct redis_store::state : std::enable_shared_from_this<state> {
     return std::min(limit, steady::now() + opts.command_timeout);
   }
 
+  // One command, bounded by command_timeout (and `deadline`). A connection that fails is
+  // reopened and the command sent again, every retry_pause, until that bound: a Redis restart
+  // shorter than command_timeout costs latency, not errors. Every script is written to be
+  // sent twice safely (a reply may be lost after the command ran).
   asio::awaitable<error_code> exec(std::vector<std::string> args, redis::reply& out,
                                    steady::time_point deadline) {
-    diagnostics diag;
-    auto ec = co_await commands.exec(std::move(args), out, command_deadline(deadline), diag);
-    if (!ec && out.is_error()) ec = make_error_code(errc::store_failed);
-    co_return ec;
+    const auto until = command_deadline(deadline);
+    for (;;) {
+      diagnostics diag;
+      out = {};
+      auto ec = co_await commands.exec(args, out, until, diag);
+      if (!ec) {
+        for (auto& a : args) detail::wipe(a);
+        co_return out.is_error() ? make_error_code(errc::store_failed) : error_code{};
+      }
+      if (closed || ec == asio::error::operation_aborted || steady::now() + retry_pause >= until) {
+        for (auto& a : args) detail::wipe(a);
+        co_return ec == asio::error::operation_aborted ? ec : make_error_code(errc::store_failed);
+      }
+      asio::steady_timer pause(strand, retry_pause);
+      co_await pause.async_wait(use_tuple);
+    }
   }
+
+  static constexpr std::chrono::milliseconds retry_pause{50};
 
   // Wakes every waiting acquirer (on the strand).
   void wake_all() {
@@ -171,13 +207,14 @@ struct redis_store::state : std::enable_shared_from_this<state> {
       if (self->closed || *cancelled)
         co_return std::tuple{asio::error::operation_aborted, refresh_lease{}};
       redis::reply r;
-      auto ec = co_await self->exec(redis::command("SET", self->lease_key, owner, "NX", "PX",
-                                                   std::to_string(self->opts.lease_ttl.count())),
-                                    r, steady::time_point::max());  // bounded by command_timeout
+      auto ec =
+          co_await self->exec(redis::command("EVAL", acquire_script, "1", self->lease_key, owner,
+                                             std::to_string(self->opts.lease_ttl.count())),
+                              r, steady::time_point::max());  // bounded by command_timeout
       if (self->closed || *cancelled)
         co_return std::tuple{error_code(asio::error::operation_aborted), refresh_lease{}};
       if (ec) co_return std::tuple{ec, refresh_lease{}};
-      if (r.is_ok()) {
+      if (r.type == redis::reply::kind::integer && r.integer == 1) {
         auto h = std::make_shared<hold>(self, owner);
         asio::co_spawn(self->strand, renew(self, h->renew_timer, owner), asio::detached);
         co_return std::tuple{error_code{}, refresh_lease(h)};

@@ -15,6 +15,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <filesystem>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -27,11 +28,22 @@ namespace nxsys::auth::testing {
 /// port (the data is lost: no persistence).
 class redis_server {
  public:
-  explicit redis_server(std::string password = {}) : password_(std::move(password)) {
+  /// `persist`: an append-only file fsync'ed on every write, in a temporary directory, so that
+  /// the data survives restart() as a production Redis's does.
+  explicit redis_server(std::string password = {}, bool persist = false)
+      : password_(std::move(password)) {
+    if (persist) {
+      char tmpl[] = "/tmp/nxsys-redis-XXXXXX";
+      if (::mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp failed");
+      dir_ = tmpl;
+    }
     port_ = free_port();
     start();
   }
-  ~redis_server() { stop(); }
+  ~redis_server() {
+    stop();
+    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+  }
   redis_server(const redis_server&) = delete;
   redis_server& operator=(const redis_server&) = delete;
 
@@ -49,6 +61,10 @@ class redis_server {
     std::vector<std::string> args = {"redis-server", "--port", std::to_string(port_), "--bind",
                                      "127.0.0.1", "--save", "", "--appendonly", "no",
                                      "--daemonize", "no", "--loglevel", "warning"};
+    if (!dir_.empty()) {
+      for (const char* a : {"--dir", dir_.c_str(), "--appendonly", "yes", "--appendfsync", "always"})
+        args.emplace_back(a);
+    }
     if (!password_.empty()) {
       args.push_back("--requirepass");
       args.push_back(password_);
@@ -134,6 +150,7 @@ class redis_server {
   }
 
   std::string password_;
+  std::string dir_;
   std::uint16_t port_ = 0;
   pid_t pid_ = -1;
 };

@@ -13,6 +13,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <thread>
 
 namespace asio = boost::asio;
 namespace na = nxsys::auth;
@@ -204,6 +205,23 @@ BOOST_AUTO_TEST_CASE(an_unreachable_server_is_store_failed_and_recovers) {
   auto [ec, state] = d.load(s);
   BOOST_TEST(!ec);
   BOOST_TEST(!state.has_value());
+}
+
+BOOST_AUTO_TEST_CASE(a_restart_shorter_than_the_command_timeout_costs_no_error) {
+  redis_server redis({}, true);
+  driver d;
+  na::redis_store s(d.ctx.get_executor(), options_for(redis));
+  BOOST_TEST(!d.save(s, tokens("rt-1"), ""));
+  redis.stop();
+  std::thread restart([&] {
+    std::this_thread::sleep_for(300ms);  // well inside command_timeout (2 s)
+    redis.start();
+  });
+  auto [ec, state] = d.load(s);  // sent while Redis is down
+  restart.join();
+  BOOST_TEST(!ec);
+  BOOST_REQUIRE(state.has_value());
+  BOOST_TEST(state->refresh_token == "rt-1");  // the append-only file kept it
 }
 
 // Replicas (clients with stores of their own, as separate processes would have) sharing one
