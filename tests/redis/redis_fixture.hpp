@@ -3,23 +3,22 @@
 #ifndef NXSYS_AUTH_TESTS_REDIS_FIXTURE_HPP
 #define NXSYS_AUTH_TESTS_REDIS_FIXTURE_HPP
 
-#include <hiredis/hiredis.h>
-
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
-#include <fcntl.h>
-#include <signal.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <cstdint>
+#include <fcntl.h>
 #include <filesystem>
+#include <hiredis/hiredis.h>
 #include <memory>
+#include <signal.h>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <unistd.h>
 #include <vector>
 
 namespace nxsys::auth::testing {
@@ -58,11 +57,12 @@ class redis_server {
   }
 
   void start() {
-    std::vector<std::string> args = {"redis-server", "--port", std::to_string(port_), "--bind",
-                                     "127.0.0.1", "--save", "", "--appendonly", "no",
-                                     "--daemonize", "no", "--loglevel", "warning"};
+    std::vector<std::string> args = {
+        "redis-server", "--port", std::to_string(port_), "--bind", "127.0.0.1",  "--save", "",
+        "--appendonly", "no",     "--daemonize",         "no",     "--loglevel", "warning"};
     if (!dir_.empty()) {
-      for (const char* a : {"--dir", dir_.c_str(), "--appendonly", "yes", "--appendfsync", "always"})
+      for (const char* a :
+           {"--dir", dir_.c_str(), "--appendonly", "yes", "--appendfsync", "always"})
         args.emplace_back(a);
     }
     if (!password_.empty()) {

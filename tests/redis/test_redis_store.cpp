@@ -1,10 +1,10 @@
 // redis_store against a redis-server of the test's own: state round trip and compare-and-set,
 // the lease (exclusion, hand-over by publication, expiry of a dead holder's lease, renewal),
 // AUTH, an unreachable server, and clients sharing one chain through it.
+#include <nxsys/auth/redis_store.hpp>
+
 #include "helpers.hpp"
 #include "redis_fixture.hpp"
-
-#include <nxsys/auth/redis_store.hpp>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/steady_timer.hpp>

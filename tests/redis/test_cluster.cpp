@@ -1,0 +1,188 @@
+// The scale-out acceptance tests: 8 replica processes × 1,000 coroutines sharing one rotating
+// refresh-token chain through Redis, over 30+ token expiries, against the mock server with
+// reuse detection: one refresh per expiry and no reuse; again with the lease holder killed at
+// random points of its refresh (a reuse grace on the server), and with Redis restarted once.
+#include "helpers.hpp"
+#include "redis_fixture.hpp"
+
+#include <sys/wait.h>
+
+#include <fcntl.h>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <random>
+#include <spawn.h>
+#include <sstream>
+
+namespace na = nxsys::auth;
+using namespace nxsys::auth::testing;
+using namespace std::chrono_literals;
+
+extern char** environ;
+
+namespace {
+
+constexpr int replicas = 8;
+constexpr int callers = 1000;
+constexpr std::uint64_t expiries = 30;
+
+enum class variant { plain, kill_holder, restart_redis };
+
+struct child {
+  pid_t pid = -1;
+  std::string out_path;
+  bool killed = false;
+  int status = -1;
+};
+
+child spawn_child(const std::vector<std::string>& args, const std::string& out_path) {
+  child c;
+  c.out_path = out_path;
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, out_path.c_str(),
+                                   O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  std::vector<char*> argv;
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  if (posix_spawn(&c.pid, argv[0], &fa, nullptr, argv.data(), environ) != 0) c.pid = -1;
+  posix_spawn_file_actions_destroy(&fa);
+  return c;
+}
+
+// Waits for the child, at most `limit` (then kills it: the test fails on its status).
+void reap(child& c, std::chrono::milliseconds limit) {
+  const auto end = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < end) {
+    if (::waitpid(c.pid, &c.status, WNOHANG) == c.pid) return;
+    std::this_thread::sleep_for(10ms);
+  }
+  ::kill(c.pid, SIGKILL);
+  ::waitpid(c.pid, &c.status, 0);
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+void run_cluster(variant v) {
+  redis_server redis({}, v == variant::restart_redis);
+  mock_server_options mopts;
+  mopts.rotate = true;
+  mopts.reuse_detection = true;
+  mopts.ttl = 1s;
+  mopts.latency = 20ms;  // a refresh takes a while: kills land before, during and after it
+  mopts.threads = 2;
+  if (v == variant::kill_holder) mopts.reuse_grace = 3s;
+  mock_server server(mopts);
+
+  char tmpl[] = "/tmp/nxsys-cluster-XXXXXX";
+  BOOST_REQUIRE(::mkdtemp(tmpl) != nullptr);
+  const std::string dir = tmpl;
+  const std::string stop_file = dir + "/stop";
+  int spawned = 0;
+  auto start_replica = [&] {
+    const std::string out = dir + "/replica-" + std::to_string(spawned++) + ".out";
+    return spawn_child(
+        {NXSYS_CLUSTER_CHILD, "--url", server.token_url(), "--redis-port",
+         std::to_string(redis.port()), "--stop-file", stop_file, "--callers",
+         std::to_string(callers), "--threads", "1", "--pause-ms", "50", "--lease-ttl-ms", "1000"},
+        out);
+  };
+  std::vector<child> children;
+  for (int i = 0; i < replicas; ++i) {
+    children.push_back(start_replica());
+    BOOST_REQUIRE(children.back().pid > 0);
+  }
+
+  std::mt19937 rng(std::random_device{}());
+  int kills = 0;
+  bool restarted = false;
+  auto last_kill = std::chrono::steady_clock::now();
+  const auto started = std::chrono::steady_clock::now();
+  const auto end = started + 240s;
+  while (std::chrono::steady_clock::now() < end) {
+    const auto s = server.stats();
+    if (s.refreshes >= expiries && (v != variant::kill_holder || kills >= 5)) break;
+    if (s.reuse_detected != 0) break;  // the chain is gone: no point waiting
+    if (v == variant::restart_redis && !restarted && s.refreshes >= expiries / 2) {
+      redis.restart();  // SIGKILL and start: the append-only file keeps the state
+      restarted = true;
+    }
+    if (v == variant::kill_holder && std::chrono::steady_clock::now() - last_kill > 600ms) {
+      // The lease's value is "<pid>-<random>": kill its holder 0-40 ms into its refresh.
+      const auto holder = redis.command({"GET", "nxsys-auth:{cluster}:lease"});
+      const auto pid = static_cast<pid_t>(std::atoi(holder.c_str()));
+      for (auto& c : children) {
+        if (c.pid != pid || c.killed) continue;
+        std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 41));
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, &c.status, 0);
+        c.killed = true;
+        ++kills;
+        last_kill = std::chrono::steady_clock::now();
+        children.push_back(start_replica());  // a replacement joins the cluster
+        break;
+      }
+    }
+    std::this_thread::sleep_for(5ms);
+  }
+  const auto elapsed = std::chrono::steady_clock::now() - started;
+  std::ofstream(stop_file).put('\n');
+  for (auto& c : children)
+    if (!c.killed) reap(c, 60s);
+
+  const auto s = server.stats();
+  BOOST_TEST_MESSAGE("refreshes " << s.refreshes << " in "
+                                  << std::chrono::duration<double>(elapsed).count()
+                                  << " s, min gap " << s.min_refresh_gap_ms << " ms, grace "
+                                  << s.grace_refreshes << ", kills " << kills);
+  BOOST_TEST(s.refreshes >= expiries);
+  BOOST_TEST(s.reuse_detected == 0u);
+  // One refresh per expiry: a 1 s token is refreshed 0.55-0.75 s into its life, so two
+  // refreshes for one expiry would be milliseconds apart.
+  BOOST_TEST(s.min_refresh_gap_ms >= 300u);
+  if (v == variant::kill_holder) BOOST_TEST(kills >= 5);
+  if (v == variant::restart_redis) BOOST_TEST(restarted);
+
+  // Every caller of every replica that was not killed was served valid tokens, no error.
+  int reported = 0;
+  for (auto& c : children) {
+    if (c.killed) continue;
+    const auto out = read_file(c.out_path);
+    const bool ok = WIFEXITED(c.status) && WEXITSTATUS(c.status) == 0 &&
+                    out.find("\nok\n") != std::string::npos;
+    BOOST_TEST(ok, c.out_path << ":\n" << out);
+    if (ok) ++reported;
+  }
+  BOOST_TEST(reported == replicas);  // the killed ones were replaced
+
+  // The chain in Redis is the server's (or, after a kill in the window, the one it replaced).
+  const auto stored = redis.command({"HGET", "nxsys-auth:{cluster}", "refresh_token"});
+  BOOST_TEST(
+      (stored == server.current_refresh_token() || stored == server.previous_refresh_token()),
+      "stored " << stored << ", server " << server.current_refresh_token());
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_SUITE(redis_cluster)
+
+BOOST_AUTO_TEST_CASE(eight_replicas_refresh_once_per_expiry) {
+  run_cluster(variant::plain);
+}
+
+BOOST_AUTO_TEST_CASE(a_lease_holder_killed_mid_refresh_is_taken_over) {
+  run_cluster(variant::kill_holder);
+}
+
+BOOST_AUTO_TEST_CASE(a_redis_restart_costs_no_error) {
+  run_cluster(variant::restart_redis);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
