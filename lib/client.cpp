@@ -210,9 +210,12 @@ void client_impl::wait(std::unique_ptr<token_flight::waiter> w) {
   ++stats_.slow_path_calls;
   error_code ec;
   flight_result r;
+  bool background = false;
   if (shut_down_) {
     ec = asio::error::operation_aborted;
-  } else if (refreshing_ || !answer_without_refresh(ec, r)) {
+  } else if (refreshing_ && serve_while_failing(now(), r)) {
+    // A retry after a failure runs in the background while the token is still valid.
+  } else if (refreshing_ || !answer_without_refresh(ec, r, background)) {
     // While a refresh runs nothing else can answer: it started because the token was
     // unusable (or about to be), and only its end publishes another.
     const bool start = flight_.join(std::move(w));
@@ -221,17 +224,40 @@ void client_impl::wait(std::unique_ptr<token_flight::waiter> w) {
     if (start) start_refresh(false);
     return;
   }
+  if (background && flight_.begin()) {
+    refreshing_ = true;
+  } else {
+    background = false;
+  }
   lk.unlock();
   token_flight::complete_one(ex_, w.release(), ec, std::move(r));
+  if (background) start_refresh(true);
+}
+
+// Under mu_. After a failed refresh the current token, if it is still valid, is served rather
+// than the failure (cfg_.serve_valid_token_on_failure): a token endpoint or a store that is
+// down costs nothing until the token really expires.
+bool client_impl::serve_while_failing(clock_type::time_point t, flight_result& r) {
+  if (!cfg_.serve_valid_token_on_failure || !last_failure_ || !current_ ||
+      t >= current_valid_until_)
+    return false;
+  r.token = current_;
+  ++stats_.valid_tokens_served_after_failure;
+  return true;
 }
 
 // Under mu_, with no refresh running. True when the caller is answered now: with the token
 // published since it looked, or, within min_retry_spacing of a failed refresh, with that
 // failure, so that callers looping on a down server cannot turn into a request storm.
-bool client_impl::answer_without_refresh(error_code& ec, flight_result& r) {
+bool client_impl::answer_without_refresh(error_code& ec, flight_result& r, bool& background) {
   const auto t = now();
   if (current_ && t < current_refresh_at_) {
     r.token = current_;
+    return true;
+  }
+  if (serve_while_failing(t, r)) {
+    // The next attempt, once the spacing allows it, runs without making anyone wait.
+    background = t >= last_failure_at_ + cfg_.min_retry_spacing;
     return true;
   }
   if (last_failure_ && t < last_failure_at_ + cfg_.min_retry_spacing) {
@@ -371,6 +397,7 @@ std::string reason_of(const error_code& ec) {
 void client_impl::finish(refresh_outcome out, bool ahead) {
   token_flight::batch waiters;
   access_token token;
+  access_token stale;   // the still-valid token the waiters get when the refresh failed
   std::string message;  // logged once the lock is released
   std::shared_ptr<const diagnostics> failure_diag;
   refresh_event event{out.ec,       out.took,       0,     out.rotated, {},
@@ -397,6 +424,12 @@ void client_impl::finish(refresh_outcome out, bool ahead) {
             refresh_deadline(t.issued, t.lifetime, cfg_.refresh_leeway, cfg_.leeway_max_fraction);
         current_ahead_at_ = refresh_ahead_point(t.issued, t.lifetime, current_refresh_at_,
                                                 cfg_.refresh_ahead_fraction);
+        // Valid "enough" to hand out after a failure: not in its last half-second (or the last
+        // half of its leeway, for short tokens).
+        const auto expires = t.issued + t.lifetime;
+        current_valid_until_ =
+            expires - std::min<clock_type::duration>(std::chrono::milliseconds(500),
+                                                     (expires - current_refresh_at_) / 2);
         version_.fetch_add(1, std::memory_order_release);
       }
       last_failure_ = {};
@@ -419,12 +452,21 @@ void client_impl::finish(refresh_outcome out, bool ahead) {
     }
     waiters = flight_.take_all();
     refreshing_ = false;
+    if (out.ec && out.ec != asio::error::operation_aborted && cfg_.serve_valid_token_on_failure &&
+        current_ && now() < current_valid_until_) {
+      stale = current_;
+      stats_.valid_tokens_served_after_failure += event.waiters;
+    }
   }
   log(out.ec ? log_level::warning : (out.store_ec ? log_level::error : log_level::info), message);
   if (!out.ec) {
     // One copy of the token per chunk of waiters: waiters resumed on different threads then
     // do not all write one reference count.
     waiters.complete(out.ec, flight_result{token, nullptr}, [](const flight_result& r) {
+      return flight_result{replicate(r.token), nullptr};
+    });
+  } else if (stale) {
+    waiters.complete({}, flight_result{stale, nullptr}, [](const flight_result& r) {
       return flight_result{replicate(r.token), nullptr};
     });
   } else {

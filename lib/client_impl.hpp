@@ -84,7 +84,8 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
   // -- cache and slow path (client.cpp)
   replica* renew_replica(replica* r);
   void maybe_refresh_ahead(std::uint64_t version);
-  bool answer_without_refresh(boost::system::error_code& ec, flight_result& r);
+  bool answer_without_refresh(boost::system::error_code& ec, flight_result& r, bool& background);
+  bool serve_while_failing(clock_type::time_point t, flight_result& r);
   void start_refresh(bool ahead);
   void finish(refresh_outcome out, bool ahead);
   void record(const refresh_event& e);
@@ -126,6 +127,7 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
   access_token current_;
   clock_type::time_point current_refresh_at_{};
   clock_type::time_point current_ahead_at_ = clock_type::time_point::max();
+  clock_type::time_point current_valid_until_{};  // served after a failure until then
   std::string
       last_issued_;  // value of the last token published: a store holding it has nothing new
   std::string refresh_token_;

@@ -47,6 +47,9 @@ struct client_stats {
   std::uint64_t stale_tokens_served = 0;
   /// Requests sent again after a transient failure (back-off and Retry-After honoured).
   std::uint64_t retries = 0;
+  /// Calls answered, after a failed refresh, with the current token while it was still valid
+  /// (client_config::serve_valid_token_on_failure).
+  std::uint64_t valid_tokens_served_after_failure = 0;
   /// Refreshes that found a valid token in the store, saved by another client or process.
   std::uint64_t tokens_from_store = 0;
   /// Refresh tokens taken from the store because another client or process rotated the chain.

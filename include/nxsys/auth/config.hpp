@@ -92,6 +92,13 @@ struct client_config {
   /// one attempt per interval however many callers loop. 0 disables it.
   std::chrono::milliseconds min_retry_spacing{1'000};
 
+  /// After a failed refresh (server, network or store down, even invalid_grant), callers keep
+  /// getting the current token while it is still valid — until half a second (or half the
+  /// leeway) before it expires — and the next attempt runs in the background after
+  /// min_retry_spacing. The failure is still reported (stats, log, on_refresh). false: callers
+  /// get the failure as soon as the token is past its refresh point.
+  bool serve_valid_token_on_failure = true;
+
   /// Inside this last fraction of a token's life (before its refresh point) the first caller
   /// starts a background refresh and every caller keeps getting the current token without
   /// waiting. 0 disables refresh-ahead.
