@@ -224,6 +224,32 @@ BOOST_AUTO_TEST_CASE(a_restart_shorter_than_the_command_timeout_costs_no_error) 
   BOOST_TEST(state->refresh_token == "rt-1");  // the append-only file kept it
 }
 
+// Redis down: the replica keeps serving its valid token and reports the store failure.
+BOOST_AUTO_TEST_CASE(with_redis_down_the_valid_token_is_served_and_the_failure_reported) {
+  auto redis = std::make_unique<redis_server>();
+  mock_server_options mopts;
+  mopts.ttl = 100s;
+  mock_server server(mopts);
+  asio::io_context ctx;
+  auto ropts = options_for(*redis);
+  ropts.command_timeout = 300ms;
+  auto cfg = config_for(server, mopts);
+  cfg.clock = &manual_clock::now;
+  cfg.store = std::make_shared<na::redis_store>(ctx.get_executor(), ropts);
+  na::client c(ctx.get_executor(), cfg);
+  const auto first = get_token(ctx, c);
+  redis->stop();
+  manual_clock::advance(80s);  // past the refresh point: a refresh is due, Redis is gone
+  auto a = try_token(ctx, c);
+  BOOST_TEST(!a.ec);
+  BOOST_TEST(a.token.serial() == first.serial());
+  const auto s = c.stats();
+  BOOST_TEST(s.refreshes_failed == 1u);
+  BOOST_TEST(s.refreshes_failed_by_reason.count("token store failure") == 1u);
+  BOOST_TEST(s.valid_tokens_served_after_failure == 1u);
+  BOOST_TEST(server.stats().refreshes == 1u);  // no refresh without the lease
+}
+
 // Replicas (clients with stores of their own, as separate processes would have) sharing one
 // chain: 4 × 250 coroutines on an empty cache → one refresh; the others read the stored token.
 BOOST_AUTO_TEST_CASE(replicas_refresh_once_through_redis) {
