@@ -419,7 +419,10 @@ asio::awaitable<void> client_impl::retry_saves(std::shared_ptr<client_impl> self
     if (lease_ec || !self->unsaved_) continue;
     auto [load_ec, loaded] = co_await self->store_->async_load(use_tuple);
     if (load_ec || !self->unsaved_) continue;
-    if (loaded && loaded->refresh_token != self->unsaved_->expected) {
+    // The store holding our own pending state (a store that keeps it while its backend is
+    // unreachable, as redis_store's local_fallback does) is no conflict: save it for real.
+    if (loaded && loaded->refresh_token != self->unsaved_->expected &&
+        loaded->refresh_token != self->unsaved_->tokens.refresh_token) {
       {
         std::lock_guard lk(self->mu_);
         ++self->stats_.store_conflicts;

@@ -101,7 +101,16 @@ struct redis_store::state : std::enable_shared_from_this<state> {
         commands(strand, address),
         events(strand, address) {}
 
-  ~state() { detail::wipe(address.password); }
+  ~state() {
+    detail::wipe(address.password);
+    if (last_known) detail::wipe(*last_known);
+  }
+
+  void remember(const stored_tokens& t) {
+    if (!opts.local_fallback) return;
+    if (last_known) detail::wipe(*last_known);
+    last_known = t;
+  }
 
   steady::time_point command_deadline(steady::time_point limit = steady::time_point::max()) const {
     return std::min(limit, steady::now() + opts.command_timeout);
@@ -213,8 +222,17 @@ struct redis_store::state : std::enable_shared_from_this<state> {
                               r, steady::time_point::max());  // bounded by command_timeout
       if (self->closed || *cancelled)
         co_return std::tuple{error_code(asio::error::operation_aborted), refresh_lease{}};
-      if (ec) co_return std::tuple{ec, refresh_lease{}};
-      if (r.type == redis::reply::kind::integer && r.integer == 1) {
+      if (ec == errc::store_failed && self->opts.local_fallback && !self->local_held) {
+        // Redis unreachable, and this process may refresh alone: the lease is local.
+        self->local_held = true;
+        auto local = std::shared_ptr<void>(nullptr, [self](void*) {
+          asio::post(self->strand, [self] { self->local_held = false; });
+        });
+        co_return std::tuple{error_code{}, refresh_lease(std::move(local))};
+      }
+      if (ec && !(ec == errc::store_failed && self->opts.local_fallback))
+        co_return std::tuple{ec, refresh_lease{}};
+      if (!ec && r.type == redis::reply::kind::integer && r.integer == 1) {
         auto h = std::make_shared<hold>(self, owner);
         asio::co_spawn(self->strand, renew(self, h->renew_timer, owner), asio::detached);
         co_return std::tuple{error_code{}, refresh_lease(h)};
@@ -243,6 +261,10 @@ struct redis_store::state : std::enable_shared_from_this<state> {
   redis::connection commands;  // on strand
   redis::connection events;    // on strand: SUBSCRIBE
   std::list<asio::steady_timer*> waiting;
+  // With local_fallback: the state last read or written, served while Redis is unreachable,
+  // and whether the local lease is held.
+  std::optional<stored_tokens> last_known;
+  bool local_held = false;
   bool listening = false;
   bool closed = false;
 };
@@ -274,6 +296,8 @@ void redis_store::do_load(asio::any_completion_handler<load_signature> h) {
         redis::reply r;
         auto ec = co_await s->exec(redis::command("HGET", s->state_key, "state"), r,
                                    steady::time_point::max());
+        if (ec == errc::store_failed && s->opts.local_fallback && s->last_known)
+          co_return std::tuple{error_code{}, s->last_known};
         if (ec) co_return std::tuple{ec, std::nullopt};
         if (r.type == redis::reply::kind::nil) co_return std::tuple{error_code{}, std::nullopt};
         stored_tokens t;
@@ -281,6 +305,7 @@ void redis_store::do_load(asio::any_completion_handler<load_signature> h) {
         ec = detail::parse_stored_tokens(r.str, "redis key " + s->state_key, t, diag);
         detail::wipe(r.str);
         if (ec) co_return std::tuple{ec, std::nullopt};
+        s->remember(t);
         co_return std::tuple{error_code{}, std::optional<stored_tokens>(std::move(t))};
       }(s_),
       [ex = s_->ex, h = std::move(h)](std::exception_ptr e, auto result) mutable {
@@ -325,11 +350,15 @@ void redis_store::do_save(stored_tokens next, std::string expected,
                                                   next.refresh_token, text, s->channel),
                                    r, steady::time_point::max());
         detail::wipe(text);
-        detail::wipe(next);
         detail::wipe(expected);
+        // Saved, or (local_fallback) kept here while Redis is unreachable: the failure still
+        // goes to the client, which retries the save until Redis takes it.
+        const bool saved = !ec && r.type == redis::reply::kind::integer && r.integer == 1;
+        if (saved || ec == errc::store_failed) s->remember(next);
+        detail::wipe(next);
         if (ec) co_return ec;
         if (r.type != redis::reply::kind::integer) co_return make_error_code(errc::store_failed);
-        co_return r.integer == 1 ? error_code{} : make_error_code(errc::store_conflict);
+        co_return saved ? error_code{} : make_error_code(errc::store_conflict);
       }(s_, std::move(next), std::move(expected)),
       [ex = s_->ex, h = std::move(h)](std::exception_ptr e, error_code ec) mutable {
         if (e) std::rethrow_exception(e);

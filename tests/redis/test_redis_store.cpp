@@ -250,6 +250,62 @@ BOOST_AUTO_TEST_CASE(with_redis_down_the_valid_token_is_served_and_the_failure_r
   BOOST_TEST(server.stats().refreshes == 1u);  // no refresh without the lease
 }
 
+// local_fallback: with Redis gone the replica refreshes alone from the state it last saw, and
+// its save reaches Redis once Redis is back.
+BOOST_AUTO_TEST_CASE(local_fallback_refreshes_alone_and_saves_when_redis_returns) {
+  redis_server redis;
+  mock_server_options mopts;
+  mopts.ttl = 100s;
+  mopts.rotate = true;
+  mock_server server(mopts);
+  asio::io_context ctx;
+  auto ropts = options_for(redis);
+  ropts.command_timeout = 300ms;
+  ropts.local_fallback = true;
+  auto cfg = config_for(server, mopts);
+  cfg.clock = &manual_clock::now;
+  cfg.store_retry_interval = 100ms;
+  cfg.store = std::make_shared<na::redis_store>(ctx.get_executor(), ropts);
+  na::client c(ctx.get_executor(), cfg);
+  const auto first = get_token(ctx, c);
+  redis.stop();
+  manual_clock::advance(101s);  // expired
+  // Run until the call completes: the pending save keeps the io_context busy meanwhile.
+  std::optional<boost::system::error_code> ec;
+  na::access_token token;
+  c.async_token([&](boost::system::error_code e, na::access_token t) {
+    ec = e;
+    token = std::move(t);
+  });
+  ctx.restart();
+  for (auto end = std::chrono::steady_clock::now() + 20s;
+       !ec && std::chrono::steady_clock::now() < end;)
+    ctx.run_one_for(10ms);
+  BOOST_REQUIRE(ec.has_value());
+  BOOST_TEST(!*ec);
+  BOOST_TEST(token.serial() == first.serial() + 1);
+  BOOST_TEST(server.stats().refreshes == 2u);
+  BOOST_TEST(c.stats().store_save_failures >= 1u);
+
+  redis.start();  // empty (no persistence): the pending save is the first state again
+  std::atomic<bool> saved{false};
+  std::thread poll([&] {
+    saved = eventually([&] {
+      return redis.command({"HGET", "nxsys-auth:{test}", "refresh_token"}) ==
+             server.current_refresh_token();
+    });
+  });
+  for (auto end = std::chrono::steady_clock::now() + 20s;
+       !saved && std::chrono::steady_clock::now() < end;)
+    ctx.run_one_for(10ms);
+  poll.join();
+  BOOST_TEST(saved.load(), "saves " << c.stats().store_saves << " failures "
+                                    << c.stats().store_save_failures << " conflicts "
+                                    << c.stats().store_conflicts << " redis "
+                                    << redis.command({"HGET", "nxsys-auth:{test}", "refresh_token"}));
+  BOOST_TEST(server.stats().reuse_detected == 0u);
+}
+
 // Replicas (clients with stores of their own, as separate processes would have) sharing one
 // chain: 4 × 250 coroutines on an empty cache → one refresh; the others read the stored token.
 BOOST_AUTO_TEST_CASE(replicas_refresh_once_through_redis) {

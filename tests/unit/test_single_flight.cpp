@@ -144,6 +144,20 @@ BOOST_AUTO_TEST_CASE(a_completion_that_never_runs_leaves_no_cancel_handler_behin
   BOOST_TEST(f.counters().cancelled == 0u);
 }
 
+// A handler that owns its cancellation signal (a coroutine frame does): destroying the unrun
+// waiter must clear the slot before the handler frees the signal. ASan catches the order.
+BOOST_AUTO_TEST_CASE(a_handler_owning_its_signal_is_destroyed_unrun_safely) {
+  std::optional<asio::io_context> ctx(std::in_place);
+  flight f(ctx->get_executor());
+  auto sig = std::make_shared<asio::cancellation_signal>();
+  const auto slot = sig->slot();
+  f.join(asio::bind_cancellation_slot(slot, [sig](error_code, std::string) {}));
+  sig.reset();  // the handler holds the only reference now
+  f.take_all().complete({}, "tok");
+  ctx.reset();  // the posted completion never runs: the waiter is destroyed with it
+  BOOST_TEST(f.counters().cancelled == 0u);
+}
+
 BOOST_AUTO_TEST_CASE(each_waiter_completes_on_its_own_executor) {
   asio::io_context flight_ctx, other_ctx;
   flight f(flight_ctx.get_executor());

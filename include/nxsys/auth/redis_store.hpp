@@ -31,6 +31,13 @@ struct redis_store_options {
   /// A replica waiting for the lease is woken by the holder's publication; without one (lost
   /// message, subscriber down) it tries again after this long.
   std::chrono::milliseconds poll_interval{250};
+  /// Redis unreachable (after command_timeout): by default the refresh fails with
+  /// store_failed and the replica keeps serving its token while valid. With local_fallback the
+  /// replica refreshes on its own — a local lease, the state it last saw, and a save retried
+  /// until Redis takes it. It keeps a replica alone working through a Redis outage, but risks
+  /// the chain: replicas that refresh at once with one refresh token trip reuse detection.
+  bool local_fallback = false;
+  /// A command (reconnecting and retrying every 50 ms inside it) fails after this long.
   std::chrono::milliseconds command_timeout{2'000};
   std::chrono::milliseconds connect_timeout{2'000};
 };

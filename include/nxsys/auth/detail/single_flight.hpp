@@ -182,6 +182,13 @@ class single_flight {
       }
     }
 
+    // The slot first: destroying the handler may free the signal the slot belongs to (a
+    // coroutine frame that owns it, destroyed with an io_context that never ran us).
+    ~handler_waiter() override {
+      if (this->slot_.is_connected()) this->slot_.clear();
+      this->slot_ = boost::asio::cancellation_slot();  // the base must not touch it again
+    }
+
     void invoke(boost::system::error_code ec, const R& value) override {
       Handler h(std::move(handler_));
       Call call(std::move(call_));
