@@ -65,7 +65,8 @@ struct client_stats {
   /// Saves refused because the store held another refresh token than expected.
   std::uint64_t store_conflicts = 0;
 
-  /// Failed refreshes by reason: the error's name ("invalid_grant", "timeout", ...).
+  /// Failed refreshes by reason: the error's message ("invalid_grant", "timed out", "token store
+  /// failure", ...).
   std::map<std::string, std::uint64_t> refreshes_failed_by_reason;
   /// Refreshes by how many calls were waiting when the answer came: [0] 0-1, [1] 2-9,
   /// [2] 10-99, [3] 100-999, [4] 1k-9999, [5] 10k-99999, [6] 100k and more.
