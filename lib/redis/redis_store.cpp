@@ -161,6 +161,8 @@ struct redis_store::state : std::enable_shared_from_this<state> {
     }
     self->events.close();
     self->listening = false;
+    // A waiter that came while this ended would otherwise be left to the poll alone.
+    if (!self->waiting.empty() && ec == asio::error::operation_aborted) self->ensure_listening();
   }
 
   void ensure_listening() {
