@@ -130,8 +130,9 @@ BOOST_AUTO_TEST_CASE(the_lease_excludes_and_is_handed_over_by_publication) {
   auto opts = options_for(redis);
   opts.poll_interval = 30s;  // only the publication can wake a waiter within the test
   na::redis_store a(d.ctx.get_executor(), opts), b(d.ctx.get_executor(), opts);
-  auto [ec, held] = d.acquire(a, 1s);
-  BOOST_REQUIRE(!ec);
+  auto first = d.acquire(a, 1s);
+  BOOST_REQUIRE(!std::get<0>(first));
+  auto& held = std::get<1>(first);  // (not a structured binding: lambdas capture it below)
   BOOST_TEST(std::get<0>(d.acquire(b, 50ms)) == na::errc::store_busy);
 
   // b waits (deadline 20 s); a releases 100 ms later; b gets the lease long before its poll.

@@ -3,12 +3,16 @@
 //
 //   nxsys-cluster-child --url TOKEN_URL --redis-port P --stop-file F [--name N] [--callers C]
 //                       [--threads T] [--pause-ms MS] [--lease-ttl-ms MS] [--timeout-ms MS]
+//                       [--report-tokens 1]
 //
 // C coroutines on T threads call token() in a loop (pausing MS between calls) until F exists,
 // with one client whose store is a redis_store on 127.0.0.1:P. Each token handed out must not
 // have expired. Then prints "stats k=v ...", "calls N errors E expired X distinct D" and "ok"
 // (exit 0) when E and X are 0, else "fail ..." (exit 1). The first error's text is printed
-// (never a token). Exit 2: bad usage; 3: timed out.
+// (never a token). With --report-tokens, also one line "seen <id> <ns>" per distinct token: a
+// short hash of it (the same in every process) and when this process first got it
+// (steady_clock, which is CLOCK_MONOTONIC and so comparable across processes; for
+// nxsys-cluster-bench). Exit 2: bad usage; 3: timed out.
 #include <nxsys/auth.hpp>
 #include <nxsys/auth/redis_store.hpp>
 
@@ -31,6 +35,7 @@
 #include <string_view>
 #include <thread>
 #include <unistd.h>
+#include <utility>
 #include <vector>
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -53,6 +58,7 @@ struct options {
   long pause_ms = 20;
   long lease_ttl_ms = 1000;
   long timeout_ms = 300'000;
+  bool report_tokens = false;
 };
 
 void say(std::string line) {
@@ -93,6 +99,8 @@ bool parse_args(int argc, char** argv, options& o) {
         o.lease_ttl_ms = std::stol(v);
       else if (a == "--timeout-ms")
         o.timeout_ms = std::stol(v);
+      else if (a == "--report-tokens")
+        o.report_tokens = v == "1";
       else
         return false;
     } catch (const std::exception&) {
@@ -137,6 +145,7 @@ int main(int argc, char** argv) {
   std::mutex mu;
   std::string first_error;
   std::set<std::string> distinct;  // values are compared, never printed
+  std::vector<std::pair<std::size_t, std::int64_t>> first_seen;  // hash, steady ns
   for (unsigned i = 0; i < o.callers; ++i) {
     asio::co_spawn(
         ctx,
@@ -148,7 +157,11 @@ int main(int argc, char** argv) {
               calls.fetch_add(1, std::memory_order_relaxed);
               if (t.expires_at() <= std::chrono::steady_clock::now()) expired.fetch_add(1);
               std::lock_guard lk(mu);
-              if (distinct.size() < 100'000) distinct.emplace(t.value());
+              if (distinct.size() < 100'000 && distinct.emplace(t.value()).second &&
+                  o.report_tokens)
+                first_seen.emplace_back(
+                    std::hash<std::string_view>{}(t.value()),
+                    std::chrono::steady_clock::now().time_since_epoch().count());
             } catch (const std::exception& e) {
               errors.fetch_add(1);
               std::lock_guard lk(mu);
@@ -184,6 +197,8 @@ int main(int argc, char** argv) {
       " refreshes_ahead=" + std::to_string(s.refreshes_ahead) +
       " store_load_failures=" + std::to_string(s.store_load_failures) +
       " store_save_failures=" + std::to_string(s.store_save_failures));
+  for (const auto& [id, ns] : first_seen)
+    say("seen " + std::to_string(id) + " " + std::to_string(ns));
   say("calls " + std::to_string(calls.load()) + " errors " + std::to_string(errors.load()) +
       " expired " + std::to_string(expired.load()) + " distinct " +
       std::to_string(distinct.size()));
