@@ -300,11 +300,83 @@ BOOST_AUTO_TEST_CASE(local_fallback_refreshes_alone_and_saves_when_redis_returns
        !saved && std::chrono::steady_clock::now() < end;)
     ctx.run_one_for(10ms);
   poll.join();
-  BOOST_TEST(saved.load(), "saves " << c.stats().store_saves << " failures "
-                                    << c.stats().store_save_failures << " conflicts "
-                                    << c.stats().store_conflicts << " redis "
-                                    << redis.command({"HGET", "nxsys-auth:{test}", "refresh_token"}));
+  BOOST_TEST(saved.load(),
+             "saves " << c.stats().store_saves << " failures " << c.stats().store_save_failures
+                      << " conflicts " << c.stats().store_conflicts << " redis "
+                      << redis.command({"HGET", "nxsys-auth:{test}", "refresh_token"}));
   BOOST_TEST(server.stats().reuse_detected == 0u);
+}
+
+// The window no client can close alone: the server rotated, the holder died before storing.
+// The take-over presents the stored (replaced) token: with a reuse grace it succeeds and the
+// chain goes on; without one it is reported as what it is, re-authorization needed.
+void take_over_after_a_lost_rotation(std::chrono::milliseconds grace) {
+  redis_server redis;
+  mock_server_options mopts;
+  mopts.rotate = true;
+  mopts.reuse_detection = true;
+  mopts.reuse_grace = grace;
+  mock_server server(mopts);
+  asio::io_context ctx;
+  driver d;
+  na::redis_store seed(d.ctx.get_executor(), options_for(redis));
+  BOOST_REQUIRE(!d.save(seed, tokens("refresh-0", ""), ""));  // the chain as stored
+  {
+    // The dead holder: its request reached the server (rotated) but nothing was stored.
+    na::client holder(ctx.get_executor(), config_for(server, mopts));
+    get_token(ctx, holder);
+  }
+  BOOST_REQUIRE(server.current_refresh_token() != "refresh-0");
+  auto cfg = config_for(server, mopts);
+  cfg.refresh_token = "";  // only the store's
+  cfg.store = std::make_shared<na::redis_store>(ctx.get_executor(), options_for(redis));
+  na::client take_over(ctx.get_executor(), cfg);
+  auto a = try_token(ctx, take_over);
+  if (grace.count() > 0) {
+    BOOST_TEST(!a.ec);
+    BOOST_TEST(server.stats().grace_refreshes == 1u);
+    BOOST_TEST(redis.command({"HGET", "nxsys-auth:{test}", "refresh_token"}) ==
+               server.current_refresh_token());
+  } else {
+    BOOST_TEST(a.ec == na::errc::invalid_grant);
+    BOOST_TEST(a.diag.server_description.find("reuse detected") != std::string::npos);
+    BOOST_TEST(a.what.find("invalid_grant") != std::string::npos);
+  }
+}
+
+BOOST_AUTO_TEST_CASE(a_take_over_after_a_lost_rotation_survives_with_a_grace) {
+  take_over_after_a_lost_rotation(2s);
+}
+
+BOOST_AUTO_TEST_CASE(a_take_over_after_a_lost_rotation_without_grace_needs_reauthorization) {
+  take_over_after_a_lost_rotation(0ms);
+}
+
+// Inside one process the single flight holds: 10,000 callers on an expired token make one
+// lease attempt, one save and one release (EVAL calls counted by Redis).
+BOOST_AUTO_TEST_CASE(ten_thousand_callers_make_one_lease_attempt) {
+  redis_server redis;
+  mock_server_options mopts;
+  mopts.rotate = true;
+  mopts.latency = 50ms;
+  mock_server server(mopts);
+  asio::io_context ctx;
+  auto cfg = config_for(server, mopts);
+  cfg.store = std::make_shared<na::redis_store>(ctx.get_executor(), options_for(redis));
+  na::client c(ctx.get_executor(), cfg);
+  redis.command({"CONFIG", "RESETSTAT"});
+  std::atomic<int> ok{0};
+  for (int i = 0; i < 10'000; ++i)
+    c.async_token([&](boost::system::error_code ec, na::access_token) { ok += !ec; });
+  ctx.restart();
+  BOOST_REQUIRE(run_bounded(ctx, 1));
+  BOOST_TEST(ok.load() == 10'000);
+  BOOST_TEST(server.stats().refreshes == 1u);
+  const auto info = redis.command({"INFO", "commandstats"});
+  const auto at = info.find("cmdstat_eval:calls=");
+  BOOST_REQUIRE(at != std::string::npos);
+  const int evals = std::atoi(info.c_str() + at + std::string_view("cmdstat_eval:calls=").size());
+  BOOST_TEST(evals == 3);  // acquire, save, release (a 50 ms refresh needs no renewal)
 }
 
 // Replicas (clients with stores of their own, as separate processes would have) sharing one
