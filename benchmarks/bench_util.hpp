@@ -12,6 +12,9 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <array>
+#include <bit>
+#include <cstdint>
 #include <charconv>
 #include <chrono>
 #include <cstdio>
@@ -24,6 +27,55 @@
 #include <vector>
 
 namespace nxsys::auth::bench {
+
+/// Nanoseconds in log-linear buckets, 32 per power of two: recording is one increment and a
+/// percentile read back is within 1/32 of the exact value, however many calls a run makes.
+class histogram {
+ public:
+  void record(std::uint64_t v) { ++counts_[index(v)]; }
+
+  void merge(const histogram& other) {
+    for (std::size_t i = 0; i < counts_.size(); ++i) counts_[i] += other.counts_[i];
+  }
+
+  std::uint64_t count() const {
+    std::uint64_t n = 0;
+    for (auto c : counts_) n += c;
+    return n;
+  }
+
+  /// The upper bound of the bucket holding the p-quantile (ranked as bench::summarize does).
+  std::uint64_t quantile(double p) const {
+    const std::uint64_t n = count();
+    if (n == 0) return 0;
+    const auto rank = static_cast<std::uint64_t>(p * static_cast<double>(n - 1) + 0.5);
+    std::uint64_t seen = 0;
+    for (std::size_t i = 0; i < counts_.size(); ++i) {
+      seen += counts_[i];
+      if (seen > rank) return upper_bound(i);
+    }
+    return upper_bound(counts_.size() - 1);
+  }
+
+ private:
+  static constexpr int sub_bits = 5;
+  static constexpr std::uint64_t subs = std::uint64_t{1} << sub_bits;
+
+  static std::size_t index(std::uint64_t v) {
+    if (v < subs) return static_cast<std::size_t>(v);
+    const int shift = static_cast<int>(std::bit_width(v)) - 1 - sub_bits;
+    return static_cast<std::size_t>((static_cast<std::uint64_t>(shift) + 1) * subs +
+                                    ((v >> shift) & (subs - 1)));
+  }
+
+  static std::uint64_t upper_bound(std::size_t i) {
+    if (i < subs) return i;
+    const auto shift = static_cast<int>(i / subs) - 1;
+    return ((subs + i % subs) << shift) + ((std::uint64_t{1} << shift) - 1);
+  }
+
+  std::array<std::uint64_t, (64 - sub_bits + 1) * subs> counts_{};
+};
 
 /// A client_config for `server`, with the mock server's default credentials.
 inline client_config config_for(const testing::mock_server& server,

@@ -84,55 +84,6 @@ struct options {
   std::string json_path;
 };
 
-// Nanoseconds in log-linear buckets, 32 per power of two (as in sustained.cpp): recording is
-// one increment and a percentile read back is within 1/32 of the exact value.
-class histogram {
- public:
-  void record(std::uint64_t v) { ++counts_[index(v)]; }
-
-  void merge(const histogram& other) {
-    for (std::size_t i = 0; i < counts_.size(); ++i) counts_[i] += other.counts_[i];
-  }
-
-  std::uint64_t count() const {
-    std::uint64_t n = 0;
-    for (auto c : counts_) n += c;
-    return n;
-  }
-
-  /// The upper bound of the bucket holding the p-quantile (ranked as bench::summarize does).
-  std::uint64_t quantile(double p) const {
-    const std::uint64_t n = count();
-    if (n == 0) return 0;
-    const auto rank = static_cast<std::uint64_t>(p * static_cast<double>(n - 1) + 0.5);
-    std::uint64_t seen = 0;
-    for (std::size_t i = 0; i < counts_.size(); ++i) {
-      seen += counts_[i];
-      if (seen > rank) return upper_bound(i);
-    }
-    return upper_bound(counts_.size() - 1);
-  }
-
- private:
-  static constexpr int sub_bits = 5;
-  static constexpr std::uint64_t subs = std::uint64_t{1} << sub_bits;
-
-  static std::size_t index(std::uint64_t v) {
-    if (v < subs) return static_cast<std::size_t>(v);
-    const int shift = static_cast<int>(std::bit_width(v)) - 1 - sub_bits;
-    return static_cast<std::size_t>((static_cast<std::uint64_t>(shift) + 1) * subs +
-                                    ((v >> shift) & (subs - 1)));
-  }
-
-  static std::uint64_t upper_bound(std::size_t i) {
-    if (i < subs) return i;
-    const auto shift = static_cast<int>(i / subs) - 1;
-    return ((subs + i % subs) << shift) + ((std::uint64_t{1} << shift) - 1);
-  }
-
-  std::array<std::uint64_t, (64 - sub_bits + 1) * subs> counts_{};
-};
-
 // What one coroutine saw. Only that coroutine writes it (on whichever thread resumes it).
 struct alignas(64) caller_log {
   std::atomic<std::uint64_t> requests{0};  // read by the progress line while the run goes on
@@ -144,7 +95,7 @@ struct alignas(64) caller_log {
   std::uint64_t total_ns = 0;
   std::uint64_t max_ns = 0;
   std::string first_error;
-  histogram latency;
+  bench::histogram latency;
 
   void count() { requests.store(requests.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed); }
   void record(steady::time_point t0, steady::time_point t1) {
@@ -303,7 +254,7 @@ struct design_result {
   std::uint64_t total_ns = 0, max_ns = 0;
   cpu_times client_cpu;   // the T io_context threads
   cpu_times process_cpu;  // the whole process: client threads, mock server, main thread
-  histogram latency;
+  bench::histogram latency;
   std::string first_error;
   std::vector<double> round_rps;  // requests/s of each phase
   na::session_stats session;      // session design only (summed over its sessions)

@@ -47,55 +47,6 @@ struct options {
   std::string store_file;  // empty: the default memory_store
 };
 
-// Nanoseconds in log-linear buckets, 32 per power of two: recording is one increment and a
-// percentile read back is within 1/32 of the exact value, however many calls a run makes.
-class histogram {
- public:
-  void record(std::uint64_t v) { ++counts_[index(v)]; }
-
-  void merge(const histogram& other) {
-    for (std::size_t i = 0; i < counts_.size(); ++i) counts_[i] += other.counts_[i];
-  }
-
-  std::uint64_t count() const {
-    std::uint64_t n = 0;
-    for (auto c : counts_) n += c;
-    return n;
-  }
-
-  /// The upper bound of the bucket holding the p-quantile (ranked as bench::summarize does).
-  std::uint64_t quantile(double p) const {
-    const std::uint64_t n = count();
-    if (n == 0) return 0;
-    const auto rank = static_cast<std::uint64_t>(p * static_cast<double>(n - 1) + 0.5);
-    std::uint64_t seen = 0;
-    for (std::size_t i = 0; i < counts_.size(); ++i) {
-      seen += counts_[i];
-      if (seen > rank) return upper_bound(i);
-    }
-    return upper_bound(counts_.size() - 1);
-  }
-
- private:
-  static constexpr int sub_bits = 5;
-  static constexpr std::uint64_t subs = std::uint64_t{1} << sub_bits;
-
-  static std::size_t index(std::uint64_t v) {
-    if (v < subs) return static_cast<std::size_t>(v);
-    const int shift = std::bit_width(v) - 1 - sub_bits;
-    return static_cast<std::size_t>((static_cast<std::uint64_t>(shift) + 1) * subs +
-                                    ((v >> shift) & (subs - 1)));
-  }
-
-  static std::uint64_t upper_bound(std::size_t i) {
-    if (i < subs) return i;
-    const auto shift = static_cast<int>(i / subs) - 1;
-    return ((subs + i % subs) << shift) + ((std::uint64_t{1} << shift) - 1);
-  }
-
-  std::array<std::uint64_t, (64 - sub_bits + 1) * subs> counts_{};
-};
-
 // What one caller saw. Only its own coroutine writes it (on whichever thread resumes it), so
 // recording takes no lock and writes no line another caller writes.
 struct alignas(64) caller_log {
@@ -110,7 +61,7 @@ struct alignas(64) caller_log {
   std::uint64_t last_serial = 0;
   std::vector<std::uint64_t> serials;  // every generation it saw, in order
   std::string first_error;
-  histogram waits;
+  bench::histogram waits;
 };
 
 asio::awaitable<void> caller(na::client& client, caller_log& log, steady::time_point start,
@@ -261,7 +212,7 @@ int main(int argc, char** argv) try {
   steady::duration max_wait_at{};
   std::string first_error;
   std::vector<std::uint64_t> serials;
-  histogram waits;
+  bench::histogram waits;
   for (const auto& log : logs) {
     calls += log.calls.load(std::memory_order_relaxed);
     errors += log.errors;
