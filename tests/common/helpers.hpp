@@ -15,6 +15,9 @@
 #include <atomic>
 #include <chrono>
 #include <exception>
+#include <memory>
+#include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -62,6 +65,41 @@ inline bool run_bounded(boost::asio::io_context& ctx, unsigned threads,
   done = true;
   watchdog.join();
   return !timed_out.load();
+}
+
+/// What a burst of token() calls on several clients gave.
+struct token_burst {
+  std::set<std::string> values;  ///< the distinct tokens handed out
+  int errors = 0;                ///< calls that threw
+  bool finished = false;         ///< false: the time limit stopped the io_context
+};
+
+/// `per_client` token() calls on each client, all spawned before `ctx` runs (on `threads`
+/// threads, at most `limit`), so that they ask at once.
+inline token_burst burst_of_tokens(boost::asio::io_context& ctx,
+                                   const std::vector<std::unique_ptr<client>>& clients,
+                                   int per_client, unsigned threads,
+                                   std::chrono::milliseconds limit = std::chrono::seconds(60)) {
+  token_burst out;
+  std::mutex mu;
+  std::atomic<int> errors{0};
+  for (auto& c : clients)
+    for (int i = 0; i < per_client; ++i)
+      boost::asio::co_spawn(
+          ctx,
+          [&, cl = c.get()]() -> boost::asio::awaitable<void> {
+            try {
+              auto t = co_await cl->token();
+              std::lock_guard lk(mu);
+              out.values.emplace(t.value());
+            } catch (const std::exception&) {
+              ++errors;
+            }
+          },
+          boost::asio::detached);
+  out.finished = run_bounded(ctx, threads, limit);
+  out.errors = errors.load();
+  return out;
 }
 
 /// Runs one coroutine to completion on `ctx` (one thread, bounded); rethrows what it threw.

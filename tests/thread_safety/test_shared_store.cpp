@@ -32,26 +32,10 @@ void one_refresh_for_all_clients(
     cfg.store = store;
     clients.push_back(std::make_unique<na::client>(ctx.get_executor(), cfg));
   }
-  std::mutex mu;
-  std::set<std::string> values;
-  std::atomic<int> errors{0};
-  for (auto& c : clients)
-    for (int i = 0; i < 500; ++i)
-      asio::co_spawn(
-          ctx,
-          [&, cl = c.get()]() -> asio::awaitable<void> {
-            try {
-              auto t = co_await cl->token();
-              std::lock_guard lk(mu);
-              values.emplace(t.value());
-            } catch (const std::exception&) {
-              ++errors;
-            }
-          },
-          asio::detached);
-  BOOST_REQUIRE(run_bounded(ctx, 4));
-  BOOST_TEST(errors.load() == 0);
-  BOOST_TEST(values.size() == 1u);
+  const auto burst = burst_of_tokens(ctx, clients, 500, 4);
+  BOOST_REQUIRE(burst.finished);
+  BOOST_TEST(burst.errors == 0);
+  BOOST_TEST(burst.values.size() == 1u);
   BOOST_TEST(server.stats().refreshes == 1u);
   BOOST_TEST(server.stats().reuse_detected == 0u);
   std::uint64_t from_store = 0;
