@@ -4,7 +4,6 @@
 #include <nxsys/auth/token_store.hpp>
 
 #include <nxsys/auth/detail/single_flight.hpp>
-#include <nxsys/auth/detail/token_policy.hpp>
 
 #include "client_impl.hpp"
 #include "text.hpp"
@@ -19,6 +18,7 @@
 #include <atomic>
 #include <cstdio>
 #include <mutex>
+#include <random>
 #include <time.h>
 
 namespace nxsys::auth {
@@ -130,24 +130,18 @@ client_impl::client_impl(asio::any_io_executor ex, client_config cfg, protocol::
       cfg_(std::move(cfg)),
       uid_(next_client_uid.fetch_add(1, std::memory_order_relaxed)),
       store_(cfg_.store ? cfg_.store : std::make_shared<memory_store>(ex_)),
-      backoff_timer_(strand_),
-      save_timer_(strand_),
+      machine_(refresh_policy::from(cfg_), std::move(cfg_.refresh_token),
+               std::random_device{}() ^ uid_),
+      wait_timer_(strand_),
       flight_(ex_),
       transport_(strand_, std::move(ep), cfg_) {
-  refresh_token_ = std::move(cfg_.refresh_token);
   wipe(cfg_.refresh_token);
   secret_encoded_ = protocol::form_urlencode(cfg_.client_secret);
 }
 
 client_impl::~client_impl() {
-  wipe(refresh_token_);
-  wipe(last_issued_);
   wipe(cfg_.client_secret);
   wipe(secret_encoded_);
-  if (unsaved_) {
-    wipe(unsaved_->tokens.refresh_token);
-    wipe(unsaved_->tokens.access_token);
-  }
 }
 
 // A logger that throws must not break a refresh.
@@ -181,13 +175,13 @@ const access_token* client_impl::fresh_token() {
   if (before(r->first_deadline)) return &r->token;
   const auto t = now();
   if (t >= r->refresh_at) return nullptr;
-  if (t >= r->ahead_at) maybe_refresh_ahead(v);
+  if (t >= r->ahead_at) maybe_refresh_ahead(v, r->token.serial());
   return &r->token;
 }
 
 // Inside the refresh-ahead window: the token is served, and the first caller to get here for
-// this token starts the background refresh.
-void client_impl::maybe_refresh_ahead(std::uint64_t version) {
+// this token asks the machine for the background refresh.
+void client_impl::maybe_refresh_ahead(std::uint64_t version, std::uint64_t serial) {
   stale_served_.fetch_add(1, std::memory_order_relaxed);
   if (ahead_started_.load(std::memory_order_relaxed) == version) return;
   if (now().time_since_epoch().count() < ahead_retry_at_.load(std::memory_order_relaxed)) return;
@@ -195,98 +189,72 @@ void client_impl::maybe_refresh_ahead(std::uint64_t version) {
   if (expected == version ||
       !ahead_started_.compare_exchange_strong(expected, version, std::memory_order_relaxed))
     return;
+  call_decision d;
   {
     std::lock_guard lk(mu_);
-    if (shut_down_ || refreshing_ || version_.load(std::memory_order_relaxed) != version) return;
-    if (!flight_.begin()) return;
-    refreshing_ = true;
-    ++stats_.refreshes_ahead;
+    if (version_.load(std::memory_order_relaxed) != version) return;
+    d = machine_.on_ahead(serial, now());
+    if (!d.open_flight) return;
+    flight_.begin();
+    run_started_ = clock_type::now();
   }
-  start_refresh(true);
+  carry_out(d);
 }
 
 void client_impl::wait(std::unique_ptr<token_flight::waiter> w) {
   std::unique_lock lk(mu_);
-  ++stats_.slow_path_calls;
-  error_code ec;
-  flight_result r;
-  bool background = false;
-  if (shut_down_) {
-    ec = asio::error::operation_aborted;
-  } else if (refreshing_ && serve_while_failing(now(), r)) {
-    // A retry after a failure runs in the background while the token is still valid.
-  } else if (refreshing_ || !answer_without_refresh(ec, r, background)) {
-    // While a refresh runs nothing else can answer: it started because the token was
-    // unusable (or about to be), and only its end publishes another.
-    const bool start = flight_.join(std::move(w));
-    if (start) refreshing_ = true;
+  auto d = machine_.on_call(now());
+  if (d.open_flight) run_started_ = clock_type::now();
+  if (d.what == call_decision::kind::join) {
+    flight_.join(std::move(w));
     lk.unlock();
-    if (start) start_refresh(false);
+    carry_out(d);
     return;
   }
-  if (background && flight_.begin()) {
-    refreshing_ = true;
-  } else {
-    background = false;
-  }
+  // Served (perhaps with a background refresh started) or failed fast.
+  if (d.open_flight) flight_.begin();
   lk.unlock();
-  token_flight::complete_one(ex_, w.release(), ec, std::move(r));
-  if (background) start_refresh(true);
+  token_flight::complete_one(ex_, w.release(), d.ec, flight_result{std::move(d.token), d.diag});
+  carry_out(d);
 }
 
-// Under mu_. After a failed refresh the current token, if it is still valid, is served rather
-// than the failure (cfg_.serve_valid_token_on_failure): a token endpoint or a store that is
-// down costs nothing until the token really expires.
-bool client_impl::serve_while_failing(clock_type::time_point t, flight_result& r) {
-  if (!cfg_.serve_valid_token_on_failure || !last_failure_ || !current_ ||
-      t >= current_valid_until_)
-    return false;
-  r.token = current_;
-  ++stats_.valid_tokens_served_after_failure;
-  return true;
-}
-
-// Under mu_, with no refresh running. True when the caller is answered now: with the token
-// published since it looked, or, within min_retry_spacing of a failed refresh, with that
-// failure, so that callers looping on a down server cannot turn into a request storm.
-bool client_impl::answer_without_refresh(error_code& ec, flight_result& r, bool& background) {
-  const auto t = now();
-  if (current_ && t < current_refresh_at_) {
-    r.token = current_;
-    return true;
+// What a decision asks of the Asio side: a driver spawned, or a waiting one woken.
+void client_impl::carry_out(const call_decision& d) {
+  if (d.start_driver) {
+    auto self = shared_from_this();
+    asio::co_spawn(strand_, drive(self), [self](std::exception_ptr e) {
+      // drive() catches what its steps throw; this is the driver's own frame failing.
+      if (e) self->log(log_level::error, "the refresh driver ended with an exception");
+    });
   }
-  if (serve_while_failing(t, r)) {
-    // The next attempt, once the spacing allows it, runs without making anyone wait.
-    background = t >= last_failure_at_ + cfg_.min_retry_spacing;
-    return true;
-  }
-  if (last_failure_ && t < last_failure_at_ + cfg_.min_retry_spacing) {
-    ++stats_.calls_failed_fast;
-    ec = last_failure_;
-    r.diag = last_failure_diag_;
-    return true;
-  }
-  return false;
+  if (d.wake_driver)
+    asio::post(strand_, [self = shared_from_this()] { self->wait_timer_.cancel(); });
 }
 
 bool client_impl::invalidate(const access_token* rejected) {
   std::lock_guard lk(mu_);
-  if (!current_) return false;
-  // Serials are per client and never reused: equal serial, same token.
-  if (rejected != nullptr && rejected->serial() != current_.serial()) return false;
-  current_ = access_token{};
+  if (!machine_.invalidate(rejected)) return false;
   version_.fetch_add(1, std::memory_order_release);
-  ++invalidations_;
   return true;
+}
+
+void client_impl::set_refresh_token(std::string refresh_token) {
+  call_decision d;
+  {
+    std::lock_guard lk(mu_);
+    d = machine_.set_refresh_token(std::move(refresh_token), now());
+  }
+  log(log_level::info, "refresh token replaced by the application (re-authorization): saving it");
+  carry_out(d);
 }
 
 void client_impl::shutdown() {
   token_flight::batch waiters;
   std::uint64_t aborted = 0;
+  destroy_decision d;
   {
     std::lock_guard lk(mu_);
-    shut_down_ = true;
-    current_ = access_token{};
+    d = machine_.on_destroy();
     version_.fetch_add(1, std::memory_order_release);
     aborted = flight_.waiting();
     waiters = flight_.take_all();
@@ -295,12 +263,12 @@ void client_impl::shutdown() {
     log(log_level::info, "client destroyed: " + std::to_string(aborted) +
                              " waiting call(s) completed with operation_aborted");
   waiters.complete(asio::error::operation_aborted, {});
-  // A save in progress is left to finish: it may hold the only copy of a rotated token.
-  asio::post(strand_, [self = shared_from_this()] {
-    self->transport_.close();
-    self->backoff_timer_.cancel();
-    self->save_timer_.cancel();
-    self->lease_cancel_.emit(asio::cancellation_type::terminal);
+  // I4: a request already written is left to finish, and a pending save gets its last try;
+  // only what has not reached anyone is stopped.
+  asio::post(strand_, [self = shared_from_this(), d] {
+    if (d.cancel_unwritten_request) self->transport_.abort_unless_written();
+    if (d.cancel_wait) self->wait_timer_.cancel();
+    if (d.cancel_acquire) self->lease_cancel_.emit(asio::cancellation_type::terminal);
   });
 }
 
@@ -308,8 +276,12 @@ client_stats client_impl::stats() const {
   client_stats s;
   {
     std::lock_guard lk(mu_);
-    s = stats_;
-    s.invalidations = invalidations_;
+    s = machine_.stats();
+    s.valid_tokens_served_after_failure += stats_.valid_tokens_served_after_failure;
+    s.waiters_per_refresh_histogram = stats_.waiters_per_refresh_histogram;
+    s.refresh_latency_last = stats_.refresh_latency_last;
+    s.refresh_latency_max = stats_.refresh_latency_max;
+    s.refresh_latency_total = stats_.refresh_latency_total;
   }
   const auto c = flight_.counters();
   s.refreshes_started = c.flights;
@@ -327,9 +299,9 @@ replica* client_impl::renew_replica(replica* r) {
   std::uint64_t version;
   {
     std::lock_guard lk(mu_);
-    current = current_;
-    refresh_at = current_refresh_at_;
-    ahead_at = current_ahead_at_;
+    current = machine_.current();
+    refresh_at = machine_.refresh_at();
+    ahead_at = machine_.ahead_at();
     version = version_.load(std::memory_order_relaxed);
   }
   if (r == nullptr) {
@@ -350,131 +322,51 @@ replica* client_impl::renew_replica(replica* r) {
   return r;
 }
 
-void client_impl::start_refresh(bool ahead) {
-  asio::co_spawn(strand_, run_refresh(shared_from_this(), ahead),
-                 [self = shared_from_this(), ahead](std::exception_ptr e) {
-                   if (!e) return;
-                   refresh_outcome out;
-                   try {
-                     std::rethrow_exception(e);
-                   } catch (const std::exception& x) {
-                     out.diag.client_message = std::string("internal error: ") + x.what();
-                   } catch (...) {
-                     out.diag.client_message = "internal error";
-                   }
-                   out.ec = make_error_code(errc::connection);
-                   self->finish(std::move(out), ahead);
-                 });
-}
-
 namespace {
 // Built from counts, durations and the redacted diagnostics only: never a token or secret.
-std::string describe_refresh(const refresh_outcome& out, std::uint64_t waiting) {
-  const auto ms = std::chrono::duration_cast<std::chrono::microseconds>(out.took).count() / 1000.0;
+std::string describe_refresh(const completion& c) {
+  const auto& e = c.event;
+  const auto ms =
+      std::chrono::duration_cast<std::chrono::microseconds>(e.latency).count() / 1000.0;
   char timing[128];
   std::snprintf(timing, sizeof timing, " in %.1f ms (%u request(s)), %llu waiting call(s)", ms,
-                out.attempts, static_cast<unsigned long long>(waiting));
-  if (out.ec)
-    return "access token refresh failed" + std::string(timing) + ": " + describe(out.ec, out.diag);
-  std::string m = out.from_store ? "access token taken from the token store (refreshed elsewhere)"
-                                 : "access token refreshed";
+                e.attempts, static_cast<unsigned long long>(e.waiters));
+  if (e.ec) {
+    std::string m = "access token refresh failed" + std::string(timing) + ": " +
+                    describe(e.ec, c.diag ? *c.diag : diagnostics{});
+    if (c.stale) m += "; the still-valid token was served instead";
+    return m;
+  }
+  std::string m = e.from_store ? "access token taken from the token store (refreshed elsewhere)"
+                               : "access token refreshed";
   m += timing;
-  m += "; lifetime " +
-       std::to_string(
-           std::chrono::duration_cast<std::chrono::seconds>(out.token->lifetime).count()) +
-       " s";
-  if (!out.from_store) m += out.rotated ? "; refresh token rotated" : "; refresh token kept";
-  if (out.store_ec) m += "; NOT SAVED (" + out.store_ec.message() + "), save will be retried";
+  m += "; lifetime " + std::to_string(e.lifetime.count()) + " s";
+  if (!e.from_store) m += e.refresh_token_rotated ? "; refresh token rotated" : "; refresh token kept";
+  if (e.store_ec) m += "; NOT SAVED (" + e.store_ec.message() + "), save will be retried";
   return m;
-}
-
-std::string reason_of(const error_code& ec) {
-  return ec.category() == asio::error::get_system_category() ? "system: " + ec.message()
-                                                             : ec.message();
 }
 }  // namespace
 
-void client_impl::finish(refresh_outcome out, bool ahead) {
-  token_flight::batch waiters;
-  access_token token;
-  access_token stale;   // the still-valid token the waiters get when the refresh failed
-  std::string message;  // logged once the lock is released
-  std::shared_ptr<const diagnostics> failure_diag;
-  refresh_event event{out.ec,       out.took,       0,     out.rotated, {},
-                      out.attempts, out.from_store, ahead, out.store_ec};
-  {
-    std::lock_guard lk(mu_);
-    event.waiters = flight_.waiting();
-    message = describe_refresh(out, event.waiters);
-    record(event);
-    if (!out.ec) {
-      auto& t = *out.token;
-      event.lifetime = std::chrono::duration_cast<std::chrono::seconds>(t.lifetime);
-      wipe(last_issued_);
-      last_issued_ = t.value;
-      token = access_token(std::make_shared<const token_data>(
-          token_data{std::move(t.value), std::move(t.type), t.issued + t.lifetime, ++serial_,
-                     std::move(t.scope), std::move(t.extra)}));
-      ++stats_.refreshes_succeeded;
-      if (out.rotated) ++stats_.refresh_tokens_rotated;
-      if (out.from_store) ++stats_.tokens_from_store;
-      if (!shut_down_) {
-        current_ = token;
-        current_refresh_at_ =
-            refresh_deadline(t.issued, t.lifetime, cfg_.refresh_leeway, cfg_.leeway_max_fraction);
-        current_ahead_at_ = refresh_ahead_point(t.issued, t.lifetime, current_refresh_at_,
-                                                cfg_.refresh_ahead_fraction);
-        // Valid "enough" to hand out after a failure: not in its last half-second (or the last
-        // half of its leeway, for short tokens).
-        const auto expires = t.issued + t.lifetime;
-        current_valid_until_ =
-            expires - std::min<clock_type::duration>(std::chrono::milliseconds(500),
-                                                     (expires - current_refresh_at_) / 2);
-        version_.fetch_add(1, std::memory_order_release);
-      }
-      last_failure_ = {};
-      last_failure_diag_.reset();
-    } else {
-      ++stats_.refreshes_failed;
-      failure_diag = std::make_shared<const diagnostics>(std::move(out.diag));
-      // A failed refresh-ahead leaves the token being served: its waiters (if any) get the
-      // error, and the next refresh-ahead waits for the spacing as a caller would.
-      last_failure_ = out.ec;
-      last_failure_diag_ = failure_diag;
-      last_failure_at_ = now();
-      if (ahead) {
-        const auto gap =
-            std::max<clock_type::duration>(cfg_.min_retry_spacing, cfg_.retry.initial_backoff);
-        ahead_retry_at_.store((last_failure_at_ + gap).time_since_epoch().count(),
-                              std::memory_order_relaxed);
-        ahead_started_.store(0, std::memory_order_relaxed);
-      }
-    }
-    waiters = flight_.take_all();
-    refreshing_ = false;
-    if (out.ec && out.ec != asio::error::operation_aborted && cfg_.serve_valid_token_on_failure &&
-        current_ && now() < current_valid_until_) {
-      stale = current_;
-      stats_.valid_tokens_served_after_failure += event.waiters;
-    }
-  }
-  log(out.ec ? log_level::warning : (out.store_ec ? log_level::error : log_level::info), message);
-  if (!out.ec) {
-    // One copy of the token per chunk of waiters: waiters resumed on different threads then
-    // do not all write one reference count.
-    waiters.complete(out.ec, flight_result{token, nullptr}, [](const flight_result& r) {
-      return flight_result{replicate(r.token), nullptr};
-    });
-  } else if (stale) {
-    waiters.complete({}, flight_result{stale, nullptr}, [](const flight_result& r) {
-      return flight_result{replicate(r.token), nullptr};
-    });
+void client_impl::deliver(completion c, token_flight::batch waiters,
+                          const std::vector<log_line>& logs) {
+  for (const auto& l : logs) log(l.level, l.text);
+  if (c.silent) return;
+  const auto& e = c.event;
+  log(e.ec ? log_level::warning : (e.store_ec ? log_level::error : log_level::info),
+      describe_refresh(c));
+  // One copy of the token per chunk of waiters: waiters resumed on different threads then do
+  // not all write one reference count.
+  const auto replicated = [](const flight_result& r) {
+    return flight_result{replicate(r.token), nullptr};
+  };
+  if (!c.ec || c.stale) {
+    waiters.complete({}, flight_result{std::move(c.token), nullptr}, replicated);
   } else {
-    waiters.complete(out.ec, flight_result{{}, failure_diag});
+    waiters.complete(c.ec, flight_result{{}, c.diag});
   }
   if (cfg_.on_refresh) {
     try {
-      cfg_.on_refresh(event);
+      cfg_.on_refresh(e);
     } catch (...) {
     }
   }
@@ -482,7 +374,6 @@ void client_impl::finish(refresh_outcome out, bool ahead) {
 
 // Under mu_.
 void client_impl::record(const refresh_event& e) {
-  if (e.ec) ++stats_.refreshes_failed_by_reason[reason_of(e.ec)];
   std::size_t bucket = 0;  // 0-1, then one bucket per decade from 2-9
   if (e.waiters >= 2) {
     bucket = 1;
@@ -554,6 +445,15 @@ boost::asio::awaitable<access_token> client::token() {
       boost::asio::deferred, impl_.get());
   if (out.ec) detail::throw_outcome(out);
   co_return std::move(out.result.token);
+}
+
+void client::set_refresh_token(std::string refresh_token) {
+  if (refresh_token.empty()) {
+    diagnostics diag;
+    diag.client_message = "set_refresh_token: the refresh token is empty";
+    throw error_with_diagnostics(make_error_code(errc::invalid_argument), diag);
+  }
+  impl_->set_refresh_token(std::move(refresh_token));
 }
 
 bool client::invalidate(const access_token& rejected) {

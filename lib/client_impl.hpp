@@ -9,6 +9,7 @@
 
 #include <nxsys/auth/detail/single_flight.hpp>
 
+#include "refresh_machine.hpp"
 #include "transport.hpp"
 
 #include <boost/asio/cancellation_signal.hpp>
@@ -20,7 +21,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
-#include <tuple>
+#include <vector>
 
 namespace nxsys::auth::detail {
 
@@ -33,29 +34,6 @@ using clock_type = std::chrono::steady_clock;
 struct token_outcome {
   boost::system::error_code ec;
   flight_result result;
-};
-
-/// A token ready to publish: from an answer, or from the store.
-struct new_token {
-  std::string value;
-  std::string type;
-  clock_type::time_point issued{};  ///< lifetime counts from here (the request's sending)
-  clock_type::duration lifetime{};
-  std::string scope;
-  std::shared_ptr<const boost::json::object> extra;
-};
-
-/// What one run of the refresh procedure ends with.
-struct refresh_outcome {
-  boost::system::error_code ec;
-  diagnostics diag;
-  std::optional<new_token> token;  ///< set on success (and kept, unpublished, under strict
-                                   ///< durability when the save failed)
-  bool rotated = false;
-  bool from_store = false;
-  unsigned attempts = 0;
-  boost::system::error_code store_ec;
-  clock_type::duration took{};
 };
 
 class client_impl : public std::enable_shared_from_this<client_impl> {
@@ -71,6 +49,7 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
   /// The slow path of every caller whose thread cache had no fresh token.
   void wait(std::unique_ptr<token_flight::waiter> w);
   bool invalidate(const access_token* rejected);  // nullptr: whatever is current
+  void set_refresh_token(std::string refresh_token);
   void shutdown();
   client_stats stats() const;
 
@@ -78,36 +57,28 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
   clock_type::time_point now() const noexcept {
     return cfg_.clock ? cfg_.clock() : clock_type::now();
   }
+  instant now_instant() const noexcept { return {now(), std::chrono::system_clock::now()}; }
   bool before(clock_type::time_point deadline) const noexcept;
   void log(log_level level, std::string_view message) const noexcept;
 
   // -- cache and slow path (client.cpp)
   replica* renew_replica(replica* r);
-  void maybe_refresh_ahead(std::uint64_t version);
-  bool answer_without_refresh(boost::system::error_code& ec, flight_result& r, bool& background);
-  bool serve_while_failing(clock_type::time_point t, flight_result& r);
-  void start_refresh(bool ahead);
-  void finish(refresh_outcome out, bool ahead);
-  void record(const refresh_event& e);
+  void maybe_refresh_ahead(std::uint64_t version, std::uint64_t serial);
+  void carry_out(const call_decision& d);
 
-  // -- the refresh procedure (refresh.cpp), on strand_
-  static boost::asio::awaitable<void> run_refresh(std::shared_ptr<client_impl> self, bool ahead);
-  boost::asio::awaitable<refresh_outcome> refresh(bool ahead);
-  boost::asio::awaitable<std::tuple<boost::system::error_code, std::optional<stored_tokens>>>
-  load_store();
-  boost::asio::awaitable<bool> reconcile(std::optional<stored_tokens> loaded, bool ahead,
-                                         std::string& expected, refresh_outcome& out);
-  boost::asio::awaitable<void> request_with_retries(bool ahead, clock_type::time_point deadline,
-                                                    std::string& expected, refresh_outcome& out);
-  boost::asio::awaitable<boost::system::error_code> request_once(
-      const std::string& refresh_token, clock_type::time_point deadline,
-      protocol::token_response& tr, diagnostics& diag, std::optional<std::chrono::seconds>& wait);
-  std::optional<new_token> adopt_stored(const stored_tokens& stored, bool ahead);
-  boost::asio::awaitable<boost::system::error_code> save(stored_tokens next, std::string expected,
-                                                         refresh_outcome& out);
-  stored_tokens to_stored(const new_token& t, const std::string& refresh_token) const;
-  void start_save_retries();
-  static boost::asio::awaitable<void> retry_saves(std::shared_ptr<client_impl> self);
+  // -- the driver (refresh.cpp), on strand_: carries out the machine's actions
+  static boost::asio::awaitable<void> drive(std::shared_ptr<client_impl> self);
+  boost::asio::awaitable<action> perform(action a, refresh_lease& lease);
+  boost::asio::awaitable<action> request(action a);
+  /// Runs `input` on the machine under the lock; completes the flight it ends, writes its logs.
+  template <class Input>
+  action advance(Input&& input);
+  void deliver(completion c, token_flight::batch waiters, const std::vector<log_line>& logs);
+  void record(const refresh_event& e);
+  /// A machine time point as a steady_clock one (they differ when cfg_.clock is set).
+  clock_type::time_point to_steady(clock_type::time_point t) const noexcept {
+    return clock_type::now() + (t - now());
+  }
 
   boost::asio::any_io_executor ex_;
   boost::asio::strand<boost::asio::any_io_executor> strand_;
@@ -118,38 +89,18 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
 
   // Written only under mu_; read without it by the fast path.
   std::atomic<std::uint64_t> version_{1};
-  // The version whose refresh-ahead was started (0: none), and when a failed one may retry.
+  // The token serial whose refresh-ahead was started (0: none), and when a failed one may retry.
   std::atomic<std::uint64_t> ahead_started_{0};
   std::atomic<clock_type::rep> ahead_retry_at_{0};
   std::atomic<std::uint64_t> stale_served_{0};
 
-  mutable std::mutex mu_;  // the slow path only: never taken by a reader of a fresh token
-  access_token current_;
-  clock_type::time_point current_refresh_at_{};
-  clock_type::time_point current_ahead_at_ = clock_type::time_point::max();
-  clock_type::time_point current_valid_until_{};  // served after a failure until then
-  std::string
-      last_issued_;  // value of the last token published: a store holding it has nothing new
-  std::string refresh_token_;
-  std::uint64_t serial_ = 0;
-  std::uint64_t invalidations_ = 0;
-  bool shut_down_ = false;
-  bool refreshing_ = false;  // from the first waiter of a flight until finish()
-  // The last refresh's failure, served to callers within min_retry_spacing of it.
-  boost::system::error_code last_failure_;
-  std::shared_ptr<const diagnostics> last_failure_diag_;
-  clock_type::time_point last_failure_at_{};
-  client_stats stats_;
+  mutable std::mutex mu_;  // the slow path and the driver's steps: never taken by a fresh read
+  refresh_machine machine_;
+  client_stats stats_;  // what the client counts itself (histogram, latency)
+  clock_type::time_point run_started_{};  // on steady_clock, for the refresh latency
 
-  // On strand_ only: new tokens not saved yet, with the refresh token the store held then.
-  struct unsaved {
-    stored_tokens tokens;
-    std::string expected;
-  };
-  std::optional<unsaved> unsaved_;
-  bool save_retries_running_ = false;
-  boost::asio::steady_timer backoff_timer_;        // between attempts of a refresh
-  boost::asio::steady_timer save_timer_;           // between retries of a failed save
+  // On strand_ only.
+  boost::asio::steady_timer wait_timer_;           // back-off and waits between save retries
   boost::asio::cancellation_signal lease_cancel_;  // ends a refresh's wait for the store's lease
 
   token_flight flight_;

@@ -50,6 +50,8 @@ const char* name_of(errc e) noexcept {
       return "token store busy";
     case errc::invalid_argument:
       return "invalid argument";
+    case errc::internal:
+      return "internal error";
   }
   return "unknown nxsys.auth error";
 }

@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <new>
 
 namespace nxsys::auth::detail {
@@ -112,7 +113,7 @@ error_code parse_stored_tokens(std::string_view text, const std::string& path, s
 
   stored_tokens t;
   wipe_on_exit w1{t.refresh_token}, w2{t.access_token};
-  std::int64_t expires_ms = 0, lifetime_s = 0;
+  std::int64_t expires_ms = 0, lifetime_s = 0, generation = 0;
   if (auto ec = string_field(*o, "refreshToken", t.refresh_token, path, diag)) return ec;
   if (t.refresh_token.empty()) return corrupt(diag, path, "refreshToken is missing or empty");
   if (auto ec = string_field(*o, "accessToken", t.access_token, path, diag)) return ec;
@@ -121,10 +122,19 @@ error_code parse_stored_tokens(std::string_view text, const std::string& path, s
   if (auto ec =
           int_field(*o, "lifetimeS", protocol::max_expires_in.count(), lifetime_s, path, diag))
     return ec;
+  if (auto ec = int_field(*o, "generation", std::numeric_limits<std::int64_t>::max(), generation,
+                          path, diag))
+    return ec;
+  // These go into an Authorization header (session): a CR or LF here would inject headers.
+  if (!t.access_token.empty() && !is_header_token(t.access_token))
+    return corrupt(diag, path, "accessToken holds bytes not allowed in an HTTP header");
+  if (!t.token_type.empty() && !is_header_token(t.token_type))
+    return corrupt(diag, path, "tokenType holds bytes not allowed in an HTTP header");
   t.expires_at = std::chrono::system_clock::time_point(
       std::chrono::duration_cast<std::chrono::system_clock::duration>(
           std::chrono::milliseconds(expires_ms)));
   t.lifetime = std::chrono::seconds(lifetime_s);
+  t.generation = static_cast<std::uint64_t>(generation);
   out = std::move(t);
   return {};
 }
@@ -144,6 +154,8 @@ std::string serialize_stored_tokens(const stored_tokens& t) {
   o["expiresAtMs"] = std::max<std::int64_t>(ms, 0);  // before 1970: as expired as can be
   o["lifetimeS"] =
       std::clamp<std::int64_t>(t.lifetime.count(), 0, protocol::max_expires_in.count());
+  o["generation"] = static_cast<std::int64_t>(
+      std::min<std::uint64_t>(t.generation, std::numeric_limits<std::int64_t>::max()));
   const std::size_t worst =
       256 + 6 * (t.refresh_token.size() + t.access_token.size() + t.token_type.size());
   std::string out(worst, '\0');

@@ -1,5 +1,6 @@
 // Text helpers: comparison, header safety, sanitising server text, redaction.
 #include "text.hpp"
+#include "secret_string.hpp"
 
 #include <openssl/crypto.h>
 
@@ -68,6 +69,11 @@ void redact(std::string& s, std::initializer_list<std::string_view> secrets) {
 
 void wipe(std::string& s) noexcept {
   if (!s.empty()) OPENSSL_cleanse(s.data(), s.size());
+  s.clear();
+}
+
+void wipe_all(std::string& s) noexcept {
+  if (s.capacity() != 0) OPENSSL_cleanse(s.data(), s.capacity());
   s.clear();
 }
 

@@ -21,11 +21,11 @@ http_transport::http_transport(asio::any_io_executor ex, protocol::endpoint ep,
 
 http_transport::~http_transport() = default;
 
-void http_transport::close() {
+void http_transport::abort_unless_written() {
   closed_ = true;
   // Cancel, do not close: the coroutine of an operation in progress owns the sockets and
   // closes them once it sees operation_aborted.
-  conn_.cancel();
+  if (!in_exchange_) conn_.cancel();
 }
 
 asio::awaitable<error_code> http_transport::post_form(std::string body, http_answer& out,
@@ -49,13 +49,17 @@ asio::awaitable<error_code> http_transport::post_form(std::string body, http_ans
   } else if (!conn_.reusable()) {
     ec = co_await conn_.connect(deadline, diag);
   }
+  if (!ec && closed_) ec = asio::error::operation_aborted;  // aborted while connecting
   if (!ec) {
     http::response<http::string_body> res;
+    out.written = true;
+    in_exchange_ = true;
     auto r = co_await conn_.exchange(req, res, deadline);
+    in_exchange_ = false;
     if (r.ec) {
       ec = r.ec;
       conn_.close();
-      if (!closed_) ec = conn_.classify(ec, "request to", diag);
+      ec = conn_.classify(ec, "request to", diag);
     } else {
       out.status = res.result_int();
       out.body = std::move(res.body());
@@ -66,7 +70,7 @@ asio::awaitable<error_code> http_transport::post_form(std::string body, http_ans
   wipe_authorization(req);
   if (closed_) {
     conn_.close();
-    ec = asio::error::operation_aborted;
+    if (!out.written) ec = asio::error::operation_aborted;
   }
   co_return ec;
 }

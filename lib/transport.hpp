@@ -13,6 +13,9 @@ struct http_answer {
   unsigned status = 0;
   std::string body;
   std::string retry_after;  ///< the Retry-After header, as sent ("" when absent)
+  /// The request may have reached the server (its writing had begun): a failure after this
+  /// may have lost an answer the server sent.
+  bool written = false;
 };
 
 class http_transport {
@@ -29,8 +32,11 @@ class http_transport {
       std::string body, http_answer& out, diagnostics& diag,
       steady_time deadline = steady_time::max(), std::string authorization = {});
 
-  /// Closes the connection and makes a post_form in progress finish with operation_aborted.
-  void close();
+  /// For a client being destroyed: a post_form that has not started writing its request ends
+  /// with operation_aborted and later ones are refused; one already writing or reading goes
+  /// on to its answer (within its timeouts), which is not thrown away. The connection is not
+  /// reused afterwards.
+  void abort_unless_written();
 
   std::uint64_t connections_opened() const noexcept { return origin_.connections_opened(); }
 
@@ -38,6 +44,7 @@ class http_transport {
   origin origin_;
   http_connection conn_;
   bool closed_ = false;
+  bool in_exchange_ = false;
 };
 
 }  // namespace nxsys::auth::detail

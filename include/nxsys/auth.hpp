@@ -9,6 +9,8 @@
 #include <nxsys/auth/error.hpp>
 #include <nxsys/auth/protocol.hpp>
 #include <nxsys/auth/session.hpp>
+#include <nxsys/auth/stats.hpp>
+#include <nxsys/auth/stored_tokens.hpp>
 #include <nxsys/auth/token_store.hpp>
 
 #endif

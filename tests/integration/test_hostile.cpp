@@ -15,6 +15,7 @@
 #include <boost/asio/write.hpp>
 #include <boost/test/unit_test.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <deque>
 #include <functional>
@@ -250,6 +251,16 @@ BOOST_AUTO_TEST_CASE(broken_answers_are_typed_errors_and_the_next_call_succeeds)
       const auto bad = try_token(ctx, c);
       BOOST_TEST(bad.ec == k.expected, bad.ec.message() << ": " << bad.what);
       BOOST_TEST(!bad.what.empty());
+      const bool retry_after = std::any_of(k.answer.headers.begin(), k.answer.headers.end(),
+                                           [](const auto& h) { return h.first == "Retry-After"; });
+      if (retry_after) {
+        // Retry-After holds across refreshes (I5): until it passes, callers get the failure
+        // without a request.
+        const auto requests = server.stats().requests;
+        BOOST_TEST(try_token(ctx, c).ec == k.expected);
+        BOOST_TEST(server.stats().requests == requests);
+        std::this_thread::sleep_for(std::chrono::milliseconds(1050));
+      }
       const auto good = try_token(ctx, c);
       BOOST_TEST(!good.ec, good.what);
       c.invalidate();  // the next case needs a refresh again

@@ -93,8 +93,10 @@ BOOST_AUTO_TEST_CASE(failures_echoing_every_credential_leak_none) {
   const std::string echo = "token " + opts.initial_refresh_token + " (" +
                            na::protocol::form_urlencode(opts.initial_refresh_token) +
                            ") with secret " + opts.client_secret;
+  // invalid_request, not invalid_grant: after invalid_grant no request is sent with the same
+  // refresh token again (I5), and this test wants a third request.
   server.fail_next({400,
-                    R"({"error":"invalid_grant","error_description":")" + echo + R"("})",
+                    R"({"error":"invalid_request","error_description":")" + echo + R"("})",
                     "application/json",
                     {}});
   server.fail_next({500, "<html>" + echo + "</html>", "text/html", {}});
@@ -222,6 +224,8 @@ BOOST_AUTO_TEST_CASE(stats_and_the_observer_show_each_refresh) {
   manual_clock::advance(std::chrono::hours(2));
   server.fail_next({400, R"({"error":"invalid_grant"})", "application/json", {}});
   BOOST_TEST(try_token(ctx, c).ec == na::errc::invalid_grant);
+  // The refresh token is dead (I5): the user re-authorizes, and the client goes on.
+  c.set_refresh_token(server.current_refresh_token());
   BOOST_TEST(!try_token(ctx, c).ec);
 
   const auto s = c.stats();

@@ -1,6 +1,6 @@
-// Unit tests of detail/token_policy.hpp: how much leeway a token of a given lifetime gets and
+// Unit tests of the time arithmetic of lib/refresh_machine.hpp: how much leeway a token of a given lifetime gets and
 // from when on it is refreshed (plain functions, no clocks).
-#include <nxsys/auth/detail/token_policy.hpp>
+#include "refresh_machine.hpp"
 
 #include <boost/test/unit_test.hpp>
 

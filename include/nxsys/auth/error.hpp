@@ -41,6 +41,8 @@ enum class errc : int {
   store_busy,         ///< the right to refresh was not granted before the refresh deadline
   invalid_argument,   ///< a call's argument is unusable (a request target not starting with
                       ///< '/', a store save without a refresh token): nothing was sent or written
+  internal,  ///< a step of the refresh threw, or a store or transport dropped its completion
+             ///< handler: a bug (ours or a store's); diagnostics say which step
 };
 
 /// Category of the OAuth server's errors ("nxsys.auth.oauth").

@@ -3,6 +3,8 @@
 #ifndef NXSYS_AUTH_TOKEN_STORE_HPP
 #define NXSYS_AUTH_TOKEN_STORE_HPP
 
+#include <nxsys/auth/stored_tokens.hpp>
+
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/async_result.hpp>
@@ -14,18 +16,6 @@
 #include <string>
 
 namespace nxsys::auth {
-
-/// What a store keeps: enough for a restarted process to continue the refresh-token chain and,
-/// while it is still valid, to reuse the access token without a request.
-struct stored_tokens {
-  std::string refresh_token;  ///< never empty in a stored state
-  std::string access_token;   ///< empty: none stored
-  std::string token_type;
-  /// Wall-clock expiry of the access token: steady_clock does not survive a restart.
-  std::chrono::system_clock::time_point expires_at{};
-  /// The access token's lifetime as issued (to place the refresh point as for a fresh answer).
-  std::chrono::seconds lifetime{0};
-};
 
 /// The right to refresh, granted by token_store::async_acquire. Dropping the last copy releases
 /// it (an flock closed, a Redis lease deleted): hold it across request and save.
