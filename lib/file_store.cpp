@@ -266,24 +266,26 @@ struct file_store::state {
   // thread (and every load and save behind it) for as long as another process refreshes.
   void try_lock(const std::shared_ptr<acquire_op>& op) {
     error_code ec;
+    diagnostics diag;
     if (closing.load() || op->cancelled.load()) {
       ec = asio::error::operation_aborted;
     } else if (::flock(op->fd.get(), LOCK_EX | LOCK_NB) == 0) {
       remove_stale_temporaries();
       refresh_lease lease(std::make_shared<unique_fd>(std::move(op->fd)));
-      complete(op->work, std::move(op->handler), error_code{}, std::move(lease));
+      complete(op->work, std::move(op->handler), error_code{}, std::move(lease), diagnostics{});
       return;
     } else if (errno != EWOULDBLOCK && errno != EINTR) {
-      ec = make_error_code(errc::store_failed);
+      ec = io_failed(diag, "cannot lock", lock_path, errno);
     } else if (const auto now = clock_type::now(); now >= op->deadline) {
-      ec = make_error_code(errc::store_busy);
+      ec = fail(errc::store_busy, diag,
+                lock_path + ": held by another process until the deadline");
     } else {
       op->timer.expires_after(std::min<clock_type::duration>(op->interval, op->deadline - now));
       op->interval = std::min(op->interval * 2, poll_max);
       op->timer.async_wait([this, op](error_code) { try_lock(op); });
       return;
     }
-    complete(op->work, std::move(op->handler), ec, refresh_lease());
+    complete(op->work, std::move(op->handler), ec, refresh_lease(), std::move(diag));
   }
 
   // The client writes temporaries only while it holds the lock, so those found by a new holder
@@ -348,7 +350,7 @@ void file_store::do_load(asio::any_completion_handler<load_signature> h) {
     std::optional<stored_tokens> out;
     diagnostics diag;
     const auto ec = read_state(s->path, out, diag);
-    complete(work, std::move(h), ec, std::move(out));
+    complete(work, std::move(h), ec, std::move(out), std::move(diag));
   });
 }
 
@@ -364,8 +366,9 @@ void file_store::do_acquire(clock_type::time_point deadline,
   asio::post(s_->io, [s = s_.get(), op = std::move(op)] {
     op->fd = unique_fd(::open(s->lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY, 0600));
     if (op->fd.get() < 0) {
-      complete(op->work, std::move(op->handler), make_error_code(errc::store_failed),
-               refresh_lease());
+      diagnostics diag;
+      const auto ec = io_failed(diag, "cannot open the lock file", s->lock_path, errno);
+      complete(op->work, std::move(op->handler), ec, refresh_lease(), std::move(diag));
       return;
     }
     s->try_lock(op);
@@ -381,7 +384,7 @@ void file_store::do_save(stored_tokens next, std::string expected,
     const auto ec = save_state(s->path, next, expected, diag);
     detail::wipe(next);
     detail::wipe(expected);
-    complete(work, std::move(h), ec);
+    complete(work, std::move(h), ec, std::move(diag));
   });
 }
 

@@ -57,7 +57,7 @@ struct memory_store::state : std::enable_shared_from_this<state> {
       next = std::move(queue.front());
       queue.pop_front();
     }
-    complete_later(ex, std::move(next->handler), error_code{}, make_lease());
+    complete_later(ex, std::move(next->handler), error_code{}, make_lease(), diagnostics{});
     // A timer is touched on its strand only (its wait handler runs there too).
     asio::post(timers, [next = std::move(next)] { next->timer.cancel(); });
   }
@@ -71,7 +71,10 @@ struct memory_store::state : std::enable_shared_from_this<state> {
       if (it == queue.end()) return;
       queue.erase(it);
     }
-    complete_later(ex, std::move(p->handler), ec, refresh_lease());
+    diagnostics diag;
+    if (ec == errc::store_busy)
+      diag.client_message = "the memory store's lease was held by another client until the deadline";
+    complete_later(ex, std::move(p->handler), ec, refresh_lease(), std::move(diag));
     asio::post(timers, [p = std::move(p)] { p->timer.cancel(); });
   }
 
@@ -93,7 +96,7 @@ void memory_store::do_load(asio::any_completion_handler<load_signature> h) {
     std::lock_guard lk(s_->mu);
     copy = s_->value;
   }
-  complete_later(s_->ex, std::move(h), error_code{}, std::move(copy));
+  complete_later(s_->ex, std::move(h), error_code{}, std::move(copy), diagnostics{});
 }
 
 void memory_store::do_acquire(std::chrono::steady_clock::time_point deadline,
@@ -112,7 +115,7 @@ void memory_store::do_acquire(std::chrono::steady_clock::time_point deadline,
     }
   }
   if (!p) {
-    complete_later(s_->ex, std::move(h), error_code{}, s_->make_lease());
+    complete_later(s_->ex, std::move(h), error_code{}, s_->make_lease(), diagnostics{});
     return;
   }
   if (slot.is_connected())
@@ -148,7 +151,9 @@ void memory_store::do_save(stored_tokens next, std::string expected,
     detail::wipe(next.refresh_token);
     detail::wipe(next.access_token);
   }
-  complete_later(s_->ex, std::move(h), ec);
+  diagnostics diag;
+  if (ec) diag.client_message = "the memory store holds another refresh token than expected";
+  complete_later(s_->ex, std::move(h), ec, std::move(diag));
 }
 
 }  // namespace nxsys::auth

@@ -106,17 +106,17 @@ asio::awaitable<action> client_impl::perform(action a, refresh_lease& lease) {
   switch (a.what) {
     case action::kind::acquire: {
       // Cancellable: a destroyed client must not wait out another holder's refresh.
-      auto [ec, l] = co_await store_->async_acquire(
+      auto [ec, l, diag] = co_await store_->async_acquire(
           to_steady(a.deadline),
           asio::bind_cancellation_slot(lease_cancel_.slot(), asio::as_tuple(asio::use_awaitable)));
       lease = std::move(l);
       co_return advance(
-          [&](refresh_machine& m) { return m.on_acquired(ec, diagnostics{}, now_instant()); });
+          [&](refresh_machine& m) { return m.on_acquired(ec, diag, now_instant()); });
     }
     case action::kind::load: {
-      auto [ec, stored] = co_await store_->async_load(as_tuple_deferred);
+      auto [ec, stored, diag] = co_await store_->async_load(as_tuple_deferred);
       co_return advance([&](refresh_machine& m) {
-        return m.on_loaded(ec, diagnostics{}, std::move(stored), now_instant());
+        return m.on_loaded(ec, diag, std::move(stored), now_instant());
       });
     }
     case action::kind::request:
@@ -127,10 +127,9 @@ asio::awaitable<action> client_impl::perform(action a, refresh_lease& lease) {
       co_return advance([&](refresh_machine& m) { return m.on_waited(now_instant()); });
     }
     case action::kind::save: {
-      auto [ec] = co_await store_->async_save(std::move(a.next), std::string(a.expected.view()),
-                                              as_tuple_deferred);
-      co_return advance(
-          [&](refresh_machine& m) { return m.on_saved(ec, diagnostics{}, now_instant()); });
+      auto [ec, diag] = co_await store_->async_save(
+          std::move(a.next), std::string(a.expected.view()), as_tuple_deferred);
+      co_return advance([&](refresh_machine& m) { return m.on_saved(ec, diag, now_instant()); });
     }
     case action::kind::done:
       break;

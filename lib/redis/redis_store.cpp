@@ -112,6 +112,15 @@ struct redis_store::state : std::enable_shared_from_this<state> {
     last_known = t;
   }
 
+  // What a failed operation tells the client: which server, which step.
+  diagnostics failure(std::string_view step, const error_code& ec) const {
+    diagnostics d;
+    if (!ec || ec == asio::error::operation_aborted) return d;
+    d.client_message = "redis " + address.host + ":" + address.port + ": " + std::string(step) +
+                       ": " + ec.message();
+    return d;
+  }
+
   steady::time_point command_deadline(steady::time_point limit = steady::time_point::max()) const {
     return std::min(limit, steady::now() + opts.command_timeout);
   }
@@ -294,26 +303,28 @@ void redis_store::do_load(asio::any_completion_handler<load_signature> h) {
   asio::co_spawn(
       s_->strand,
       [](std::shared_ptr<state> s)
-          -> asio::awaitable<std::tuple<error_code, std::optional<stored_tokens>>> {
+          -> asio::awaitable<std::tuple<error_code, std::optional<stored_tokens>, diagnostics>> {
         redis::reply r;
         auto ec = co_await s->exec(redis::command("HGET", s->state_key, "state"), r,
                                    steady::time_point::max());
         if (ec == errc::store_failed && s->opts.local_fallback && s->last_known)
-          co_return std::tuple{error_code{}, s->last_known};
-        if (ec) co_return std::tuple{ec, std::nullopt};
-        if (r.type == redis::reply::kind::nil) co_return std::tuple{error_code{}, std::nullopt};
+          co_return std::tuple{error_code{}, s->last_known, diagnostics{}};
+        if (ec) co_return std::tuple{ec, std::nullopt, s->failure("HGET", ec)};
+        if (r.type == redis::reply::kind::nil)
+          co_return std::tuple{error_code{}, std::nullopt, diagnostics{}};
         stored_tokens t;
         diagnostics diag;
         ec = detail::parse_stored_tokens(r.str, "redis key " + s->state_key, t, diag);
         detail::wipe(r.str);
-        if (ec) co_return std::tuple{ec, std::nullopt};
+        if (ec) co_return std::tuple{ec, std::nullopt, std::move(diag)};
         s->remember(t);
-        co_return std::tuple{error_code{}, std::optional<stored_tokens>(std::move(t))};
+        co_return std::tuple{error_code{}, std::optional<stored_tokens>(std::move(t)),
+                             diagnostics{}};
       }(s_),
       [ex = s_->ex, h = std::move(h)](std::exception_ptr e, auto result) mutable {
         if (e) std::rethrow_exception(e);
-        auto& [ec, value] = result;
-        asio::post(ex, asio::append(std::move(h), ec, std::move(value)));
+        auto& [ec, value, diag] = result;
+        asio::post(ex, asio::append(std::move(h), ec, std::move(value), std::move(diag)));
       });
 }
 
@@ -331,11 +342,13 @@ void redis_store::do_acquire(steady::time_point deadline,
     });
   }
   asio::co_spawn(s_->strand, state::acquire(s_, deadline, cancelled, current_wait),
-                 [ex = s_->ex, h = std::move(h), slot](std::exception_ptr e, auto result) mutable {
+                 [s = s_, ex = s_->ex, h = std::move(h), slot](std::exception_ptr e,
+                                                               auto result) mutable {
                    if (e) std::rethrow_exception(e);
                    if (slot.is_connected()) slot.clear();
                    auto& [ec, lease] = result;
-                   asio::post(ex, asio::append(std::move(h), ec, std::move(lease)));
+                   asio::post(ex, asio::append(std::move(h), ec, std::move(lease),
+                                               s->failure("the lease script", ec)));
                  });
 }
 
@@ -362,9 +375,9 @@ void redis_store::do_save(stored_tokens next, std::string expected,
         if (r.type != redis::reply::kind::integer) co_return make_error_code(errc::store_failed);
         co_return saved ? error_code{} : make_error_code(errc::store_conflict);
       }(s_, std::move(next), std::move(expected)),
-      [ex = s_->ex, h = std::move(h)](std::exception_ptr e, error_code ec) mutable {
+      [s = s_, ex = s_->ex, h = std::move(h)](std::exception_ptr e, error_code ec) mutable {
         if (e) std::rethrow_exception(e);
-        asio::post(ex, asio::append(std::move(h), ec));
+        asio::post(ex, asio::append(std::move(h), ec, s->failure("the save script", ec)));
       });
 }
 

@@ -34,7 +34,9 @@ class scripted_store final : public na::token_store {
   std::optional<na::stored_tokens> value(asio::io_context& ctx) {
     std::optional<na::stored_tokens> v;
     inner_.async_load(
-        [&](boost::system::error_code, std::optional<na::stored_tokens> s) { v = std::move(s); });
+        [&](boost::system::error_code, std::optional<na::stored_tokens> s, na::diagnostics) {
+          v = std::move(s);
+        });
     ctx.restart();
     ctx.run();
     return v;
@@ -46,7 +48,7 @@ class scripted_store final : public na::token_store {
     if (stale_loads.load() > 0) {
       --stale_loads;
       asio::post(ex_, asio::append(std::move(h), boost::system::error_code{},
-                                   std::optional<na::stored_tokens>{}));
+                                   std::optional<na::stored_tokens>{}, na::diagnostics{}));
       return;
     }
     inner_.async_load(std::move(h));
@@ -60,7 +62,8 @@ class scripted_store final : public na::token_store {
     if (served != nullptr) served_at_last_save = served->load();
     if (fail_saves.load() > 0) {
       --fail_saves;
-      asio::post(ex_, asio::append(std::move(h), make_error_code(na::errc::store_failed)));
+      asio::post(ex_, asio::append(std::move(h), make_error_code(na::errc::store_failed),
+                                   na::diagnostics{}));
       return;
     }
     ++saves;
@@ -251,7 +254,7 @@ BOOST_AUTO_TEST_CASE(invalid_grant_after_a_rotation_race_rereads_the_store_and_t
   }
   const auto rotated = server.current_refresh_token();
   auto store = std::make_shared<scripted_store>(ctx.get_executor());
-  store->async_save(na::stored_tokens{rotated, "", "", {}, {}}, "", [](auto) {});
+  store->async_save(na::stored_tokens{rotated, "", "", {}, {}}, "", [](auto, auto) {});
   ctx.restart();
   ctx.run();
   store->stale_loads = 1;  // our first load misses it
@@ -280,7 +283,7 @@ BOOST_AUTO_TEST_CASE(a_store_holding_the_only_refresh_token_is_enough) {
   mock_server server;
   asio::io_context ctx;
   auto store = std::make_shared<scripted_store>(ctx.get_executor());
-  store->async_save(na::stored_tokens{"refresh-0", "", "", {}, {}}, "", [](auto) {});
+  store->async_save(na::stored_tokens{"refresh-0", "", "", {}, {}}, "", [](auto, auto) {});
   ctx.restart();
   ctx.run();
   auto cfg = config_for(server);
@@ -320,7 +323,7 @@ BOOST_AUTO_TEST_CASE(a_destroyed_client_stops_waiting_for_the_lease) {
       bool got = false;
       store->async_acquire(
           std::chrono::steady_clock::now() + std::chrono::seconds(5),
-          asio::bind_executor(ctx, [&](boost::system::error_code ec, na::refresh_lease l) {
+          asio::bind_executor(ctx, [&](boost::system::error_code ec, na::refresh_lease l, na::diagnostics) {
             held = std::move(l);
             got = !ec;
           }));

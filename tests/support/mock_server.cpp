@@ -617,16 +617,19 @@ template <class Stream>
 asio::awaitable<bool> mock_server::impl::serve_token_request(
     connection<Stream>& c, const http::request<http::string_body>& req) {
   token_ticket ticket = begin_token_request(req);
+  std::optional<answer> decided;
+  if (opts_.decide_on_arrival) decided = finish_token_request(ticket);
   if (ticket.latency.count() > 0 && !c.closed_) {
     // An asynchronous wait, so that concurrent requests overlap instead of queueing on a thread.
     c.latency_timer_.expires_after(ticket.latency);
     co_await c.latency_timer_.async_wait(use_tuple);
   }
   if (c.closed_) {
-    end_token_request();  // closed while waiting: never answered, neither refresh nor error
+    // Closed while waiting: never answered (decided on arrival: acted on, answer lost).
+    end_token_request();
     co_return false;
   }
-  answer a = finish_token_request(ticket);
+  answer a = decided ? std::move(*decided) : finish_token_request(ticket);
   // Left before the write starts, not after it ends: a client may send its next request as soon
   // as it has read this answer, and must not find this one still counted as in flight.
   end_token_request();
@@ -944,6 +947,11 @@ void mock_server::fail_next(scripted_failure f, int count) {
   if (count <= 0) return;
   std::lock_guard lock(impl_->mutex_);
   impl_->scripted_.emplace_back(std::move(f), count);
+}
+
+void mock_server::clear_failures() {
+  std::lock_guard lock(impl_->mutex_);
+  impl_->scripted_.clear();
 }
 
 void mock_server::set_latency(std::chrono::milliseconds latency) {

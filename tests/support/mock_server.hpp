@@ -42,6 +42,10 @@ struct mock_server_options {
   /// Auth0's reuse interval or Okta's grace period): the answer carries a new access token and
   /// the current refresh token, with no further rotation. 0: no grace.
   std::chrono::milliseconds reuse_grace{0};
+  /// Decide each token request (and rotate) when it arrives, before the latency wait, as a
+  /// server whose answer is delayed on the way back: a client that times out during the wait
+  /// has lost an answer the server already acted on. false: decided after the wait.
+  bool decide_on_arrival = false;
   field_names names = field_names::camel;
   /// A JSON object whose members are added to every token answer (extra fields).
   std::string extra_answer_fields;
@@ -102,6 +106,8 @@ class mock_server {
 
   /// The next `count` token requests are answered with `f` (after the latency).
   void fail_next(scripted_failure f, int count = 1);
+  /// Drops the scripted failures not used yet.
+  void clear_failures();
   /// Changes the latency of later requests.
   void set_latency(std::chrono::milliseconds latency);
   /// Makes the server close every connection after its answer (Connection: close).

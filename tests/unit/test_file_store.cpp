@@ -117,7 +117,7 @@ struct driver {
   std::pair<error_code, std::optional<stored_tokens>> load(file_store& s) {
     bool done = false;
     std::pair<error_code, std::optional<stored_tokens>> r;
-    s.async_load(asio::bind_executor(ctx, [&](error_code ec, std::optional<stored_tokens> t) {
+    s.async_load(asio::bind_executor(ctx, [&](error_code ec, std::optional<stored_tokens> t, nxsys::auth::diagnostics) {
       BOOST_TEST(ctx.get_executor().running_in_this_thread());
       r = {ec, std::move(t)};
       done = true;
@@ -130,7 +130,7 @@ struct driver {
   error_code save(file_store& s, stored_tokens next, std::string expected) {
     bool done = false;
     error_code r;
-    s.async_save(std::move(next), std::move(expected), asio::bind_executor(ctx, [&](error_code ec) {
+    s.async_save(std::move(next), std::move(expected), asio::bind_executor(ctx, [&](error_code ec, nxsys::auth::diagnostics) {
                    BOOST_TEST(ctx.get_executor().running_in_this_thread());
                    r = ec;
                    done = true;
@@ -149,7 +149,7 @@ struct driver {
   std::shared_ptr<acquisition> start_acquire(file_store& s, clock_type::duration wait) {
     auto a = std::make_shared<acquisition>();
     s.async_acquire(clock_type::now() + wait,
-                    asio::bind_executor(ctx, [a](error_code ec, refresh_lease l) {
+                    asio::bind_executor(ctx, [a](error_code ec, refresh_lease l, nxsys::auth::diagnostics) {
                       a->ec = ec;
                       a->lease = std::move(l);
                       a->done = true;
@@ -275,7 +275,7 @@ BOOST_AUTO_TEST_CASE(works_with_awaitables) {
         co_await s.async_save(tokens("rt-SECRET-a"), "", asio::use_awaitable);
         co_await s.async_save(tokens("rt-SECRET-b"), "rt-SECRET-a", asio::use_awaitable);
         auto lease = co_await s.async_acquire(clock_type::now() + 5s, asio::use_awaitable);
-        auto t = co_await s.async_load(asio::use_awaitable);
+        auto [t, diag] = co_await s.async_load(asio::use_awaitable);
         BOOST_REQUIRE(t.has_value());
         BOOST_TEST(t->refresh_token == "rt-SECRET-b");
       },
@@ -521,7 +521,7 @@ BOOST_AUTO_TEST_CASE(a_handler_on_the_store_thread_may_destroy_the_store) {
   auto* s = new file_store(dir.file("tokens.json"));
   std::atomic<bool> initiated{false}, done{false};
   error_code result = make_error_code(errc::store_failed);
-  s->async_load([&](error_code ec, std::optional<stored_tokens>) {
+  s->async_load([&](error_code ec, std::optional<stored_tokens>, nxsys::auth::diagnostics) {
     // Not before async_load has returned: the store must outlive calls into it.
     while (!initiated) std::this_thread::yield();
     delete s;

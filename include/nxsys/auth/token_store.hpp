@@ -3,6 +3,7 @@
 #ifndef NXSYS_AUTH_TOKEN_STORE_HPP
 #define NXSYS_AUTH_TOKEN_STORE_HPP
 
+#include <nxsys/auth/error.hpp>
 #include <nxsys/auth/stored_tokens.hpp>
 
 #include <boost/asio/any_completion_handler.hpp>
@@ -37,11 +38,18 @@ class refresh_lease {
 ///     holder that lost its lease can never overwrite a newer chain (fencing).
 /// Handlers complete on their associated executor, never inline. Operations may be called
 /// concurrently from any thread. Implementations must not block the caller's thread.
+///
+/// Every handler's last argument is a diagnostics: on failure, what the store saw, in words a
+/// person can act on ("cannot fsync directory /var/lib/app: No space left on device"). The
+/// client folds it into the refresh's error, its log and on_refresh. Never a token in it.
+/// Every operation must complete its handler exactly once: a store that drops a handler (or
+/// throws from an operation) makes the client's refresh end with errc::internal.
 class token_store {
  public:
-  using load_signature = void(boost::system::error_code, std::optional<stored_tokens>);
-  using acquire_signature = void(boost::system::error_code, refresh_lease);
-  using save_signature = void(boost::system::error_code);
+  using load_signature =
+      void(boost::system::error_code, std::optional<stored_tokens>, diagnostics);
+  using acquire_signature = void(boost::system::error_code, refresh_lease, diagnostics);
+  using save_signature = void(boost::system::error_code, diagnostics);
 
   virtual ~token_store() = default;
 
