@@ -112,7 +112,7 @@ call_decision refresh_machine::on_call(clock_type::time_point now) {
     return d;  // join
   }
   // I5: no run before the spacing after a failure, or the time the server asked for, is over.
-  if (now < not_before_) {
+  if (now < not_before()) {
     if (serve_valid) {
       ++stats_.valid_tokens_served_after_failure;
       d.what = k::serve;
@@ -120,8 +120,9 @@ call_decision refresh_machine::on_call(clock_type::time_point now) {
     } else {
       ++stats_.calls_failed_fast;
       d.what = k::fail;
-      d.ec = last_failure_;
-      d.diag = last_failure_diag_;
+      const bool server_asked = now < retry_after_until_ && retry_after_failure_;
+      d.ec = server_asked ? retry_after_failure_ : last_failure_;
+      d.diag = server_asked ? retry_after_diag_ : last_failure_diag_;
     }
     return d;
   }
@@ -143,7 +144,7 @@ call_decision refresh_machine::on_call(clock_type::time_point now) {
 call_decision refresh_machine::on_ahead(std::uint64_t serial, clock_type::time_point now) {
   call_decision d;
   d.what = call_decision::kind::serve;
-  if (destroyed_ || flight_open_ || !current_ || current_.serial() != serial || now < not_before_)
+  if (destroyed_ || flight_open_ || !current_ || current_.serial() != serial || now < not_before())
     return d;
   flight_open_ = true;
   ahead_ = true;
@@ -176,9 +177,10 @@ call_decision refresh_machine::set_refresh_token(std::string refresh_token,
   rt_dead_ = false;
   dead_diag_.reset();
   rt_answer_lost_ = false;
+  // A new chain ends the failure spacing, but not the wait the server asked for (I5).
   last_failure_ = {};
   last_failure_diag_.reset();
-  not_before_ = {};
+  spacing_until_ = {};
   (void)now;
   pending_ = pending_state{};
   pending_->state.refresh_token = rt_.str();
@@ -441,15 +443,15 @@ action refresh_machine::begin_request(instant now, action a) {
     return on_internal_error("the refresh token to present is one the server already consumed",
                              now);
   }
-  if (now.steady < not_before_) {
-    if (not_before_ >= run_deadline_) {
+  if (now.steady < not_before()) {
+    if (not_before() >= run_deadline_) {
       diagnostics d = last_failure_diag_ ? *last_failure_diag_ : diagnostics{};
       append(d.client_message, "no retry: the next would start after the refresh deadline");
       return finish_failure(last_failure_ ? last_failure_ : make_error_code(errc::timeout),
                             std::move(d), now, std::move(a));
     }
     phase_ = phase::backoff;
-    wait_until_ = not_before_;
+    wait_until_ = not_before();
     a.what = action::kind::wait;
     a.until = wait_until_;
     return a;
@@ -605,8 +607,11 @@ action refresh_machine::on_failure(error_code ec, diagnostics diag,
     return end_run(std::move(a));
   }
   if (written && (ec == errc::timeout || ec == errc::connection)) rt_answer_lost_ = true;
-  if (retry_after)
-    not_before_ = std::max(not_before_, now.steady + clock_type::duration(*retry_after));
+  if (retry_after && now.steady + clock_type::duration(*retry_after) > retry_after_until_) {
+    retry_after_until_ = now.steady + clock_type::duration(*retry_after);
+    retry_after_failure_ = ec;
+    retry_after_diag_ = std::make_shared<const diagnostics>(diag);
+  }
   if (ec == errc::invalid_grant) {
     if (rt_answer_lost_)
       append(diag.client_message,
@@ -632,7 +637,7 @@ action refresh_machine::on_failure(error_code ec, diagnostics diag,
       jitter(backoff_cap(attempts_, policy_.initial_backoff, policy_.max_backoff)));
   if (retry_after && clock_type::duration(*retry_after) > delay)
     delay = clock_type::duration(*retry_after);
-  const auto next = std::max(now.steady + delay, not_before_);
+  const auto next = std::max(now.steady + delay, not_before());
   if (next >= run_deadline_) {
     append(diag.client_message, "no retry: the next would start after the refresh deadline");
     return finish_failure(ec, std::move(diag), now, std::move(a));
@@ -709,7 +714,10 @@ action refresh_machine::finish_success(new_token t, bool from_store, instant now
   if (!destroyed_) publish(std::move(t));
   last_failure_ = {};
   last_failure_diag_.reset();
-  not_before_ = {};
+  spacing_until_ = {};
+  retry_after_until_ = {};
+  retry_after_failure_ = {};
+  retry_after_diag_.reset();
   ++stats_.refreshes_succeeded;
   if (rotated_) ++stats_.refresh_tokens_rotated;
   if (from_store) ++stats_.tokens_from_store;
@@ -750,7 +758,7 @@ action refresh_machine::finish_failure(error_code ec, diagnostics diag, instant 
   // I5: a failing server sees at most one attempt per spacing, however many callers loop.
   last_failure_ = ec;
   last_failure_diag_ = d;
-  not_before_ = std::max(not_before_, now.steady + policy_.min_retry_spacing);
+  spacing_until_ = now.steady + policy_.min_retry_spacing;
   completion c;
   c.ec = ec;
   c.diag = d;

@@ -302,7 +302,13 @@ class refresh_machine {
   // -- Failures (I5).
   boost::system::error_code last_failure_;
   std::shared_ptr<const diagnostics> last_failure_diag_;
-  clock_type::time_point not_before_{};  // no request before this
+  clock_type::time_point spacing_until_{};      // min_retry_spacing after a failed refresh
+  clock_type::time_point retry_after_until_{};  // what the server's Retry-After asked for
+  boost::system::error_code retry_after_failure_;  // the answer that carried it
+  std::shared_ptr<const diagnostics> retry_after_diag_;
+  clock_type::time_point not_before() const noexcept {
+    return std::max(spacing_until_, retry_after_until_);
+  }
 
   // -- The run.
   phase phase_ = phase::none;

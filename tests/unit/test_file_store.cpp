@@ -35,6 +35,12 @@
 #include <unistd.h>
 #include <vector>
 
+// GCC 12 pairs the aligned_alloc inside Asio's coroutine-frame operator new with the frame's
+// sized operator delete and reports a mismatch that is not there (GCC bug 109224).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+#endif
+
 namespace asio = boost::asio;
 namespace fs = std::filesystem;
 using boost::system::error_code;
