@@ -133,6 +133,7 @@ client_impl::client_impl(asio::any_io_executor ex, client_config cfg, protocol::
       machine_(refresh_policy::from(cfg_), std::move(cfg_.refresh_token),
                std::random_device{}() ^ uid_),
       wait_timer_(strand_),
+      watchdog_(strand_),
       flight_(ex_),
       transport_(strand_, std::move(ep), cfg_) {
   wipe(cfg_.refresh_token);
@@ -190,6 +191,7 @@ void client_impl::maybe_refresh_ahead(std::uint64_t version, std::uint64_t seria
       !ahead_started_.compare_exchange_strong(expected, version, std::memory_order_relaxed))
     return;
   call_decision d;
+  std::uint64_t flight = 0;
   {
     std::lock_guard lk(mu_);
     if (version_.load(std::memory_order_relaxed) != version) return;
@@ -197,29 +199,33 @@ void client_impl::maybe_refresh_ahead(std::uint64_t version, std::uint64_t seria
     if (!d.open_flight) return;
     flight_.begin();
     run_started_ = clock_type::now();
+    flight = machine_.flight_serial();
   }
-  carry_out(d);
+  carry_out(d, flight);
 }
 
 void client_impl::wait(std::unique_ptr<token_flight::waiter> w) {
   std::unique_lock lk(mu_);
   auto d = machine_.on_call(now());
+  const auto flight = machine_.flight_serial();
   if (d.open_flight) run_started_ = clock_type::now();
   if (d.what == call_decision::kind::join) {
     flight_.join(std::move(w));
     lk.unlock();
-    carry_out(d);
+    carry_out(d, flight);
     return;
   }
   // Served (perhaps with a background refresh started) or failed fast.
   if (d.open_flight) flight_.begin();
   lk.unlock();
   token_flight::complete_one(ex_, w.release(), d.ec, flight_result{std::move(d.token), d.diag});
-  carry_out(d);
+  carry_out(d, flight);
 }
 
-// What a decision asks of the Asio side: a driver spawned, or a waiting one woken.
-void client_impl::carry_out(const call_decision& d) {
+// What a decision asks of the Asio side: a driver spawned, or a waiting one woken, and the
+// watchdog of a flight it opened.
+void client_impl::carry_out(const call_decision& d, std::uint64_t flight_serial) {
+  if (d.open_flight) arm_watchdog(flight_serial);
   if (d.start_driver) {
     auto self = shared_from_this();
     asio::co_spawn(strand_, drive(self), [self](std::exception_ptr e) {
@@ -245,7 +251,7 @@ void client_impl::set_refresh_token(std::string refresh_token) {
     d = machine_.set_refresh_token(std::move(refresh_token), now());
   }
   log(log_level::info, "refresh token replaced by the application (re-authorization): saving it");
-  carry_out(d);
+  carry_out(d, 0);
 }
 
 void client_impl::shutdown() {
@@ -269,6 +275,7 @@ void client_impl::shutdown() {
     if (d.cancel_unwritten_request) self->transport_.abort_unless_written();
     if (d.cancel_wait) self->wait_timer_.cancel();
     if (d.cancel_acquire) self->lease_cancel_.emit(asio::cancellation_type::terminal);
+    self->watchdog_.cancel();
   });
 }
 
@@ -326,8 +333,7 @@ namespace {
 // Built from counts, durations and the redacted diagnostics only: never a token or secret.
 std::string describe_refresh(const completion& c) {
   const auto& e = c.event;
-  const auto ms =
-      std::chrono::duration_cast<std::chrono::microseconds>(e.latency).count() / 1000.0;
+  const auto ms = std::chrono::duration_cast<std::chrono::microseconds>(e.latency).count() / 1000.0;
   char timing[128];
   std::snprintf(timing, sizeof timing, " in %.1f ms (%u request(s)), %llu waiting call(s)", ms,
                 e.attempts, static_cast<unsigned long long>(e.waiters));
@@ -341,7 +347,8 @@ std::string describe_refresh(const completion& c) {
                                : "access token refreshed";
   m += timing;
   m += "; lifetime " + std::to_string(e.lifetime.count()) + " s";
-  if (!e.from_store) m += e.refresh_token_rotated ? "; refresh token rotated" : "; refresh token kept";
+  if (!e.from_store)
+    m += e.refresh_token_rotated ? "; refresh token rotated" : "; refresh token kept";
   if (e.store_ec) m += "; NOT SAVED (" + e.store_ec.message() + "), save will be retried";
   return m;
 }

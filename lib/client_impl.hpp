@@ -64,7 +64,7 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
   // -- cache and slow path (client.cpp)
   replica* renew_replica(replica* r);
   void maybe_refresh_ahead(std::uint64_t version, std::uint64_t serial);
-  void carry_out(const call_decision& d);
+  void carry_out(const call_decision& d, std::uint64_t flight_serial);
 
   // -- the driver (refresh.cpp), on strand_: carries out the machine's actions
   static boost::asio::awaitable<void> drive(std::shared_ptr<client_impl> self);
@@ -74,6 +74,8 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
   template <class Input>
   action advance(Input&& input);
   void deliver(completion c, token_flight::batch waiters, const std::vector<log_line>& logs);
+  /// I7: the flight `serial` fails with timeout if it is still open after refresh_deadline.
+  void arm_watchdog(std::uint64_t serial);
   void record(const refresh_event& e);
   /// A machine time point as a steady_clock one (they differ when cfg_.clock is set).
   clock_type::time_point to_steady(clock_type::time_point t) const noexcept {
@@ -96,11 +98,13 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
 
   mutable std::mutex mu_;  // the slow path and the driver's steps: never taken by a fresh read
   refresh_machine machine_;
-  client_stats stats_;  // what the client counts itself (histogram, latency)
+  client_stats stats_;                    // what the client counts itself (histogram, latency)
   clock_type::time_point run_started_{};  // on steady_clock, for the refresh latency
 
   // On strand_ only.
   boost::asio::steady_timer wait_timer_;           // back-off and waits between save retries
+  boost::asio::steady_timer watchdog_;             // the open flight's refresh_deadline
+  std::uint64_t watchdog_serial_ = 0;              // the flight it watches
   boost::asio::cancellation_signal lease_cancel_;  // ends a refresh's wait for the store's lease
 
   token_flight flight_;

@@ -277,8 +277,7 @@ struct file_store::state {
     } else if (errno != EWOULDBLOCK && errno != EINTR) {
       ec = io_failed(diag, "cannot lock", lock_path, errno);
     } else if (const auto now = clock_type::now(); now >= op->deadline) {
-      ec = fail(errc::store_busy, diag,
-                lock_path + ": held by another process until the deadline");
+      ec = fail(errc::store_busy, diag, lock_path + ": held by another process until the deadline");
     } else {
       op->timer.expires_after(std::min<clock_type::duration>(op->interval, op->deadline - now));
       op->interval = std::min(op->interval * 2, poll_max);

@@ -73,7 +73,8 @@ struct memory_store::state : std::enable_shared_from_this<state> {
     }
     diagnostics diag;
     if (ec == errc::store_busy)
-      diag.client_message = "the memory store's lease was held by another client until the deadline";
+      diag.client_message =
+          "the memory store's lease was held by another client until the deadline";
     complete_later(ex, std::move(p->handler), ec, refresh_lease(), std::move(diag));
     asio::post(timers, [p = std::move(p)] { p->timer.cancel(); });
   }

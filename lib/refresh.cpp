@@ -27,17 +27,83 @@ namespace {
 // Completion token of the driver's steps: (error_code, ...) as a tuple, and deferred rather
 // than use_awaitable, so that no coroutine frame is made per step.
 constexpr auto as_tuple_deferred = asio::as_tuple(asio::deferred);
+
+// The value a failed store step hands back besides its error and diagnostics.
+template <class T>
+struct empty_result {
+  static T make() { return T{}; }
+};
+
+// I7: a store is user code. An operation that throws, or drops its handler without calling
+// it, ends as a typed error of that step (errc::internal, with what happened) instead of an
+// exception escaping Asio's coroutine machinery or a refresh that never ends. The store gets a
+// forwarder; our own handler stays here until the forwarder is called.
+template <class Handler, class... Values>
+struct store_step {
+  store_step(Handler h, const char* s, asio::strand<asio::any_io_executor> st)
+      : handler(std::move(h)), step(s), strand(std::move(st)) {}
+  store_step(const store_step&) = delete;
+  store_step& operator=(const store_step&) = delete;
+
+  Handler handler;
+  std::string step;
+  asio::strand<asio::any_io_executor> strand;
+  bool done = false;
+
+  void fail(std::string what) {
+    if (done) return;
+    done = true;
+    diagnostics d;
+    d.client_message = "the token store's " + step + " " + what;
+    asio::post(strand, [h = std::move(handler), d = std::move(d)]() mutable {
+      std::move(h)(make_error_code(errc::internal), empty_result<Values>::make()..., std::move(d));
+    });
+  }
+  ~store_step() { fail("dropped its completion handler"); }
+};
+
+template <class Handler, class... Values>
+struct forwarder {
+  std::shared_ptr<store_step<Handler, Values...>> s;
+  using executor_type = asio::strand<asio::any_io_executor>;
+  executor_type get_executor() const noexcept { return s->strand; }
+  void operator()(error_code ec, Values... v, diagnostics d) {
+    if (s->done) return;
+    s->done = true;
+    std::move(s->handler)(ec, std::move(v)..., std::move(d));
+  }
+};
+
+template <class... Values, class Call>
+auto guarded(asio::strand<asio::any_io_executor> strand, const char* step, Call call) {
+  return asio::async_initiate<decltype(as_tuple_deferred),
+                              void(error_code, Values..., diagnostics)>(
+      [strand, step](auto handler, Call call) {
+        using step_type = store_step<decltype(handler), Values...>;
+        auto s = std::make_shared<step_type>(std::move(handler), step, strand);
+        try {
+          call(forwarder<decltype(handler), Values...>{s});
+        } catch (const std::exception& e) {
+          s->fail(std::string("threw: ") + e.what());
+        } catch (...) {
+          s->fail("threw an exception of unknown type");
+        }
+      },
+      as_tuple_deferred, std::move(call));
+}
 }  // namespace
 
 template <class Input>
 action client_impl::advance(Input&& input) {
   token_flight::batch waiters;
   std::optional<completion> done;
+  std::uint64_t done_serial = 0;
   action a;
   {
     std::lock_guard lk(mu_);
     a = std::forward<Input>(input)(machine_);
     if (a.complete) {
+      done_serial = machine_.flight_serial();
       done = std::move(a.complete);
       a.complete.reset();
       if (done->published) version_.fetch_add(1, std::memory_order_release);
@@ -56,12 +122,34 @@ action client_impl::advance(Input&& input) {
     }
   }
   if (done) {
+    if (!done->silent)
+      asio::post(strand_, [self = shared_from_this(), done_serial] {
+        if (self->watchdog_serial_ == done_serial) self->watchdog_.cancel();
+      });
     deliver(std::move(*done), std::move(waiters), a.logs);
   } else {
     for (const auto& l : a.logs) log(l.level, l.text);
   }
   a.logs.clear();
   return a;
+}
+
+void client_impl::arm_watchdog(std::uint64_t serial) {
+  asio::post(strand_, [self = shared_from_this(), serial] {
+    {
+      std::lock_guard lk(self->mu_);
+      // Already completed (its cancel ran first): nothing to watch, nothing to keep alive.
+      if (!self->machine_.flight_open() || self->machine_.flight_serial() != serial) return;
+    }
+    self->watchdog_serial_ = serial;
+    // A little past the deadline, so that a step bounded by it reports its own error first.
+    self->watchdog_.expires_after(self->cfg_.refresh_deadline + std::chrono::milliseconds(500));
+    self->watchdog_.async_wait([self, serial](error_code ec) {
+      if (ec) return;  // cancelled: the flight completed, or the client is gone
+      self->advance(
+          [&](refresh_machine& m) { return m.on_flight_overdue(serial, self->now_instant()); });
+    });
+  });
 }
 
 asio::awaitable<void> client_impl::drive(std::shared_ptr<client_impl> self) {
@@ -106,15 +194,16 @@ asio::awaitable<action> client_impl::perform(action a, refresh_lease& lease) {
   switch (a.what) {
     case action::kind::acquire: {
       // Cancellable: a destroyed client must not wait out another holder's refresh.
-      auto [ec, l, diag] = co_await store_->async_acquire(
-          to_steady(a.deadline),
-          asio::bind_cancellation_slot(lease_cancel_.slot(), asio::as_tuple(asio::use_awaitable)));
+      auto [ec, l, diag] = co_await guarded<refresh_lease>(strand_, "lease", [&](auto h) {
+        store_->async_acquire(to_steady(a.deadline),
+                              asio::bind_cancellation_slot(lease_cancel_.slot(), std::move(h)));
+      });
       lease = std::move(l);
-      co_return advance(
-          [&](refresh_machine& m) { return m.on_acquired(ec, diag, now_instant()); });
+      co_return advance([&](refresh_machine& m) { return m.on_acquired(ec, diag, now_instant()); });
     }
     case action::kind::load: {
-      auto [ec, stored, diag] = co_await store_->async_load(as_tuple_deferred);
+      auto [ec, stored, diag] = co_await guarded<std::optional<stored_tokens>>(
+          strand_, "load", [&](auto h) { store_->async_load(std::move(h)); });
       co_return advance([&](refresh_machine& m) {
         return m.on_loaded(ec, diag, std::move(stored), now_instant());
       });
@@ -127,8 +216,9 @@ asio::awaitable<action> client_impl::perform(action a, refresh_lease& lease) {
       co_return advance([&](refresh_machine& m) { return m.on_waited(now_instant()); });
     }
     case action::kind::save: {
-      auto [ec, diag] = co_await store_->async_save(
-          std::move(a.next), std::string(a.expected.view()), as_tuple_deferred);
+      auto [ec, diag] = co_await guarded<>(strand_, "save", [&](auto h) {
+        store_->async_save(std::move(a.next), std::string(a.expected.view()), std::move(h));
+      });
       co_return advance([&](refresh_machine& m) { return m.on_saved(ec, diag, now_instant()); });
     }
     case action::kind::done:
@@ -140,16 +230,16 @@ asio::awaitable<action> client_impl::perform(action a, refresh_lease& lease) {
 asio::awaitable<action> client_impl::request(action a) {
   const auto connections_before = transport_.connections_opened();
   log(log_level::debug, "refreshing the access token");
-  auto req = protocol::build_refresh_request(cfg_.dialect, cfg_.authentication,
-                                             a.refresh_token.view(), cfg_.client_id,
-                                             cfg_.client_secret, cfg_.scope);
+  auto req =
+      protocol::build_refresh_request(cfg_.dialect, cfg_.authentication, a.refresh_token.view(),
+                                      cfg_.client_id, cfg_.client_secret, cfg_.scope);
   // I6: the Basic credential is a secret too: a server echoing the header must not leak it.
   const secret_string basic(std::string_view(req.authorization));
   const auto sent = now();
   http_answer answer;
   diagnostics diag;
-  auto ec = co_await transport_.post_form(std::move(req.body), answer, diag,
-                                          to_steady(a.deadline), std::move(req.authorization));
+  auto ec = co_await transport_.post_form(std::move(req.body), answer, diag, to_steady(a.deadline),
+                                          std::move(req.authorization));
   protocol::token_response tr;
   std::optional<std::chrono::seconds> retry_after;
   if (!ec) {
@@ -157,10 +247,10 @@ asio::awaitable<action> client_impl::request(action a) {
     const secret_string rt_encoded(protocol::form_urlencode(a.refresh_token.view()));
     const auto basic_credentials =
         basic.view().substr(std::min<std::size_t>(basic.view().find(' ') + 1, basic.view().size()));
-    ec = protocol::parse_token_response(answer.status, answer.body, tr, diag,
-                                        {a.refresh_token.view(), rt_encoded.view(),
-                                         cfg_.client_secret, secret_encoded_, basic.view(),
-                                         basic_credentials});
+    ec = protocol::parse_token_response(
+        answer.status, answer.body, tr, diag,
+        {a.refresh_token.view(), rt_encoded.view(), cfg_.client_secret, secret_encoded_,
+         basic.view(), basic_credentials});
     if (ec)
       retry_after =
           protocol::parse_retry_after(answer.retry_after, std::chrono::system_clock::now());
@@ -169,9 +259,8 @@ asio::awaitable<action> client_impl::request(action a) {
   if (transport_.connections_opened() != connections_before)
     log(log_level::debug, "opened a connection to the token endpoint");
   if (!ec)
-    co_return advance([&](refresh_machine& m) {
-      return m.on_answer(std::move(tr), sent, now_instant());
-    });
+    co_return advance(
+        [&](refresh_machine& m) { return m.on_answer(std::move(tr), sent, now_instant()); });
   co_return advance([&](refresh_machine& m) {
     return m.on_failure(ec, std::move(diag), retry_after, answer.written, now_instant());
   });

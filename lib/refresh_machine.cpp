@@ -132,8 +132,7 @@ call_decision refresh_machine::on_call(clock_type::time_point now) {
     d.what = k::serve;
     d.token = current_;
   }
-  flight_open_ = true;
-  ahead_ = false;
+  open_flight(false);
   d.open_flight = true;
   d.start_driver = phase_ == phase::none;
   d.wake_driver = phase_ == phase::save_wait;
@@ -146,14 +145,19 @@ call_decision refresh_machine::on_ahead(std::uint64_t serial, clock_type::time_p
   d.what = call_decision::kind::serve;
   if (destroyed_ || flight_open_ || !current_ || current_.serial() != serial || now < not_before())
     return d;
-  flight_open_ = true;
-  ahead_ = true;
+  open_flight(true);
   ++stats_.refreshes_ahead;
   d.open_flight = true;
   d.start_driver = phase_ == phase::none;
   d.wake_driver = phase_ == phase::save_wait;
   if (d.start_driver) phase_ = phase::acquiring;
   return d;
+}
+
+void refresh_machine::open_flight(bool ahead) {
+  flight_open_ = true;
+  ahead_ = ahead;
+  ++flight_serial_;
 }
 
 bool refresh_machine::invalidate(const access_token* rejected) {
@@ -272,10 +276,11 @@ action refresh_machine::on_loaded(error_code ec, const diagnostics& diag,
     diagnostics d;
     d.client_message =
         ec == errc::store_corrupt
-            ? with_cause("the token store holds an unreadable state: repair or remove it (the "
-                         "configured refresh token is not used instead: it may have been "
-                         "consumed long ago)",
-                         ec, diag)
+            ? with_cause(
+                  "the token store holds an unreadable state: repair or remove it (the "
+                  "configured refresh token is not used instead: it may have been "
+                  "consumed long ago)",
+                  ec, diag)
             : with_cause("the token store could not be read", ec, diag);
     return finish_failure(ec, std::move(d), now, act(action::kind::done));
   }
@@ -345,7 +350,8 @@ action refresh_machine::reconcile(std::optional<stored_tokens> stored, instant n
     // save whose reply was lost): saved again, for real.
     if (pending_) return save_pending(std::move(a));
     if (flight_open_)
-      if (auto t = usable_stored(s, now)) return finish_success(std::move(*t), true, now, std::move(a));
+      if (auto t = usable_stored(s, now))
+        return finish_success(std::move(*t), true, now, std::move(a));
     return proceed(now, std::move(a));
   }
   if (known_spent(s.refresh_token) || s.generation < our_gen) {
@@ -395,13 +401,14 @@ action refresh_machine::reconcile(std::optional<stored_tokens> stored, instant n
                       "another holder): trying once more with it"});
   }
   if (flight_open_)
-    if (auto t = usable_stored(s, now)) return finish_success(std::move(*t), true, now, std::move(a));
+    if (auto t = usable_stored(s, now))
+      return finish_success(std::move(*t), true, now, std::move(a));
   return proceed(now, std::move(a));
 }
 
 // A stored access token that is new to us and still good enough to hand out.
 std::optional<refresh_machine::new_token> refresh_machine::usable_stored(const stored_tokens& s,
-                                                                          instant now) const {
+                                                                         instant now) const {
   if (s.access_token.empty() || s.access_token == last_issued_.view()) return std::nullopt;
   const auto left = std::chrono::duration_cast<clock_type::duration>(s.expires_at - now.wall);
   const clock_type::duration lifetime =
@@ -409,11 +416,11 @@ std::optional<refresh_machine::new_token> refresh_machine::usable_stored(const s
   new_token n;
   n.issued = now.steady + left - lifetime;
   n.lifetime = lifetime;
-  const auto refresh_at = refresh_deadline(n.issued, n.lifetime, policy_.refresh_leeway,
-                                           policy_.leeway_max_fraction);
-  const auto usable_until = ahead_ ? refresh_ahead_point(n.issued, n.lifetime, refresh_at,
-                                                         policy_.refresh_ahead_fraction)
-                                   : refresh_at;
+  const auto refresh_at =
+      refresh_deadline(n.issued, n.lifetime, policy_.refresh_leeway, policy_.leeway_max_fraction);
+  const auto usable_until =
+      ahead_ ? refresh_ahead_point(n.issued, n.lifetime, refresh_at, policy_.refresh_ahead_fraction)
+             : refresh_at;
   if (now.steady >= usable_until) return std::nullopt;
   n.value = secret_string(std::string_view(s.access_token));
   n.type = s.token_type.empty() ? "Bearer" : s.token_type;
@@ -492,8 +499,8 @@ action refresh_machine::on_answer(protocol::token_response answer, clock_type::t
   t.value = secret_string(std::move(answer.access_token));
   t.type = std::move(answer.token_type);
   t.issued = sent;
-  t.lifetime = answer.expires_in ? clock_type::duration(*answer.expires_in)
-                                 : policy_.default_lifetime;
+  t.lifetime =
+      answer.expires_in ? clock_type::duration(*answer.expires_in) : policy_.default_lifetime;
   t.scope = std::move(answer.scope);
   t.extra = std::move(answer.extra);
   // The new state supersedes any older pending one: it carries the newest refresh token.
@@ -536,9 +543,9 @@ action refresh_machine::on_saved(error_code ec, const diagnostics& diag, instant
       return finish_success(std::move(t), false, now, std::move(a));
     }
     // I3: a token held back under strict durability is handed out now that it is saved.
-    if (unpublished && now.steady < refresh_deadline(unpublished->issued, unpublished->lifetime,
-                                                     policy_.refresh_leeway,
-                                                     policy_.leeway_max_fraction)) {
+    if (unpublished &&
+        now.steady < refresh_deadline(unpublished->issued, unpublished->lifetime,
+                                      policy_.refresh_leeway, policy_.leeway_max_fraction)) {
       if (flight_open_) return finish_success(std::move(*unpublished), false, now, std::move(a));
       publish(std::move(*unpublished));
       completion c;
@@ -587,8 +594,7 @@ action refresh_machine::on_saved(error_code ec, const diagnostics& diag, instant
   if (policy_.strict_durability && flight_open_) {
     // Still not durable: no new request either, it would only add an unsaved token.
     diagnostics d;
-    d.client_message =
-        with_cause("new tokens are still not saved (strict_durability)", ec, diag);
+    d.client_message = with_cause("new tokens are still not saved (strict_durability)", ec, diag);
     return finish_failure(make_error_code(errc::store_failed), std::move(d), now, std::move(a));
   }
   return proceed(now, std::move(a));
@@ -643,8 +649,8 @@ action refresh_machine::on_failure(error_code ec, diagnostics diag,
     return finish_failure(ec, std::move(diag), now, std::move(a));
   }
   ++stats_.retries;
-  a.logs.push_back({log_level::info, "token request failed (" + describe(ec, diag) +
-                                         "); attempt " + std::to_string(attempts_ + 1) + " of " +
+  a.logs.push_back({log_level::info, "token request failed (" + describe(ec, diag) + "); attempt " +
+                                         std::to_string(attempts_ + 1) + " of " +
                                          std::to_string(policy_.max_attempts) + " in " +
                                          ms_text(next - now.steady) +
                                          (retry_after ? " (Retry-After)" : "")});
@@ -695,9 +701,9 @@ action refresh_machine::on_internal_error(std::string what, instant now) {
 void refresh_machine::publish(new_token t) {
   last_issued_ = t.value.copy();
   const auto expires = t.issued + t.lifetime;
-  current_ = access_token(std::make_shared<const token_data>(token_data{
-      t.value.str(), std::move(t.type), expires, ++serial_, std::move(t.scope),
-      std::move(t.extra)}));
+  current_ = access_token(std::make_shared<const token_data>(
+      token_data{t.value.str(), std::move(t.type), expires, ++serial_, std::move(t.scope),
+                 std::move(t.extra)}));
   lifetime_ = t.lifetime;
   refresh_at_ =
       refresh_deadline(t.issued, t.lifetime, policy_.refresh_leeway, policy_.leeway_max_fraction);
@@ -749,10 +755,15 @@ action refresh_machine::finish_failure(error_code ec, diagnostics diag, instant 
   if (destroyed_) return end_run(std::move(a));
   if (!flight_open_) {
     // A run nobody waits for (background save retries): nothing to report but the log.
-    a.logs.push_back({log_level::warning, "background save of pending tokens stopped: " +
-                                              describe(ec, diag)});
+    a.logs.push_back(
+        {log_level::warning, "background save of pending tokens stopped: " + describe(ec, diag)});
     return after_flight(now, std::move(a));
   }
+  a.complete = fail_flight(ec, std::move(diag), now);
+  return after_flight(now, std::move(a));
+}
+
+completion refresh_machine::fail_flight(error_code ec, diagnostics diag, instant now) {
   count_failure(ec);
   auto d = std::make_shared<const diagnostics>(std::move(diag));
   // I5: a failing server sees at most one attempt per spacing, however many callers loop.
@@ -773,11 +784,38 @@ action refresh_machine::finish_failure(error_code ec, diagnostics diag, instant 
   if (ahead_)
     c.ahead_retry_at = now.steady + std::max<clock_type::duration>(policy_.min_retry_spacing,
                                                                    policy_.initial_backoff);
-  a.complete = std::move(c);
   flight_open_ = false;
   ahead_ = false;
   rotated_ = false;
-  return after_flight(now, std::move(a));
+  return c;
+}
+
+action refresh_machine::on_flight_overdue(std::uint64_t serial, instant now) {
+  action a;
+  if (destroyed_ || !flight_open_ || serial != flight_serial_) return a;
+  const char* step = "the refresh";
+  switch (phase_) {
+    case phase::acquiring:
+      step = "the token store's lease";
+      break;
+    case phase::loading:
+      step = "the token store's load";
+      break;
+    case phase::saving:
+      step = "the token store's save";
+      break;
+    case phase::requesting:
+      step = "the token request";
+      break;
+    default:
+      break;
+  }
+  diagnostics d;
+  d.client_message = std::string("the refresh did not end by refresh_deadline: ") + step +
+                     " has not completed (it goes on in the background; its result is kept)";
+  a.logs.push_back({log_level::error, d.client_message});
+  a.complete = fail_flight(make_error_code(errc::timeout), std::move(d), now);
+  return a;
 }
 
 // After a flight completed (or a run nobody waits for settled the store): retry a pending save

@@ -63,8 +63,7 @@ constexpr clock_type::duration effective_leeway(clock_type::duration lifetime,
                                                 double max_fraction) noexcept {
   const double f = std::clamp(max_fraction, 0.0, 1.0);
   const auto cap = std::chrono::duration_cast<clock_type::duration>(
-      std::chrono::duration<double, clock_type::period>(static_cast<double>(lifetime.count()) *
-                                                        f));
+      std::chrono::duration<double, clock_type::period>(static_cast<double>(lifetime.count()) * f));
   return std::clamp(leeway, clock_type::duration::zero(), cap);
 }
 
@@ -135,7 +134,7 @@ struct log_line {
 struct completion {
   boost::system::error_code ec;
   std::shared_ptr<const diagnostics> diag;  ///< on failure
-  access_token token;  ///< the new token, or after a failure the still-valid current one
+  access_token token;      ///< the new token, or after a failure the still-valid current one
   bool published = false;  ///< `token` is new: the fast path's snapshot must change
   refresh_event event;     ///< latency left to the client (it owns the clock of the run)
   /// After a failed refresh-ahead: the fast path starts no other before this.
@@ -147,10 +146,10 @@ struct completion {
 /// What a call that found no fresh token in its thread's cache gets.
 struct call_decision {
   enum class kind { serve, join, fail } what = kind::join;
-  access_token token;  ///< serve
-  boost::system::error_code ec;  ///< fail
+  access_token token;                       ///< serve
+  boost::system::error_code ec;             ///< fail
   std::shared_ptr<const diagnostics> diag;  ///< fail
-  bool open_flight = false;  ///< the client opens the flight (its single_flight) for a run
+  bool open_flight = false;   ///< the client opens the flight (its single_flight) for a run
   bool start_driver = false;  ///< no driver runs: the client spawns one (starting with start())
   bool wake_driver = false;   ///< the driver waits between save retries: end its wait now
 };
@@ -165,12 +164,12 @@ struct action {
     save,     ///< store `next` if it still holds `expected`      -> on_saved
     done,     ///< the driver ends (and drops any lease)
   } what = kind::done;
-  clock_type::time_point deadline{};  ///< acquire, request
-  clock_type::time_point until{};     ///< wait
-  bool release_lease = false;         ///< drop the lease before this action
-  secret_string refresh_token;        ///< request
-  stored_tokens next;                 ///< save
-  secret_string expected;             ///< save ("" : nothing stored)
+  clock_type::time_point deadline{};   ///< acquire, request
+  clock_type::time_point until{};      ///< wait
+  bool release_lease = false;          ///< drop the lease before this action
+  secret_string refresh_token;         ///< request
+  stored_tokens next;                  ///< save
+  secret_string expected;              ///< save ("" : nothing stored)
   std::optional<completion> complete;  ///< complete the flight before this action
   std::vector<log_line> logs;
 };
@@ -222,6 +221,10 @@ class refresh_machine {
   /// A step threw, or a store or transport dropped its handler: the run ends with
   /// errc::internal (I7). The driver is gone after this.
   action on_internal_error(std::string what, instant now);
+  /// The flight `serial` is still open refresh_deadline after it opened: a step that never
+  /// completes (a store that does not answer). Its waiters get errc::timeout now (I7); the
+  /// driver goes on whenever the step completes. Only the returned action's `complete` counts.
+  action on_flight_overdue(std::uint64_t serial, instant now);
 
   // -- What the fast path publishes (read under the client's lock).
 
@@ -231,6 +234,8 @@ class refresh_machine {
   bool destroyed() const noexcept { return destroyed_; }
   bool driver_alive() const noexcept { return phase_ != phase::none; }
   bool flight_open() const noexcept { return flight_open_; }
+  /// Which flight is (or was last) open: a new number each time one opens.
+  std::uint64_t flight_serial() const noexcept { return flight_serial_; }
   /// Counters the machine keeps (the client adds its own).
   const client_stats& stats() const noexcept { return stats_; }
 
@@ -252,9 +257,9 @@ class refresh_machine {
     std::shared_ptr<const boost::json::object> extra;
   };
   struct pending_state {
-    stored_tokens state;                // what to save (refresh token, generation, ...)
+    stored_tokens state;                   // what to save (refresh token, generation, ...)
     std::optional<new_token> unpublished;  // strict durability: handed out once saved
-    bool forced = false;                // set_refresh_token: written over whatever is stored
+    bool forced = false;                   // set_refresh_token: written over whatever is stored
   };
 
   static action act(action::kind k);
@@ -263,6 +268,8 @@ class refresh_machine {
   action begin_request(instant now, action a);
   action finish_success(new_token t, bool from_store, instant now, action a);
   action finish_failure(boost::system::error_code ec, diagnostics diag, instant now, action a);
+  completion fail_flight(boost::system::error_code ec, diagnostics diag, instant now);
+  void open_flight(bool ahead);
   action after_flight(instant now, action a);
   action end_run(action a);
   action save_pending(action a);
@@ -279,16 +286,16 @@ class refresh_machine {
   std::mt19937_64 rng_;
 
   // -- The chain.
-  secret_string rt_;             // the refresh token the next request presents
-  std::uint64_t gen_ = 0;        // its generation
-  bool rt_dead_ = false;         // the server answered invalid_grant for rt_ (I5)
+  secret_string rt_;       // the refresh token the next request presents
+  std::uint64_t gen_ = 0;  // its generation
+  bool rt_dead_ = false;   // the server answered invalid_grant for rt_ (I5)
   std::shared_ptr<const diagnostics> dead_diag_;
-  bool rt_answer_lost_ = false;  // a request presenting rt_ was written, its answer lost (I1)
+  bool rt_answer_lost_ = false;      // a request presenting rt_ was written, its answer lost (I1)
   std::deque<secret_string> spent_;  // consumed or dead refresh tokens, newest last (I1, I2)
-  std::optional<pending_state> pending_;  // newest state, not saved yet (I3)
-  std::optional<new_token> answer_;       // this run's answer, published once its save ends
+  std::optional<pending_state> pending_;   // newest state, not saved yet (I3)
+  std::optional<new_token> answer_;        // this run's answer, published once its save ends
   std::optional<secret_string> store_rt_;  // the store's refresh token as last loaded
-  bool store_loaded_ = false;   // loaded under the lease held now
+  bool store_loaded_ = false;              // loaded under the lease held now
 
   // -- The access token.
   access_token current_;
@@ -302,8 +309,8 @@ class refresh_machine {
   // -- Failures (I5).
   boost::system::error_code last_failure_;
   std::shared_ptr<const diagnostics> last_failure_diag_;
-  clock_type::time_point spacing_until_{};      // min_retry_spacing after a failed refresh
-  clock_type::time_point retry_after_until_{};  // what the server's Retry-After asked for
+  clock_type::time_point spacing_until_{};         // min_retry_spacing after a failed refresh
+  clock_type::time_point retry_after_until_{};     // what the server's Retry-After asked for
   boost::system::error_code retry_after_failure_;  // the answer that carried it
   std::shared_ptr<const diagnostics> retry_after_diag_;
   clock_type::time_point not_before() const noexcept {
@@ -313,7 +320,8 @@ class refresh_machine {
   // -- The run.
   phase phase_ = phase::none;
   bool flight_open_ = false;  // callers are (or may be) waiting for this run's result
-  bool ahead_ = false;        // the open flight is a refresh-ahead
+  std::uint64_t flight_serial_ = 0;
+  bool ahead_ = false;  // the open flight is a refresh-ahead
   bool destroyed_ = false;
   bool final_attempt_ = false;  // destroyed: the last save attempt was started
   bool lease_held_ = false;
@@ -321,8 +329,8 @@ class refresh_machine {
   clock_type::time_point wait_until_{};
   unsigned attempts_ = 0;
   unsigned conflicts_ = 0;
-  bool reread_done_ = false;    // invalid_grant: the store was read once more
-  bool rotated_ = false;        // this run's answer rotated the refresh token
+  bool reread_done_ = false;            // invalid_grant: the store was read once more
+  bool rotated_ = false;                // this run's answer rotated the refresh token
   boost::system::error_code store_ec_;  // this run's failed save
   diagnostics store_diag_;
   std::chrono::milliseconds save_interval_{0};

@@ -44,9 +44,7 @@ class secret_string {
   friend bool operator==(const secret_string& a, const secret_string& b) noexcept {
     return a.s_ == b.s_;
   }
-  friend bool operator==(const secret_string& a, std::string_view b) noexcept {
-    return a.s_ == b;
-  }
+  friend bool operator==(const secret_string& a, std::string_view b) noexcept { return a.s_ == b; }
 
  private:
   std::string s_;

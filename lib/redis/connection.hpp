@@ -40,8 +40,13 @@ class connection {
   ~connection();
 
   /// Sends one command and reads its reply, connecting first if needed; concurrent callers
-  /// (on the strand) queue. Errors: errc::store_failed with diag.client_message saying what
-  /// (never an argument: they may be secrets); a Redis error reply is a reply, not an error.
+  /// (on the strand) queue. A Redis error reply is a reply, not an error. Errors, each with
+  /// diag.client_message saying what happened and to which server (never an argument: they may
+  /// be secrets), in two kinds the store treats apart:
+  ///  - Redis unreachable: errc::connection (resolve, connect, a lost connection, bytes that
+  ///    are not RESP) or errc::timeout (nothing, or no turn on the connection, by `deadline`);
+  ///  - Redis refused the session: errc::store_failed (AUTH or SELECT answered with an error).
+  /// operation_aborted after close().
   boost::asio::awaitable<boost::system::error_code> exec(const std::vector<std::string>& args,
                                                          reply& out, steady_time deadline,
                                                          diagnostics& diag);
@@ -61,7 +66,7 @@ class connection {
                                                               diagnostics& diag);
   boost::asio::awaitable<boost::system::error_code> read_reply(reply& out, steady_time deadline,
                                                                diagnostics& diag);
-  boost::system::error_code failed(const boost::system::error_code& ec, const char* what,
+  boost::system::error_code failed(const boost::system::error_code& ec, std::string what,
                                    diagnostics& diag);
 
   boost::asio::any_io_executor strand_;

@@ -18,6 +18,7 @@
 
 #include <openssl/rand.h>
 
+#include <algorithm>
 #include <list>
 #include <unistd.h>
 
@@ -86,6 +87,52 @@ std::string random_owner() {
   return s;
 }
 
+// The code of an error reply: its first word ("READONLY You can't write ..." -> READONLY).
+// Redis 7 keeps the code of an error raised inside a script; Redis 6 wraps it ("ERR Error
+// running script (call to f_...): @user_script:4: @user_script: 4: -READONLY You can't ..."),
+// and there the inner code counts.
+std::string_view error_code_of(std::string_view text) {
+  if (text.starts_with("ERR Error running script")) {
+    if (const auto at = text.rfind(": -"); at != std::string_view::npos) text.remove_prefix(at + 3);
+  }
+  return text.substr(0, text.find(' '));
+}
+
+// Error replies that describe a passing state of the server, not our command: a replica after
+// a failover (READONLY), a restart reading its data (LOADING), a replica cut off from its
+// master (MASTERDOWN), a long script (BUSY), a cluster moving slots or electing (TRYAGAIN,
+// CLUSTERDOWN), memory full (OOM), too few replicas for min-replicas-to-write (NOREPLICAS). The
+// same command, sent again a little later, may go through. Redis answered, so none of them
+// means "unreachable": they never turn on local_fallback.
+bool passing_state(std::string_view code) {
+  for (std::string_view c : {"READONLY", "LOADING", "MASTERDOWN", "BUSY", "TRYAGAIN", "CLUSTERDOWN",
+                             "OOM", "NOREPLICAS"})
+    if (code == c) return true;
+  return false;
+}
+
+bool all_digits(std::string_view s) {
+  return std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// An error reply made fit for diagnostics: every argument we sent cut out (the error replies
+// Redis gives here do not echo arguments, but a script error or a future Redis might, and the
+// arguments hold tokens), then control bytes replaced and the length capped. The numbers we
+// send (key counts, TTLs) are no secret and would mangle the text. Longest first, so that a
+// secret containing another goes whole.
+std::string reply_text(std::string text, const std::vector<std::string>& args,
+                       const std::vector<std::string>& secrets) {
+  std::vector<std::string_view> cut;
+  for (std::size_t i = 1; i < args.size(); ++i)
+    if (!args[i].empty() && !all_digits(args[i])) cut.emplace_back(args[i]);
+  for (const auto& x : secrets)
+    if (!x.empty()) cut.emplace_back(x);
+  std::sort(cut.begin(), cut.end(),
+            [](std::string_view a, std::string_view b) { return a.size() > b.size(); });
+  for (auto c : cut) detail::redact(text, {c});
+  return detail::printable(text, 300);
+}
+
 }  // namespace
 
 struct redis_store::state : std::enable_shared_from_this<state> {
@@ -112,12 +159,33 @@ struct redis_store::state : std::enable_shared_from_this<state> {
     last_known = t;
   }
 
-  // What a failed operation tells the client: which server, which step.
-  diagnostics failure(std::string_view step, const error_code& ec) const {
+  // How one command ended, after its retries.
+  struct outcome {
+    error_code ec;  // none, errc::store_failed or operation_aborted
+    // Redis could not be reached (connect or I/O failure, or no reply in time): the only
+    // failure local_fallback covers. An error reply, however it reads, is not one.
+    bool unreachable = false;
+    std::string cause;          // what happened, in words, for the diagnostics (no secrets)
+    bool names_server = false;  // `cause` came from the connection, which names the server
+
+    static outcome failed(std::string cause = {}) {
+      outcome o;
+      o.ec = make_error_code(errc::store_failed);
+      o.cause = std::move(cause);
+      return o;
+    }
+  };
+
+  // What a failed operation tells the client: which server, which step, and the cause, as
+  // "redis 127.0.0.1:6379: the save script: READONLY You can't write against a read only
+  // replica." An unreachable server's cause names the server itself ("redis: the lease script:
+  // cannot connect to 127.0.0.1:6379: Connection refused").
+  diagnostics failure(std::string_view step, const outcome& o) const {
     diagnostics d;
-    if (!ec || ec == asio::error::operation_aborted) return d;
-    d.client_message = "redis " + address.host + ":" + address.port + ": " + std::string(step) +
-                       ": " + ec.message();
+    if (!o.ec || o.ec == asio::error::operation_aborted) return d;
+    d.client_message = o.names_server ? "redis: " + std::string(step) + ": " + o.cause
+                                      : "redis " + address.host + ":" + address.port + ": " +
+                                            std::string(step) + ": " + o.cause;
     return d;
   }
 
@@ -125,24 +193,54 @@ struct redis_store::state : std::enable_shared_from_this<state> {
     return std::min(limit, steady::now() + opts.command_timeout);
   }
 
-  // One command, bounded by command_timeout (and `deadline`). A connection that fails is
-  // reopened and the command sent again, every retry_pause, until that bound: a Redis restart
-  // shorter than command_timeout costs latency, not errors. Every script is written to be
-  // sent twice safely (a reply may be lost after the command ran).
-  asio::awaitable<error_code> exec(std::vector<std::string> args, redis::reply& out,
-                                   steady::time_point deadline) {
+  // One command, bounded by command_timeout (and `deadline`). Sent again, every retry_pause
+  // until that bound, after a failed connection (reopened) and after an error reply naming a
+  // passing state (READONLY after a failover, LOADING, OOM, ...): a Redis restart or failover
+  // shorter than command_timeout costs latency, not errors. Any other error reply fails at once.
+  // Every script is written to be sent twice safely (a reply may be lost after the command
+  // ran). `secrets`: more values to keep out of the diagnostics besides the arguments.
+  asio::awaitable<outcome> exec(std::vector<std::string> args, redis::reply& out,
+                                steady::time_point deadline,
+                                std::vector<std::string> secrets = {}) {
+    struct wiper {
+      std::vector<std::string>& a;
+      std::vector<std::string>& b;
+      ~wiper() {
+        for (auto& x : a) detail::wipe(x);
+        for (auto& x : b) detail::wipe(x);
+      }
+    } wipe_on_return{args, secrets};
     const auto until = command_deadline(deadline);
-    for (;;) {
+    for (unsigned attempt = 1;; ++attempt) {
       diagnostics diag;
       out = {};
-      auto ec = co_await commands.exec(args, out, until, diag);
-      if (!ec) {
-        for (auto& a : args) detail::wipe(a);
-        co_return out.is_error() ? make_error_code(errc::store_failed) : error_code{};
+      const auto ec = co_await commands.exec(args, out, until, diag);
+      if (!ec && !out.is_error()) co_return outcome{};
+      if (ec == asio::error::operation_aborted || closed) {
+        outcome aborted;
+        aborted.ec = asio::error::operation_aborted;
+        co_return aborted;
       }
-      if (closed || ec == asio::error::operation_aborted || steady::now() + retry_pause >= until) {
-        for (auto& a : args) detail::wipe(a);
-        co_return ec == asio::error::operation_aborted ? ec : make_error_code(errc::store_failed);
+      auto o = outcome::failed();
+      bool again = false;
+      if (!ec) {
+        o.cause = reply_text(out.str, args, secrets);
+        again = passing_state(error_code_of(out.str));
+      } else if (ec == errc::connection || ec == errc::timeout) {
+        o.unreachable = true;
+        o.names_server = true;
+        o.cause = std::move(diag.client_message);
+        again = true;
+      } else {
+        o.cause = std::move(diag.client_message);  // AUTH or SELECT refused
+        o.names_server = true;
+      }
+      if (!again || steady::now() + retry_pause >= until) {
+        if (again && attempt > 1)
+          o.cause += " (tried " + std::to_string(attempt) +
+                     " times within the command timeout of " +
+                     std::to_string(opts.command_timeout.count()) + " ms)";
+        co_return o;
       }
       asio::steady_timer pause(strand, retry_pause);
       co_await pause.async_wait(use_tuple);
@@ -219,37 +317,43 @@ struct redis_store::state : std::enable_shared_from_this<state> {
     }
   }
 
-  static asio::awaitable<std::tuple<error_code, refresh_lease>> acquire(
+  static asio::awaitable<std::tuple<error_code, refresh_lease, diagnostics>> acquire(
       std::shared_ptr<state> self, steady::time_point deadline, std::shared_ptr<bool> cancelled,
       std::shared_ptr<asio::steady_timer*> current_wait) {
     const std::string owner = random_owner();
+    const auto aborted = [] {
+      return std::tuple{error_code(asio::error::operation_aborted), refresh_lease{}, diagnostics{}};
+    };
     for (;;) {
-      if (self->closed || *cancelled)
-        co_return std::tuple{asio::error::operation_aborted, refresh_lease{}};
+      if (self->closed || *cancelled) co_return aborted();
       redis::reply r;
-      auto ec =
+      auto o =
           co_await self->exec(redis::command("EVAL", acquire_script, "1", self->lease_key, owner,
                                              std::to_string(self->opts.lease_ttl.count())),
                               r, steady::time_point::max());  // bounded by command_timeout
-      if (self->closed || *cancelled)
-        co_return std::tuple{error_code(asio::error::operation_aborted), refresh_lease{}};
-      if (ec == errc::store_failed && self->opts.local_fallback && !self->local_held) {
-        // Redis unreachable, and this process may refresh alone: the lease is local.
-        self->local_held = true;
-        auto local = std::shared_ptr<void>(nullptr, [self](void*) {
-          asio::post(self->strand, [self] { self->local_held = false; });
-        });
-        co_return std::tuple{error_code{}, refresh_lease(std::move(local))};
-      }
-      if (ec && !(ec == errc::store_failed && self->opts.local_fallback))
-        co_return std::tuple{ec, refresh_lease{}};
-      if (!ec && r.type == redis::reply::kind::integer && r.integer == 1) {
+      if (self->closed || *cancelled) co_return aborted();
+      if (o.unreachable && self->opts.local_fallback) {
+        if (!self->local_held) {
+          // Redis unreachable, and this process may refresh alone: the lease is local.
+          self->local_held = true;
+          auto local = std::shared_ptr<void>(nullptr, [self](void*) {
+            asio::post(self->strand, [self] { self->local_held = false; });
+          });
+          co_return std::tuple{error_code{}, refresh_lease(std::move(local)), diagnostics{}};
+        }
+        // Another refresh of this process holds the local lease: wait for it as for Redis's.
+      } else if (o.ec) {
+        // Redis answered (READONLY after a failover, OOM, a script error, ...) or is out of
+        // reach without local_fallback: the refresh fails, and no replica refreshes on its own.
+        auto diag = self->failure("the lease script", o);
+        co_return std::tuple{o.ec, refresh_lease{}, std::move(diag)};
+      } else if (r.type == redis::reply::kind::integer && r.integer == 1) {
         auto h = std::make_shared<hold>(self, owner);
         asio::co_spawn(self->strand, renew(self, h->renew_timer, owner), asio::detached);
-        co_return std::tuple{error_code{}, refresh_lease(h)};
+        co_return std::tuple{error_code{}, refresh_lease(h), diagnostics{}};
       }
       if (steady::now() >= deadline)
-        co_return std::tuple{make_error_code(errc::store_busy), refresh_lease{}};
+        co_return std::tuple{make_error_code(errc::store_busy), refresh_lease{}, diagnostics{}};
       // Held by another replica: wait for its publication, or poll.
       asio::steady_timer t(self->strand,
                            std::min(deadline, steady::now() + self->opts.poll_interval));
@@ -305,16 +409,18 @@ void redis_store::do_load(asio::any_completion_handler<load_signature> h) {
       [](std::shared_ptr<state> s)
           -> asio::awaitable<std::tuple<error_code, std::optional<stored_tokens>, diagnostics>> {
         redis::reply r;
-        auto ec = co_await s->exec(redis::command("HGET", s->state_key, "state"), r,
-                                   steady::time_point::max());
-        if (ec == errc::store_failed && s->opts.local_fallback && s->last_known)
+        auto o = co_await s->exec(redis::command("HGET", s->state_key, "state"), r,
+                                  steady::time_point::max());
+        // Only an unreachable Redis is answered from memory: one that answers an error may
+        // hold a newer state than ours.
+        if (o.unreachable && s->opts.local_fallback && s->last_known)
           co_return std::tuple{error_code{}, s->last_known, diagnostics{}};
-        if (ec) co_return std::tuple{ec, std::nullopt, s->failure("HGET", ec)};
+        if (o.ec) co_return std::tuple{o.ec, std::nullopt, s->failure("reading the state", o)};
         if (r.type == redis::reply::kind::nil)
           co_return std::tuple{error_code{}, std::nullopt, diagnostics{}};
         stored_tokens t;
         diagnostics diag;
-        ec = detail::parse_stored_tokens(r.str, "redis key " + s->state_key, t, diag);
+        const auto ec = detail::parse_stored_tokens(r.str, "redis key " + s->state_key, t, diag);
         detail::wipe(r.str);
         if (ec) co_return std::tuple{ec, std::nullopt, std::move(diag)};
         s->remember(t);
@@ -342,13 +448,12 @@ void redis_store::do_acquire(steady::time_point deadline,
     });
   }
   asio::co_spawn(s_->strand, state::acquire(s_, deadline, cancelled, current_wait),
-                 [s = s_, ex = s_->ex, h = std::move(h), slot](std::exception_ptr e,
-                                                               auto result) mutable {
+                 [ex = s_->ex, h = std::move(h), slot](std::exception_ptr e, auto result) mutable {
                    if (e) std::rethrow_exception(e);
                    if (slot.is_connected()) slot.clear();
-                   auto& [ec, lease] = result;
-                   asio::post(ex, asio::append(std::move(h), ec, std::move(lease),
-                                               s->failure("the lease script", ec)));
+                   auto& [ec, lease, diag] = result;
+                   asio::post(ex,
+                              asio::append(std::move(h), ec, std::move(lease), std::move(diag)));
                  });
 }
 
@@ -357,27 +462,41 @@ void redis_store::do_save(stored_tokens next, std::string expected,
   asio::co_spawn(
       s_->strand,
       [](std::shared_ptr<state> s, stored_tokens next,
-         std::string expected) -> asio::awaitable<error_code> {
-        if (next.refresh_token.empty()) co_return make_error_code(errc::invalid_argument);
+         std::string expected) -> asio::awaitable<std::tuple<error_code, diagnostics>> {
+        if (next.refresh_token.empty()) {
+          diagnostics d;
+          d.client_message = "redis_store: a save needs a refresh token";
+          co_return std::tuple{make_error_code(errc::invalid_argument), std::move(d)};
+        }
         std::string text = detail::serialize_stored_tokens(next);
         redis::reply r;
-        auto ec = co_await s->exec(redis::command("EVAL", save_script, "1", s->state_key, expected,
-                                                  next.refresh_token, text, s->channel),
-                                   r, steady::time_point::max());
+        // The access token also stands inside the (JSON-escaped) state: kept out of messages
+        // on its own as well.
+        std::vector<std::string> secrets;
+        secrets.push_back(next.access_token);
+        auto o = co_await s->exec(redis::command("EVAL", save_script, "1", s->state_key, expected,
+                                                 next.refresh_token, text, s->channel),
+                                  r, steady::time_point::max(), std::move(secrets));
         detail::wipe(text);
         detail::wipe(expected);
-        // Saved, or (local_fallback) kept here while Redis is unreachable: the failure still
-        // goes to the client, which retries the save until Redis takes it.
-        const bool saved = !ec && r.type == redis::reply::kind::integer && r.integer == 1;
-        if (saved || ec == errc::store_failed) s->remember(next);
+        // Saved, or not saved for want of Redis (out of reach, or answering READONLY, OOM, ...):
+        // kept as the newest state known here, which local_fallback serves while Redis is out
+        // of reach. The failure still goes to the client, which retries until Redis takes it.
+        const bool saved = !o.ec && r.type == redis::reply::kind::integer && r.integer == 1;
+        if (saved || o.ec == errc::store_failed) s->remember(next);
         detail::wipe(next);
-        if (ec) co_return ec;
-        if (r.type != redis::reply::kind::integer) co_return make_error_code(errc::store_failed);
-        co_return saved ? error_code{} : make_error_code(errc::store_conflict);
+        if (!o.ec && r.type != redis::reply::kind::integer) {
+          o = state::outcome::failed("an unexpected reply (type " +
+                                     std::to_string(static_cast<int>(r.type)) + ")");
+        }
+        if (o.ec) co_return std::tuple{o.ec, s->failure("the save script", o)};
+        co_return std::tuple{saved ? error_code{} : make_error_code(errc::store_conflict),
+                             diagnostics{}};
       }(s_, std::move(next), std::move(expected)),
-      [s = s_, ex = s_->ex, h = std::move(h)](std::exception_ptr e, error_code ec) mutable {
+      [ex = s_->ex, h = std::move(h)](std::exception_ptr e, auto result) mutable {
         if (e) std::rethrow_exception(e);
-        asio::post(ex, asio::append(std::move(h), ec, s->failure("the save script", ec)));
+        auto& [ec, diag] = result;
+        asio::post(ex, asio::append(std::move(h), ec, std::move(diag)));
       });
 }
 

@@ -562,11 +562,23 @@ BOOST_AUTO_TEST_CASE(a_429_retry_after_holds_for_a_thousand_looping_callers) {
   BOOST_TEST(out.calls > 1000u);  // they did loop
   BOOST_TEST(out.tokens == 0u);
   BOOST_TEST(out.unexpected == 0u, out.first_unexpected);
-  // Re-authorization makes the client serve again at once.
+  // The server's wait holds even against a re-authorization (which ends the failure spacing
+  // only); once it is over, the client serves again with the chain it has.
   server.clear_failures();
   c.set_refresh_token(server.current_refresh_token());
-  const auto a = try_token(ctx, c);
+  const auto before = server.stats().requests;
+  BOOST_TEST(try_token(ctx, c).ec == na::errc::temporarily_unavailable);
+  BOOST_TEST(server.stats().requests == before);
+  // The last 429 came at about 5 s: its wait ends at about 10 s. Calls until then fail fast.
+  attempt a;
+  for (int i = 0; i < 40; ++i) {
+    a = try_token(ctx, c);
+    if (!a.ec) break;
+    BOOST_TEST(a.ec == na::errc::temporarily_unavailable);
+    std::this_thread::sleep_for(200ms);
+  }
   BOOST_TEST(!a.ec, a.what);
+  BOOST_TEST(server.stats().requests == before + 1);
   BOOST_TEST(server.stats().reuse_detected == 0u);
   BOOST_TEST(stored_refresh_token(ctx, *store) == server.current_refresh_token());
 }

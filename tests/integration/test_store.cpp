@@ -33,10 +33,8 @@ class scripted_store final : public na::token_store {
 
   std::optional<na::stored_tokens> value(asio::io_context& ctx) {
     std::optional<na::stored_tokens> v;
-    inner_.async_load(
-        [&](boost::system::error_code, std::optional<na::stored_tokens> s, na::diagnostics) {
-          v = std::move(s);
-        });
+    inner_.async_load([&](boost::system::error_code, std::optional<na::stored_tokens> s,
+                          na::diagnostics) { v = std::move(s); });
     ctx.restart();
     ctx.run();
     return v;
@@ -321,12 +319,12 @@ BOOST_AUTO_TEST_CASE(a_destroyed_client_stops_waiting_for_the_lease) {
       // The test holds the lease, as another process in the middle of a refresh would.
       na::refresh_lease held;
       bool got = false;
-      store->async_acquire(
-          std::chrono::steady_clock::now() + std::chrono::seconds(5),
-          asio::bind_executor(ctx, [&](boost::system::error_code ec, na::refresh_lease l, na::diagnostics) {
-            held = std::move(l);
-            got = !ec;
-          }));
+      store->async_acquire(std::chrono::steady_clock::now() + std::chrono::seconds(5),
+                           asio::bind_executor(ctx, [&](boost::system::error_code ec,
+                                                        na::refresh_lease l, na::diagnostics) {
+                             held = std::move(l);
+                             got = !ec;
+                           }));
       BOOST_REQUIRE(run_bounded(ctx, 1, std::chrono::seconds(10)));
       BOOST_REQUIRE(got);
       auto cfg = config_for(server);

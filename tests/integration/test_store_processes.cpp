@@ -281,11 +281,12 @@ load_result load_store(const std::string& path) {
     file_store store(path);
     asio::io_context ctx;
     bool done = false;
-    store.async_load(asio::bind_executor(ctx, [&](error_code ec, std::optional<stored_tokens> s, nxsys::auth::diagnostics) {
-      r.ec = ec;
-      r.state = std::move(s);
-      done = true;
-    }));
+    store.async_load(asio::bind_executor(
+        ctx, [&](error_code ec, std::optional<stored_tokens> s, nxsys::auth::diagnostics) {
+          r.ec = ec;
+          r.state = std::move(s);
+          done = true;
+        }));
     BOOST_REQUIRE(run_bounded(ctx, 1, 10s));
     BOOST_REQUIRE(done);
   } catch (const error_with_diagnostics& e) {
@@ -299,8 +300,9 @@ error_code save_store(const std::string& path, stored_tokens next) {
   file_store store(path);
   asio::io_context ctx;
   error_code result = asio::error::operation_aborted;
-  store.async_save(std::move(next), std::string(),
-                   asio::bind_executor(ctx, [&](error_code ec, nxsys::auth::diagnostics) { result = ec; }));
+  store.async_save(
+      std::move(next), std::string(),
+      asio::bind_executor(ctx, [&](error_code ec, nxsys::auth::diagnostics) { result = ec; }));
   BOOST_REQUIRE(run_bounded(ctx, 1, 10s));
   return result;
 }
@@ -526,7 +528,8 @@ BOOST_AUTO_TEST_CASE(killed_while_rotating) {
     error_code lease_ec = asio::error::operation_aborted;
     nxsys::auth::refresh_lease lease;
     store.async_acquire(clock_type::now() + 10s,
-                        asio::bind_executor(ctx, [&](error_code ec, nxsys::auth::refresh_lease l, nxsys::auth::diagnostics) {
+                        asio::bind_executor(ctx, [&](error_code ec, nxsys::auth::refresh_lease l,
+                                                     nxsys::auth::diagnostics) {
                           lease_ec = ec;
                           lease = std::move(l);
                         }));

@@ -48,11 +48,22 @@ class redis_server {
 
   std::uint16_t port() const { return port_; }
 
-  void stop() {
+  /// SIGKILL by default (a crash); SIGTERM shuts down as an operator would, writing what the
+  /// append-only file still lacks (killed after 10 s if it has not exited by then). Returns
+  /// once the process is gone.
+  void stop(int signal = SIGKILL) {
     if (pid_ <= 0) return;
-    ::kill(pid_, SIGKILL);
+    ::kill(pid_, signal);
     int status = 0;
-    ::waitpid(pid_, &status, 0);
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (::waitpid(pid_, &status, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() >= end) {
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, &status, 0);
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
     pid_ = -1;
   }
 
@@ -140,14 +151,15 @@ class redis_server {
     return out;
   }
 
- private:
-  bool ping() const { return command({"PING"}) == "PONG"; }
-
+  /// A port on 127.0.0.1 that nothing listens on (just now).
   static std::uint16_t free_port() {
     boost::asio::io_context ctx;
     boost::asio::ip::tcp::acceptor a(ctx, {boost::asio::ip::make_address("127.0.0.1"), 0});
     return a.local_endpoint().port();
   }
+
+ private:
+  bool ping() const { return command({"PING"}) == "PONG"; }
 
   std::string password_;
   std::string dir_;

@@ -72,8 +72,7 @@ struct driver {
   std::tuple<error_code, std::optional<na::stored_tokens>> load(na::token_store& s) {
     std::tuple<error_code, std::optional<na::stored_tokens>> out;
     run([&]() -> asio::awaitable<void> {
-      std::tie(std::get<0>(out), std::get<1>(out), std::ignore) =
-          co_await s.async_load(use_tuple);
+      std::tie(std::get<0>(out), std::get<1>(out), std::ignore) = co_await s.async_load(use_tuple);
     });
     return out;
   }
@@ -143,10 +142,11 @@ BOOST_AUTO_TEST_CASE(the_lease_excludes_and_is_handed_over_by_publication) {
   // b waits (deadline 20 s); a releases 100 ms later; b gets the lease long before its poll.
   std::optional<error_code> got;
   na::refresh_lease second;
-  b.async_acquire(std::chrono::steady_clock::now() + 20s, [&](error_code e, na::refresh_lease l, na::diagnostics) {
-    got = e;
-    second = std::move(l);
-  });
+  b.async_acquire(std::chrono::steady_clock::now() + 20s,
+                  [&](error_code e, na::refresh_lease l, na::diagnostics) {
+                    got = e;
+                    second = std::move(l);
+                  });
   asio::steady_timer t(d.ctx, 100ms);
   t.async_wait([&](error_code) { held.release(); });
   d.ctx.restart();

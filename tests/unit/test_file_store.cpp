@@ -123,11 +123,12 @@ struct driver {
   std::pair<error_code, std::optional<stored_tokens>> load(file_store& s) {
     bool done = false;
     std::pair<error_code, std::optional<stored_tokens>> r;
-    s.async_load(asio::bind_executor(ctx, [&](error_code ec, std::optional<stored_tokens> t, nxsys::auth::diagnostics) {
-      BOOST_TEST(ctx.get_executor().running_in_this_thread());
-      r = {ec, std::move(t)};
-      done = true;
-    }));
+    s.async_load(asio::bind_executor(
+        ctx, [&](error_code ec, std::optional<stored_tokens> t, nxsys::auth::diagnostics) {
+          BOOST_TEST(ctx.get_executor().running_in_this_thread());
+          r = {ec, std::move(t)};
+          done = true;
+        }));
     BOOST_TEST(!done);  // never inline
     run_until(done);
     return r;
@@ -136,7 +137,8 @@ struct driver {
   error_code save(file_store& s, stored_tokens next, std::string expected) {
     bool done = false;
     error_code r;
-    s.async_save(std::move(next), std::move(expected), asio::bind_executor(ctx, [&](error_code ec, nxsys::auth::diagnostics) {
+    s.async_save(std::move(next), std::move(expected),
+                 asio::bind_executor(ctx, [&](error_code ec, nxsys::auth::diagnostics) {
                    BOOST_TEST(ctx.get_executor().running_in_this_thread());
                    r = ec;
                    done = true;
@@ -154,12 +156,13 @@ struct driver {
   };
   std::shared_ptr<acquisition> start_acquire(file_store& s, clock_type::duration wait) {
     auto a = std::make_shared<acquisition>();
-    s.async_acquire(clock_type::now() + wait,
-                    asio::bind_executor(ctx, [a](error_code ec, refresh_lease l, nxsys::auth::diagnostics) {
-                      a->ec = ec;
-                      a->lease = std::move(l);
-                      a->done = true;
-                    }));
+    s.async_acquire(
+        clock_type::now() + wait,
+        asio::bind_executor(ctx, [a](error_code ec, refresh_lease l, nxsys::auth::diagnostics) {
+          a->ec = ec;
+          a->lease = std::move(l);
+          a->done = true;
+        }));
     return a;
   }
   std::shared_ptr<acquisition> acquire(file_store& s, clock_type::duration wait) {

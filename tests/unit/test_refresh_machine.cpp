@@ -40,7 +40,9 @@ struct script {
   // The driver's first step, after a decision asked for one.
   action start() { return m->start(now); }
   action acquired() { return m->on_acquired({}, {}, now); }
-  action loaded(std::optional<na::stored_tokens> s) { return m->on_loaded({}, {}, std::move(s), now); }
+  action loaded(std::optional<na::stored_tokens> s) {
+    return m->on_loaded({}, {}, std::move(s), now);
+  }
   action answer(std::string access, std::string rt = {}, std::chrono::seconds life = 3600s) {
     na::protocol::token_response r;
     r.access_token = std::move(access);
@@ -279,7 +281,7 @@ BOOST_AUTO_TEST_CASE(i3_strict_durability_fails_the_waiters_keeps_the_token_and_
   BOOST_REQUIRE(a.complete.has_value());
   BOOST_TEST((a.complete->ec == na::errc::store_failed));
   BOOST_TEST(!a.complete->token);
-  BOOST_TEST(!s.m->current());  // not handed out
+  BOOST_TEST(!s.m->current());            // not handed out
   BOOST_REQUIRE((a.what == kind::wait));  // still retried in the background
   // A caller after the failure spacing: the pending save goes first, and once saved its token
   // is the answer.
@@ -466,8 +468,8 @@ BOOST_AUTO_TEST_CASE(a_still_valid_token_is_served_after_a_failure_and_retried_i
 // -- I6
 
 BOOST_AUTO_TEST_CASE(i6_a_stored_value_that_would_inject_a_header_is_store_corrupt) {
-  for (const std::string& bad :
-       {std::string("at\r\nX-Injected: 1"), std::string("at with space"), std::string("at\0x", 4)}) {
+  for (const std::string& bad : {std::string("at\r\nX-Injected: 1"), std::string("at with space"),
+                                 std::string("at\0x", 4)}) {
     script s;
     s.caller();
     auto a = s.to_request(stored("rt-0", 0, bad, s.now.wall + 1h));
@@ -503,8 +505,7 @@ BOOST_AUTO_TEST_CASE(store_errors_carry_the_stores_own_words) {
   inner.client_message = "cannot fsync directory /var/lib/app: No space left on device";
   auto a = s.m->on_loaded(make_error_code(na::errc::store_failed), inner, std::nullopt, s.now);
   BOOST_REQUIRE(a.complete.has_value());
-  BOOST_TEST(a.complete->diag->client_message.find("No space left on device") !=
-             std::string::npos);
+  BOOST_TEST(a.complete->diag->client_message.find("No space left on device") != std::string::npos);
 }
 
 // -- Refresh-ahead

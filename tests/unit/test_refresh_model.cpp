@@ -246,7 +246,8 @@ class simulation {
       case kind::load:
         if (store_.fail_loads) {
           note("load: failed");
-          take(machine_->on_loaded(make_error_code(na::errc::store_failed), {}, std::nullopt, now_));
+          take(
+              machine_->on_loaded(make_error_code(na::errc::store_failed), {}, std::nullopt, now_));
         } else {
           note("load: " + (store_.value ? store_.value->refresh_token : std::string("nothing")));
           take(machine_->on_loaded({}, {}, store_.value, now_));
@@ -328,8 +329,7 @@ class simulation {
       take(machine_->on_saved(make_error_code(na::errc::store_failed), {}, now_));
       return;
     }
-    if ((!calm_ && chance(0.02)) ||
-        (store_.value && store_.value->refresh_token != expected)) {
+    if ((!calm_ && chance(0.02)) || (store_.value && store_.value->refresh_token != expected)) {
       note("save " + next.refresh_token + ": conflict");
       failed_save_ = next.refresh_token;
       take(machine_->on_saved(make_error_code(na::errc::store_conflict), {}, now_));

@@ -31,13 +31,20 @@ struct redis_store_options {
   /// A replica waiting for the lease is woken by the holder's publication; without one (lost
   /// message, subscriber down) it tries again after this long.
   std::chrono::milliseconds poll_interval{250};
-  /// Redis unreachable (after command_timeout): by default the refresh fails with
-  /// store_failed and the replica keeps serving its token while valid. With local_fallback the
-  /// replica refreshes on its own — a local lease, the state it last saw, and a save retried
-  /// until Redis takes it. It keeps a replica alone working through a Redis outage, but risks
-  /// the chain: replicas that refresh at once with one refresh token trip reuse detection.
+  /// Redis unreachable (no connection, a lost one, or no reply, for all of command_timeout):
+  /// by default the refresh fails with store_failed and the replica keeps serving its token
+  /// while valid. With local_fallback the replica refreshes on its own — a local lease, the
+  /// state it last saw, and a save retried until Redis takes it. It keeps a replica alone
+  /// working through a Redis outage, but risks the chain: replicas that refresh at once with
+  /// one refresh token trip reuse detection. A Redis that answers, even with an error (READONLY
+  /// after a failover, LOADING, OOM, ...), is not unreachable and never turns it on: other
+  /// replicas may be reaching it, or its new primary, and refreshing.
   bool local_fallback = false;
-  /// A command (reconnecting and retrying every 50 ms inside it) fails after this long.
+  /// How long one command may take. Within it a failed connection is reopened and the command
+  /// sent again every 50 ms, and so is a command answered with an error reply that names a
+  /// passing state of the server (READONLY, LOADING, MASTERDOWN, BUSY, TRYAGAIN, CLUSTERDOWN,
+  /// OOM, NOREPLICAS): a restart or failover shorter than this costs latency, not errors. Other
+  /// error replies (a script error, WRONGTYPE, NOAUTH, ...) fail at once.
   std::chrono::milliseconds command_timeout{2'000};
   std::chrono::milliseconds connect_timeout{2'000};
 };
@@ -47,8 +54,10 @@ struct redis_store_options {
 /// that publishes "released"; a save is a compare-and-set script keyed on the refresh token
 /// the refresh used (fencing: a holder whose lease expired can never overwrite a newer chain),
 /// which publishes "saved". Everything runs on Asio (hiredis only parses replies): no call
-/// blocks a thread. Failures to reach Redis are errc::store_failed (errc::timeout for a
-/// command timeout), with what happened in the diagnostics and never a token.
+/// blocks a thread. Every failure is errc::store_failed — Redis unreachable (a command timeout
+/// included), an error reply, AUTH refused — with the server, the step and the cause in the
+/// diagnostics ("redis 127.0.0.1:6379: the save script: READONLY You can't write against a read
+/// only replica."), never a token.
 class redis_store final : public token_store {
  public:
   /// Connects lazily; throws nothing for an unreachable server (the first operation fails).

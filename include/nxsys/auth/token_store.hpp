@@ -46,8 +46,7 @@ class refresh_lease {
 /// throws from an operation) makes the client's refresh end with errc::internal.
 class token_store {
  public:
-  using load_signature =
-      void(boost::system::error_code, std::optional<stored_tokens>, diagnostics);
+  using load_signature = void(boost::system::error_code, std::optional<stored_tokens>, diagnostics);
   using acquire_signature = void(boost::system::error_code, refresh_lease, diagnostics);
   using save_signature = void(boost::system::error_code, diagnostics);
 
