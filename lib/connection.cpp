@@ -1,5 +1,6 @@
 // One Beast HTTP/1.1 connection over TCP or TLS, with timeouts, answer limits and host checks.
 #include "connection.hpp"
+#include "completion_tokens.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_executor.hpp>
@@ -28,7 +29,6 @@ namespace http = beast::http;
 using boost::system::error_code;
 
 namespace {
-constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 // Headers beyond this are refused whatever max_response_bytes says: no honest server needs more.
 constexpr std::size_t max_header_bytes = 16 * 1024;
 }  // namespace

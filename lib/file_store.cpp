@@ -3,6 +3,7 @@
 #include <nxsys/auth/protocol.hpp>
 #include <nxsys/auth/token_store.hpp>
 
+#include "diag.hpp"
 #include "state_codec.hpp"
 #include "text.hpp"
 
@@ -36,6 +37,9 @@
 
 namespace nxsys::auth {
 namespace asio = boost::asio;
+using detail::corrupt;
+using detail::fail;
+using detail::io_failed;
 using boost::system::error_code;
 using clock_type = std::chrono::steady_clock;
 
@@ -71,21 +75,6 @@ struct wipe_on_exit {
   std::string& s;
   ~wipe_on_exit() { detail::wipe(s); }
 };
-
-error_code fail(errc e, diagnostics& diag, std::string message) {
-  diag.client_message = std::move(message);
-  return make_error_code(e);
-}
-
-error_code corrupt(diagnostics& diag, const std::string& path, std::string_view problem) {
-  return fail(errc::store_corrupt, diag, path + ": " + std::string(problem));
-}
-
-// The errno text goes in the message: EACCES and ENOSPC call for different fixes.
-error_code io_failed(diagnostics& diag, std::string_view what, const std::string& path, int err) {
-  return fail(errc::store_failed, diag,
-              std::string(what) + " " + path + ": " + std::generic_category().message(err));
-}
 
 // The file's state: nullopt when there is no file. Blocking.
 error_code read_state(const std::string& path, std::optional<stored_tokens>& out,

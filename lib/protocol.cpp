@@ -1,6 +1,7 @@
 // Request building and answer parsing for the Nxsys refresh flow (no I/O).
 #include <nxsys/auth/protocol.hpp>
 
+#include "diag.hpp"
 #include "text.hpp"
 
 #include <boost/json/object.hpp>
@@ -16,6 +17,7 @@
 #include <cmath>
 
 namespace nxsys::auth::protocol {
+using detail::fail;
 namespace {
 
 using boost::system::error_code;
@@ -24,11 +26,6 @@ using boost::system::error_code;
 bool is_unreserved(unsigned char c) noexcept {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
          c == '.' || c == '_' || c == '*';
-}
-
-error_code fail(errc e, diagnostics& diag, std::string message) {
-  diag.client_message = std::move(message);
-  return make_error_code(e);
 }
 
 // The first of several accepted names (camelCase, snake_case) present in the object.

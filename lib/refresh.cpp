@@ -2,6 +2,7 @@
 // client's strand. It takes the store's lease, loads, sends requests, waits and saves, and feeds
 // each result back; it decides nothing itself.
 #include "client_impl.hpp"
+#include "completion_tokens.hpp"
 #include "text.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -24,10 +25,6 @@ namespace asio = boost::asio;
 using boost::system::error_code;
 
 namespace {
-// Completion token of the driver's steps: (error_code, ...) as a tuple, and deferred rather
-// than use_awaitable, so that no coroutine frame is made per step.
-constexpr auto as_tuple_deferred = asio::as_tuple(asio::deferred);
-
 // The value a failed store step hands back besides its error and diagnostics.
 template <class T>
 struct empty_result {
@@ -76,7 +73,7 @@ struct forwarder {
 
 template <class... Values, class Call>
 auto guarded(asio::strand<asio::any_io_executor> strand, const char* step, Call call) {
-  return asio::async_initiate<decltype(as_tuple_deferred),
+  return asio::async_initiate<decltype(deferred_tuple),
                               void(error_code, Values..., diagnostics)>(
       [strand, step](auto handler, Call call) {
         using step_type = store_step<decltype(handler), Values...>;
@@ -89,7 +86,7 @@ auto guarded(asio::strand<asio::any_io_executor> strand, const char* step, Call 
           s->fail("threw an exception of unknown type");
         }
       },
-      as_tuple_deferred, std::move(call));
+      deferred_tuple, std::move(call));
 }
 }  // namespace
 
@@ -212,7 +209,7 @@ asio::awaitable<action> client_impl::perform(action a, refresh_lease& lease) {
       co_return co_await request(std::move(a));
     case action::kind::wait: {
       wait_timer_.expires_after(std::max(clock_type::duration::zero(), a.until - now()));
-      co_await wait_timer_.async_wait(as_tuple_deferred);  // cancelled: woken early
+      co_await wait_timer_.async_wait(deferred_tuple);  // cancelled: woken early
       co_return advance([&](refresh_machine& m) { return m.on_waited(now_instant()); });
     }
     case action::kind::save: {

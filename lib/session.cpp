@@ -3,6 +3,7 @@
 #include <nxsys/auth/session.hpp>
 
 #include "client_impl.hpp"
+#include "completion_tokens.hpp"
 #include "connection.hpp"
 #include "text.hpp"
 
@@ -38,7 +39,6 @@ using response_type = session::response_type;
 
 namespace {
 
-constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 // RFC 9110 §9.2.2: sending these twice has the effect of sending them once.
 bool idempotent(http::verb v) noexcept {

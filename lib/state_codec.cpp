@@ -2,6 +2,8 @@
 // damaged state is store_corrupt, never guessed at), and every buffer that held a token wiped.
 #include "state_codec.hpp"
 
+#include "diag.hpp"
+
 #include <nxsys/auth/protocol.hpp>
 
 #include "text.hpp"
@@ -56,11 +58,6 @@ struct wipe_on_exit {
   std::string& s;
   ~wipe_on_exit() { detail::wipe(s); }
 };
-
-error_code corrupt(diagnostics& diag, const std::string& path, std::string_view problem) {
-  diag.client_message = path + ": " + std::string(problem);
-  return make_error_code(errc::store_corrupt);
-}
 
 // An optional string field: absent and null both mean "none".
 error_code string_field(const json::object& o, std::string_view name, std::string& out,

@@ -1,5 +1,6 @@
 // A Redis connection on Asio: RESP over beast::tcp_stream (its timeouts), hiredis's reader.
 #include "connection.hpp"
+#include "completion_tokens.hpp"
 
 #include "text.hpp"
 
@@ -15,11 +16,11 @@
 
 namespace nxsys::auth::redis {
 namespace asio = boost::asio;
+using detail::use_tuple;
 namespace beast = boost::beast;
 using boost::system::error_code;
 
 namespace {
-constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 constexpr std::size_t read_chunk = 16 * 1024;
 
 // "127.0.0.1:6379 refused AUTH: WRONGPASS ...". The server's words (WRONGPASS, NOAUTH) name no

@@ -3,6 +3,7 @@
 #include <nxsys/auth/redis_store.hpp>
 
 #include "connection.hpp"
+#include "completion_tokens.hpp"
 #include "state_codec.hpp"
 #include "text.hpp"
 
@@ -24,12 +25,12 @@
 
 namespace nxsys::auth {
 namespace asio = boost::asio;
+using detail::use_tuple;
 using boost::system::error_code;
 using steady = std::chrono::steady_clock;
 
 namespace {
 
-constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 // Takes the lease if it is free, or confirms it to its owner: sent again after a lost reply, it
 // does not lock its own sender out for lease_ttl as a second SET NX would.
