@@ -44,6 +44,15 @@ inline client_config config_for(const mock_server& server, const mock_server_opt
   return cfg;
 }
 
+/// A server that rotates the refresh token on every refresh and revokes the whole chain when a
+/// rotated-away token comes back (no grace): the one that punishes a lost chain.
+inline mock_server_options rotating() {
+  mock_server_options o;
+  o.rotate = true;
+  o.reuse_detection = true;
+  return o;
+}
+
 /// Runs `ctx` on `threads` threads until it runs out of work or `limit` passes (then stops it).
 /// Returns false when the limit stopped it: a hang becomes a failed assertion, not a stuck CI.
 inline bool run_bounded(boost::asio::io_context& ctx, unsigned threads,
@@ -132,9 +141,10 @@ struct attempt {
   nxsys::auth::access_token token;
 };
 
-/// One token() call; records the exception's code, diagnostics and message.
-inline attempt try_token(boost::asio::io_context& ctx, nxsys::auth::client& c) {
-  attempt a;
+/// Spawns one token() call that records its outcome in `a` (the exception's code, diagnostics
+/// and message) and then sets `done`.
+inline void spawn_attempt(boost::asio::io_context& ctx, nxsys::auth::client& c, attempt& a,
+                          bool& done) {
   boost::asio::co_spawn(
       ctx,
       [&]() -> boost::asio::awaitable<void> {
@@ -144,9 +154,35 @@ inline attempt try_token(boost::asio::io_context& ctx, nxsys::auth::client& c) {
           a.ec = e.code();
           a.diag = e.get_diagnostics();
           a.what = e.what();
+        } catch (const boost::system::system_error& e) {  // operation_aborted
+          a.ec = e.code();
+          a.what = e.what();
         }
+        done = true;
       },
       boost::asio::detached);
+}
+
+/// One token() call, run until it completes, whatever other work the io_context has (a store
+/// that holds a handler, background save retries while a store is broken).
+inline attempt token_until_done(boost::asio::io_context& ctx, nxsys::auth::client& c,
+                                std::chrono::milliseconds limit = std::chrono::seconds(30)) {
+  attempt a;
+  bool done = false;
+  spawn_attempt(ctx, c, a, done);
+  ctx.restart();
+  const auto end = std::chrono::steady_clock::now() + limit;
+  while (!done && std::chrono::steady_clock::now() < end)
+    ctx.run_one_for(std::chrono::milliseconds(10));
+  BOOST_REQUIRE(done);
+  return a;
+}
+
+/// One token() call, run to completion (the io_context must then run out of work).
+inline attempt try_token(boost::asio::io_context& ctx, nxsys::auth::client& c) {
+  attempt a;
+  bool done = false;
+  spawn_attempt(ctx, c, a, done);
   ctx.restart();
   BOOST_REQUIRE(run_bounded(ctx, 1));
   return a;

@@ -60,38 +60,6 @@ class broken_store final : public na::token_store {
   na::memory_store inner_;
 };
 
-mock_server_options rotating() {
-  mock_server_options o;
-  o.rotate = true;
-  o.reuse_detection = true;
-  return o;
-}
-
-// One token() call, run until it completes (the io_context may still have work: a store
-// holding a handler keeps the refresh's driver alive).
-attempt call_until_done(asio::io_context& ctx, na::client& c) {
-  attempt a;
-  bool done = false;
-  asio::co_spawn(
-      ctx,
-      [&]() -> asio::awaitable<void> {
-        try {
-          a.token = co_await c.token();
-        } catch (const na::error_with_diagnostics& e) {
-          a.ec = e.code();
-          a.diag = e.get_diagnostics();
-          a.what = e.what();
-        }
-        done = true;
-      },
-      asio::detached);
-  ctx.restart();
-  const auto end = std::chrono::steady_clock::now() + 20s;
-  while (!done && std::chrono::steady_clock::now() < end) ctx.run_one_for(10ms);
-  BOOST_REQUIRE(done);
-  return a;
-}
-
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(broken_stores)
@@ -105,7 +73,7 @@ BOOST_AUTO_TEST_CASE(a_store_that_never_answers_ends_the_refresh_at_its_deadline
   cfg.store = store;
   cfg.refresh_deadline = 300ms;
   na::client c(ctx.get_executor(), cfg);
-  const auto a = call_until_done(ctx, c);
+  const auto a = token_until_done(ctx, c);
   BOOST_TEST(a.ec == na::errc::timeout);
   BOOST_TEST(a.what.find("token store's load") != std::string::npos, a.what);
   BOOST_TEST(server.stats().requests == 0u);
@@ -117,7 +85,7 @@ BOOST_AUTO_TEST_CASE(a_store_that_never_answers_ends_the_refresh_at_its_deadline
   store->held.reset();
   ctx.restart();
   BOOST_REQUIRE(run_bounded(ctx, 1));
-  const auto b = call_until_done(ctx, c);
+  const auto b = token_until_done(ctx, c);
   BOOST_TEST(!b.ec, b.what);
   BOOST_TEST(server.stats().reuse_detected == 0u);
 }
@@ -130,12 +98,12 @@ BOOST_AUTO_TEST_CASE(a_store_that_drops_its_handler_fails_the_refresh_with_inter
   auto cfg = config_for(server, rotating());
   cfg.store = store;
   na::client c(ctx.get_executor(), cfg);
-  const auto a = call_until_done(ctx, c);
+  const auto a = token_until_done(ctx, c);
   BOOST_TEST(a.ec == na::errc::internal);
   BOOST_TEST(a.what.find("dropped its completion handler") != std::string::npos, a.what);
   BOOST_TEST(server.stats().requests == 0u);
   store->on_load = fault::none;
-  const auto b = call_until_done(ctx, c);
+  const auto b = token_until_done(ctx, c);
   BOOST_TEST(!b.ec, b.what);
 }
 
@@ -161,7 +129,7 @@ BOOST_AUTO_TEST_CASE(a_store_whose_save_throws_keeps_the_tokens_pending_and_says
   na::client c(ctx.get_executor(), cfg);
   // The server rotated and the save threw: a failed save like any other (I3): the token is
   // served, the failure reported as errc::internal with the store's words, the save retried.
-  const auto a = call_until_done(ctx, c);
+  const auto a = token_until_done(ctx, c);
   BOOST_TEST(!a.ec, a.what);
   {
     std::lock_guard lk(mu);
@@ -177,7 +145,7 @@ BOOST_AUTO_TEST_CASE(a_store_whose_save_throws_keeps_the_tokens_pending_and_says
   BOOST_REQUIRE(run_bounded(ctx, 1));  // the background retry saves, then the driver ends
   BOOST_TEST(c.stats().store_saves >= 1u);
   c.invalidate();
-  const auto d = call_until_done(ctx, c);
+  const auto d = token_until_done(ctx, c);
   BOOST_TEST(!d.ec, d.what);
   BOOST_TEST(server.stats().reuse_detected == 0u);
   std::optional<na::stored_tokens> stored;
@@ -198,7 +166,7 @@ BOOST_AUTO_TEST_CASE(a_store_whose_load_throws_fails_the_refresh_with_internal) 
   auto cfg = config_for(server, rotating());
   cfg.store = store;
   na::client c(ctx.get_executor(), cfg);
-  const auto a = call_until_done(ctx, c);
+  const auto a = token_until_done(ctx, c);
   BOOST_TEST(a.ec == na::errc::internal);
   BOOST_TEST(a.what.find("the load threw") != std::string::npos, a.what);
   BOOST_TEST(server.stats().requests == 0u);

@@ -32,13 +32,6 @@ using boost::system::error_code;
 
 namespace {
 
-mock_server_options rotating() {
-  mock_server_options o;
-  o.rotate = true;
-  o.reuse_detection = true;
-  return o;
-}
-
 // A memory_store behind switches the tests flip: saves that fail, a save that completes late, a
 // hook run as a save starts, and a value every load returns instead of the stored state.
 class scripted_store final : public na::token_store {
@@ -152,34 +145,6 @@ std::string stored_refresh_token(asio::io_context& ctx, na::token_store& store) 
   return s ? s->refresh_token : std::string();
 }
 
-// One token() call, run until it completes. Unlike try_token it does not wait for the client's
-// other work: while a store is broken, the client retries the save in the background for ever.
-attempt token_now(asio::io_context& ctx, na::client& c) {
-  attempt a;
-  bool done = false;
-  asio::co_spawn(
-      ctx,
-      [&]() -> asio::awaitable<void> {
-        try {
-          a.token = co_await c.token();
-        } catch (const na::error_with_diagnostics& e) {
-          a.ec = e.code();
-          a.diag = e.get_diagnostics();
-          a.what = e.what();
-        } catch (const boost::system::system_error& e) {
-          a.ec = e.code();
-          a.what = e.what();
-        }
-        done = true;
-        ctx.stop();
-      },
-      asio::detached);
-  ctx.restart();
-  BOOST_REQUIRE(run_bounded(ctx, 1, 30s));
-  BOOST_REQUIRE(done);
-  return a;
-}
-
 // Runs `ctx` in 1 ms slices until `pred` holds; false if it did not within `limit`. For a test
 // that must act at a stage of a refresh (the request at the server, a save started).
 template <class Pred>
@@ -234,7 +199,7 @@ void saves_fail_for_three_rotations(asio::io_context& ctx, mock_server& server,
   set_broken(true);
   for (int i = 0; i < 3; ++i) {
     c.invalidate();
-    const auto a = token_now(ctx, c);
+    const auto a = token_until_done(ctx, c);
     // Not strict: the new token is served although unsaved (the old refresh token is consumed).
     BOOST_TEST(!a.ec, a.what);
     BOOST_TEST(a.token.value() == server.last_access_token());
@@ -448,7 +413,7 @@ BOOST_AUTO_TEST_CASE(strict_durability_with_failing_saves_fails_the_waiter_and_k
   cfg.store_retry_interval = 200ms;
   std::optional<na::client> c(std::in_place, ctx.get_executor(), cfg);
   std::optional<file_size_limit> limit(std::in_place);
-  const auto a = token_now(ctx, *c);
+  const auto a = token_until_done(ctx, *c);
   limit.reset();
   BOOST_TEST(a.ec == na::errc::store_failed, a.what);
   // The store's own words reach the caller: which file, and why.
@@ -489,19 +454,7 @@ BOOST_AUTO_TEST_CASE(an_answer_lost_after_a_rotation_is_explained_and_a_grace_re
       na::client c(ctx.get_executor(), cfg);
       attempt a;
       bool done = false;
-      asio::co_spawn(
-          ctx,
-          [&]() -> asio::awaitable<void> {
-            try {
-              a.token = co_await c.token();
-            } catch (const na::error_with_diagnostics& e) {
-              a.ec = e.code();
-              a.diag = e.get_diagnostics();
-              a.what = e.what();
-            }
-            done = true;
-          },
-          asio::detached);
+      spawn_attempt(ctx, c, a, done);
       BOOST_REQUIRE(run_until(ctx, [&] { return server.stats().requests == 1u; }));
       server.set_latency(0ms);  // the retry is answered at once
       ctx.restart();

@@ -85,13 +85,6 @@ struct temp_dir {
   }
 };
 
-mock_server_options rotating() {
-  mock_server_options o;
-  o.rotate = true;
-  o.reuse_detection = true;
-  return o;
-}
-
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(token_storage)

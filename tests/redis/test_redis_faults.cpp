@@ -33,13 +33,6 @@ namespace {
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 const std::string state_key = "nxsys-auth:{faults}";  // "<key_prefix>{<name>}", a hash
 
-mock_server_options rotating() {
-  mock_server_options o;
-  o.rotate = true;
-  o.reuse_detection = true;
-  return o;
-}
-
 na::redis_store_options store_options(const redis_server& r) {
   na::redis_store_options o;
   o.port = r.port();

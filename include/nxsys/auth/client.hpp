@@ -89,7 +89,10 @@ class client {
   /// `ex` runs the refresh (on an internal strand); waiters resume on their own executors.
   /// Throws error_with_diagnostics(errc::invalid_config) for an unusable configuration.
   client(boost::asio::any_io_executor ex, client_config cfg);
-  /// Completes every suspended waiter with operation_aborted and abandons a refresh in flight.
+  /// Completes every suspended waiter with operation_aborted at once. What must not be lost
+  /// is finished in the background on the client's executor: a refresh request already written
+  /// goes on to its answer (within request_timeout) and its tokens are saved, and tokens whose
+  /// save failed get one last bounded save attempt. Keep the io_context running for that.
   ~client();
   client(client&&) noexcept;
   client& operator=(client&&) noexcept;

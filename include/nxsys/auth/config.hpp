@@ -89,7 +89,9 @@ struct client_config {
   std::chrono::milliseconds max_idle_connection{60'000};
   /// After a failed refresh, calls within this interval get that failure at once (the same
   /// error and diagnostics) instead of a new request: a down or refusing server sees at most
-  /// one attempt per interval however many callers loop. 0 disables it.
+  /// one attempt per interval however many callers loop. 0 disables it. A server's
+  /// Retry-After is honoured the same way, across refreshes, whatever this says; after
+  /// invalid_grant no request presents that refresh token again (see client::set_refresh_token).
   std::chrono::milliseconds min_retry_spacing{1'000};
 
   /// After a failed refresh (server, network or store down, even invalid_grant), callers keep
@@ -113,8 +115,10 @@ struct client_config {
     std::chrono::milliseconds initial_backoff{100};
     std::chrono::milliseconds max_backoff{5'000};
   } retry;
-  /// A refresh (lease wait, store, every attempt and back-off) ends by this deadline, whatever
-  /// its waiters do: cancelling a waiter never cancels the shared refresh.
+  /// A refresh (lease wait, store load and save, every attempt and back-off) ends by this
+  /// deadline, whatever its waiters do: cancelling a waiter never cancels the shared refresh.
+  /// A store step still running then fails the waiters with errc::timeout and is left to finish
+  /// (its result is kept).
   std::chrono::milliseconds refresh_deadline{60'000};
 
   /// Where tokens are kept; nullptr: a memory_store of this client's own. A shared store
@@ -123,8 +127,9 @@ struct client_config {
   std::shared_ptr<token_store> store;
   /// A refresh whose new tokens cannot be saved still hands them out (the old refresh token is
   /// consumed: dropping the new one would lock the user out), reports the failure and retries
-  /// the save. With strict_durability its waiters get errc::store_failed instead, and the
-  /// tokens are served only once a later save succeeds.
+  /// the save (in the background, and first thing at every refresh). With strict_durability
+  /// its waiters get errc::store_failed instead; the tokens are kept, retried the same way, and
+  /// served only once a save succeeds. Destroying the client makes one last save attempt.
   bool strict_durability = false;
   /// First wait before retrying a failed save (doubling, up to a minute).
   std::chrono::milliseconds store_retry_interval{1'000};
