@@ -248,7 +248,7 @@ void client_impl::set_refresh_token(std::string refresh_token) {
   call_decision d;
   {
     std::lock_guard lk(mu_);
-    d = machine_.set_refresh_token(std::move(refresh_token), now());
+    d = machine_.set_refresh_token(std::move(refresh_token));
   }
   log(log_level::info, "refresh token replaced by the application (re-authorization): saving it");
   carry_out(d, 0);

@@ -169,8 +169,7 @@ bool refresh_machine::invalidate(const access_token* rejected) {
   return true;
 }
 
-call_decision refresh_machine::set_refresh_token(std::string refresh_token,
-                                                 clock_type::time_point now) {
+call_decision refresh_machine::set_refresh_token(std::string refresh_token) {
   call_decision d;
   d.what = call_decision::kind::serve;
   if (destroyed_) return d;
@@ -185,17 +184,15 @@ call_decision refresh_machine::set_refresh_token(std::string refresh_token,
   last_failure_ = {};
   last_failure_diag_.reset();
   spacing_until_ = {};
-  (void)now;
+  if (pending_) {
+    wipe(pending_->state.refresh_token);
+    wipe(pending_->state.access_token);
+  }
+  // Saved without an access token: other holders refresh with the new chain on their own.
   pending_ = pending_state{};
   pending_->state.refresh_token = rt_.str();
   pending_->state.generation = gen_;
   pending_->forced = true;
-  if (current_) {
-    // The access token of the old chain stays good until it expires; keep it with the new
-    // refresh token, so other holders reuse it too.
-    pending_->state.access_token = std::string(current_.value());
-    pending_->state.token_type = std::string(current_.type());
-  }
   save_interval_ = policy_.store_retry_interval;
   d.start_driver = phase_ == phase::none;
   d.wake_driver = phase_ == phase::save_wait;

@@ -200,7 +200,7 @@ class refresh_machine {
   bool invalidate(const access_token* rejected);
   /// Re-authorization: `refresh_token` starts a new chain, replaces any other (stored or
   /// dead), and is saved to the store. Returns how to get a driver to save it.
-  call_decision set_refresh_token(std::string refresh_token, clock_type::time_point now);
+  call_decision set_refresh_token(std::string refresh_token);
   /// The client is being destroyed: waiters are aborted by the client; the machine finishes
   /// what must be finished (I3, I4).
   destroy_decision on_destroy();

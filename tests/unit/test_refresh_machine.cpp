@@ -413,7 +413,7 @@ BOOST_AUTO_TEST_CASE(i5_after_invalid_grant_no_request_until_the_token_changes) 
     BOOST_TEST((a.what == kind::done));
   }
   // Re-authorization: the new token is saved (written over the store) and presented.
-  auto d = s.m->set_refresh_token("rt-new", s.now.steady);
+  auto d = s.m->set_refresh_token("rt-new");
   BOOST_TEST(d.start_driver);
   a = s.start();
   s.acquired();

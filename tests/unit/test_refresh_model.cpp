@@ -355,7 +355,7 @@ class simulation {
     store_.value.reset();  // the operator clears the old state with the new authorization
     last_presented_ = -1;
     note("re-authorized");
-    auto d = machine_->set_refresh_token(first_token_, now_.steady);
+    auto d = machine_->set_refresh_token(first_token_);
     if (d.start_driver) {
       if (act_) fail("a second driver was asked for");
       take(machine_->start(now_));
