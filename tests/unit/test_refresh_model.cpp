@@ -340,6 +340,9 @@ class simulation {
     const long after = server_.index_of(next.refresh_token);
     if (after < before) fail("I2: the store went back from " + store_.value->refresh_token);
     note("save " + next.refresh_token + " (generation " + std::to_string(next.generation) + ")");
+    // The store holds the server's chain again: whatever put it at risk is over, and a later
+    // revocation would need a new excuse.
+    if (next.refresh_token == server_.chain[server_.current]) at_risk_ = false;
     store_.value = std::move(next);
     take(machine_->on_saved({}, {}, now_));
   }
