@@ -25,12 +25,6 @@ namespace asio = boost::asio;
 using boost::system::error_code;
 
 namespace {
-// The value a failed store step hands back besides its error and diagnostics.
-template <class T>
-struct empty_result {
-  static T make() { return T{}; }
-};
-
 // I7: a store is user code. An operation that throws, or drops its handler without calling
 // it, ends as a typed error of that step (errc::internal, with what happened) instead of an
 // exception escaping Asio's coroutine machinery or a refresh that never ends. The store gets a
@@ -53,7 +47,7 @@ struct store_step {
     diagnostics d;
     d.client_message = "the token store's " + step + " " + what;
     asio::post(strand, [h = std::move(handler), d = std::move(d)]() mutable {
-      std::move(h)(make_error_code(errc::internal), empty_result<Values>::make()..., std::move(d));
+      std::move(h)(make_error_code(errc::internal), Values{}..., std::move(d));
     });
   }
   ~store_step() { fail("dropped its completion handler"); }
