@@ -336,7 +336,7 @@ BOOST_AUTO_TEST_CASE(a_client_destroyed_before_its_request_is_written_sends_noth
 // consumed token, and the next client would revoke the chain by presenting it.
 BOOST_AUTO_TEST_CASE(a_client_destroyed_after_the_write_saves_the_answer_that_comes_later) {
   mock_server server(rotating());
-  server.set_latency(300ms);
+  server.set_latency(1000ms);  // long enough that the check below sees it unanswered
   asio::io_context ctx;
   auto store = std::make_shared<na::memory_store>(ctx.get_executor());
   auto cfg = config_for(server, rotating());
