@@ -12,6 +12,7 @@
 #include <boost/asio/use_awaitable.hpp>
 
 #include <exception>
+#include <tuple>
 
 // GCC 12 pairs the aligned_alloc inside Asio's coroutine-frame operator new with the frame's
 // sized operator delete and reports a mismatch that is not there (GCC bug 109224): the frame
@@ -181,19 +182,23 @@ asio::awaitable<void> client_impl::drive(std::shared_ptr<client_impl> self) {
   guard.armed = false;
 }
 
+// Results are tied into plain variables, not structured bindings: clang 14 cannot capture a
+// binding in the lambdas below.
 asio::awaitable<action> client_impl::perform(action a, refresh_lease& lease) {
+  error_code ec;
+  diagnostics diag;
   switch (a.what) {
     case action::kind::acquire: {
       // Cancellable: a destroyed client must not wait out another holder's refresh.
-      auto [ec, l, diag] = co_await guarded<refresh_lease>(strand_, "lease", [&](auto h) {
+      std::tie(ec, lease, diag) = co_await guarded<refresh_lease>(strand_, "lease", [&](auto h) {
         store_->async_acquire(to_steady(a.deadline),
                               asio::bind_cancellation_slot(lease_cancel_.slot(), std::move(h)));
       });
-      lease = std::move(l);
       co_return advance([&](refresh_machine& m) { return m.on_acquired(ec, diag, now_instant()); });
     }
     case action::kind::load: {
-      auto [ec, stored, diag] = co_await guarded<std::optional<stored_tokens>>(
+      std::optional<stored_tokens> stored;
+      std::tie(ec, stored, diag) = co_await guarded<std::optional<stored_tokens>>(
           strand_, "load", [&](auto h) { store_->async_load(std::move(h)); });
       co_return advance([&](refresh_machine& m) {
         return m.on_loaded(ec, diag, std::move(stored), now_instant());
@@ -207,7 +212,7 @@ asio::awaitable<action> client_impl::perform(action a, refresh_lease& lease) {
       co_return advance([&](refresh_machine& m) { return m.on_waited(now_instant()); });
     }
     case action::kind::save: {
-      auto [ec, diag] = co_await guarded<>(strand_, "save", [&](auto h) {
+      std::tie(ec, diag) = co_await guarded<>(strand_, "save", [&](auto h) {
         store_->async_save(std::move(a.next), std::string(a.expected.view()), std::move(h));
       });
       co_return advance([&](refresh_machine& m) { return m.on_saved(ec, diag, now_instant()); });
