@@ -226,15 +226,17 @@ void client_impl::wait(std::unique_ptr<token_flight::waiter> w) {
 // watchdog of a flight it opened.
 void client_impl::carry_out(const call_decision& d, std::uint64_t flight_serial) {
   if (d.open_flight) arm_watchdog(flight_serial);
-  if (d.start_driver) {
-    auto self = shared_from_this();
-    asio::co_spawn(strand_, drive(self), [self](std::exception_ptr e) {
-      // drive() catches what its steps throw; this is the driver's own frame failing.
-      if (e) self->log(log_level::error, "the refresh driver ended with an exception");
-    });
-  }
+  if (d.start_driver) spawn_driver();
   if (d.wake_driver)
     asio::post(strand_, [self = shared_from_this()] { self->wait_timer_.cancel(); });
+}
+
+void client_impl::spawn_driver() {
+  auto self = shared_from_this();
+  asio::co_spawn(strand_, drive(self), [self](std::exception_ptr e) {
+    // drive() catches what its steps throw; this is the driver's own frame failing.
+    if (e) self->log(log_level::error, "the refresh driver ended with an exception");
+  });
 }
 
 bool client_impl::invalidate(const access_token* rejected) {
@@ -269,6 +271,8 @@ void client_impl::shutdown() {
     log(log_level::info, "client destroyed: " + std::to_string(aborted) +
                              " waiting call(s) completed with operation_aborted");
   waiters.complete(asio::error::operation_aborted, {});
+  // I3: tokens still unsaved and no driver (the last one ended in an internal error).
+  if (d.start_driver) spawn_driver();
   // I4: a request already written is left to finish, and a pending save gets its last try;
   // only what has not reached anyone is stopped.
   asio::post(strand_, [self = shared_from_this(), d] {

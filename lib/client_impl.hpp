@@ -65,6 +65,7 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
   replica* renew_replica(replica* r);
   void maybe_refresh_ahead(std::uint64_t version, std::uint64_t serial);
   void carry_out(const call_decision& d, std::uint64_t flight_serial);
+  void spawn_driver();
 
   // -- the driver (refresh.cpp), on strand_: carries out the machine's actions
   static boost::asio::awaitable<void> drive(std::shared_ptr<client_impl> self);

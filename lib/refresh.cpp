@@ -68,8 +68,7 @@ struct forwarder {
 
 template <class... Values, class Call>
 auto guarded(asio::strand<asio::any_io_executor> strand, const char* step, Call call) {
-  return asio::async_initiate<decltype(deferred_tuple),
-                              void(error_code, Values..., diagnostics)>(
+  return asio::async_initiate<decltype(deferred_tuple), void(error_code, Values..., diagnostics)>(
       [strand, step](auto handler, Call call) {
         using step_type = store_step<decltype(handler), Values...>;
         auto s = std::make_shared<step_type>(std::move(handler), step, strand);

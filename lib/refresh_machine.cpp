@@ -209,6 +209,8 @@ destroy_decision refresh_machine::on_destroy() {
   d.cancel_acquire = phase_ == phase::acquiring;
   d.cancel_wait = phase_ == phase::backoff || phase_ == phase::save_wait;
   d.cancel_unwritten_request = phase_ == phase::requesting;
+  d.start_driver = phase_ == phase::none && pending_.has_value();
+  if (d.start_driver) phase_ = phase::acquiring;  // the driver's start() follows
   return d;
 }
 

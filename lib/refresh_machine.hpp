@@ -180,6 +180,9 @@ struct destroy_decision {
   bool cancel_wait = false;     ///< a back-off or a wait between save retries
   /// A request in progress is cancelled only if it was not written yet (I4).
   bool cancel_unwritten_request = false;
+  /// No driver runs, but tokens wait for their save: the client spawns one for the last
+  /// attempt (I3).
+  bool start_driver = false;
 };
 
 class refresh_machine {

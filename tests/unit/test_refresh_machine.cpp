@@ -481,6 +481,25 @@ BOOST_AUTO_TEST_CASE(i6_a_stored_value_that_would_inject_a_header_is_store_corru
 
 // -- I7
 
+BOOST_AUTO_TEST_CASE(i3_destruction_without_a_driver_still_saves_what_is_pending) {
+  script s;
+  s.caller();
+  s.to_request();
+  s.answer("at-1", "rt-1");
+  s.saved(make_error_code(na::errc::store_failed));
+  s.m->on_internal_error("a step threw: boom", s.now);  // the driver is gone, rt-1 unsaved
+  BOOST_TEST(!s.m->driver_alive());
+  const auto d = s.m->on_destroy();
+  BOOST_TEST(d.start_driver);
+  auto a = s.start();
+  BOOST_REQUIRE((a.what == kind::acquire));
+  s.acquired();
+  a = s.loaded(std::nullopt);
+  BOOST_REQUIRE((a.what == kind::save));
+  BOOST_TEST(a.next.refresh_token == "rt-1");
+  BOOST_TEST((s.saved().what == kind::done));
+}
+
 BOOST_AUTO_TEST_CASE(i7_an_internal_error_ends_the_flight_with_errc_internal) {
   script s;
   s.caller();

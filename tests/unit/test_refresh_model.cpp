@@ -213,6 +213,10 @@ class simulation {
     note("destroy");
     const auto d = machine_->on_destroy();
     waiters_ = 0;  // aborted by the client
+    if (d.start_driver) {
+      if (act_) fail("a second driver was asked for at destruction");
+      take(machine_->start(now_));
+    }
     for (int guard = 0; act_ && guard < 200; ++guard) {
       if (d.cancel_acquire && act_->what == kind::acquire) {
         take(machine_->on_acquired(error_code(ECANCELED, boost::system::system_category()), {},
