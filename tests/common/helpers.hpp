@@ -15,9 +15,11 @@
 #include <atomic>
 #include <chrono>
 #include <exception>
+#include <filesystem>
 #include <memory>
 #include <mutex>
 #include <set>
+#include <stdlib.h>
 #include <string>
 #include <thread>
 #include <vector>
@@ -43,6 +45,42 @@ inline client_config config_for(const mock_server& server, const mock_server_opt
   cfg.refresh_ahead_fraction = 0;
   return cfg;
 }
+
+/// A token_store that forwards to a memory_store of its own. Tests derive from it and override
+/// the operations they script (a failing save, a slow one, a load that never answers).
+class forwarding_store : public token_store {
+ public:
+  explicit forwarding_store(boost::asio::any_io_executor ex) : inner_(ex), ex_(std::move(ex)) {}
+
+ protected:
+  void do_load(boost::asio::any_completion_handler<load_signature> h) override {
+    inner_.async_load(std::move(h));
+  }
+  void do_acquire(std::chrono::steady_clock::time_point deadline,
+                  boost::asio::any_completion_handler<acquire_signature> h) override {
+    inner_.async_acquire(deadline, std::move(h));
+  }
+  void do_save(stored_tokens next, std::string expected,
+               boost::asio::any_completion_handler<save_signature> h) override {
+    inner_.async_save(std::move(next), std::move(expected), std::move(h));
+  }
+
+  memory_store inner_;
+  boost::asio::any_io_executor ex_;
+};
+
+/// A temporary directory, removed with everything in it.
+struct temp_directory {
+  std::filesystem::path path;
+  temp_directory() {
+    char tmpl[] = "/tmp/nxsys-test-XXXXXX";
+    path = ::mkdtemp(tmpl);
+  }
+  ~temp_directory() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+};
 
 /// A server that rotates the refresh token on every refresh and revokes the whole chain when a
 /// rotated-away token comes back (no grace): the one that punishes a lost chain.

@@ -22,9 +22,9 @@ namespace {
 enum class fault { none, hang, drop, throw_ };
 
 // A memory_store whose loads or saves misbehave as the test says.
-class broken_store final : public na::token_store {
+class broken_store final : public forwarding_store {
  public:
-  explicit broken_store(asio::any_io_executor ex) : inner_(ex) {}
+  explicit broken_store(asio::any_io_executor ex) : forwarding_store(std::move(ex)) {}
 
   fault on_load = fault::none;
   fault on_save = fault::none;
@@ -45,19 +45,12 @@ class broken_store final : public na::token_store {
     }
     inner_.async_load(std::move(h));
   }
-  void do_acquire(std::chrono::steady_clock::time_point deadline,
-                  asio::any_completion_handler<acquire_signature> h) override {
-    inner_.async_acquire(deadline, std::move(h));
-  }
   void do_save(na::stored_tokens next, std::string expected,
                asio::any_completion_handler<save_signature> h) override {
     if (on_save == fault::throw_) throw std::runtime_error("the disk is on fire");
     if (on_save == fault::drop) return;
     inner_.async_save(std::move(next), std::move(expected), std::move(h));
   }
-
- private:
-  na::memory_store inner_;
 };
 
 }  // namespace

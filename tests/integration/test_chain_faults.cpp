@@ -34,9 +34,9 @@ namespace {
 
 // A memory_store behind switches the tests flip: saves that fail, a save that completes late, a
 // hook run as a save starts, and a value every load returns instead of the stored state.
-class scripted_store final : public na::token_store {
+class scripted_store final : public forwarding_store {
  public:
-  explicit scripted_store(asio::any_io_executor ex) : inner_(ex), ex_(std::move(ex)) {}
+  explicit scripted_store(asio::any_io_executor ex) : forwarding_store(std::move(ex)) {}
 
   std::atomic<bool> broken{false};  // saves fail with store_failed
   std::atomic<int> saves_started{0};
@@ -51,10 +51,6 @@ class scripted_store final : public na::token_store {
       return;
     }
     inner_.async_load(std::move(h));
-  }
-  void do_acquire(std::chrono::steady_clock::time_point deadline,
-                  asio::any_completion_handler<acquire_signature> h) override {
-    inner_.async_acquire(deadline, std::move(h));
   }
   void do_save(na::stored_tokens next, std::string expected,
                asio::any_completion_handler<save_signature> h) override {
@@ -76,22 +72,6 @@ class scripted_store final : public na::token_store {
       return;
     }
     inner_.async_save(std::move(next), std::move(expected), std::move(h));
-  }
-
- private:
-  na::memory_store inner_;
-  asio::any_io_executor ex_;
-};
-
-struct temp_dir {
-  std::filesystem::path path;
-  temp_dir() {
-    char tmpl[] = "/tmp/nxsys-faults-XXXXXX";
-    path = ::mkdtemp(tmpl);
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
   }
 };
 
@@ -295,7 +275,7 @@ BOOST_AUTO_TEST_CASE(saves_failing_for_three_rotations_lose_no_link_of_the_chain
 BOOST_AUTO_TEST_CASE(saves_failing_for_three_rotations_lose_no_link_of_the_chain_in_a_file) {
   mock_server server(rotating());
   asio::io_context ctx;
-  temp_dir dir;
+  temp_directory dir;
   auto store = std::make_shared<na::file_store>((dir.path / "tokens.json").string());
   std::optional<file_size_limit> limit;  // lifted at the end of the test whatever happens
   saves_fail_for_three_rotations(ctx, server, store, [&](bool b) {
@@ -405,7 +385,7 @@ BOOST_AUTO_TEST_CASE(a_client_destroyed_during_the_save_lets_the_save_finish) {
 BOOST_AUTO_TEST_CASE(strict_durability_with_failing_saves_fails_the_waiter_and_keeps_the_chain) {
   mock_server server(rotating());
   asio::io_context ctx;
-  temp_dir dir;
+  temp_directory dir;
   const auto path = (dir.path / "tokens.json").string();
   auto cfg = config_for(server, rotating());
   cfg.store = std::make_shared<na::file_store>(path);
@@ -575,7 +555,7 @@ BOOST_AUTO_TEST_CASE(after_invalid_grant_a_thousand_looping_callers_send_nothing
 
 BOOST_AUTO_TEST_CASE(a_stored_access_token_holding_cr_lf_is_store_corrupt_and_never_sent) {
   mock_server server(rotating());
-  temp_dir dir;
+  temp_directory dir;
   const auto path = (dir.path / "tokens.json").string();
   const auto write_injecting_file = [&] {
     const auto expires_ms = std::chrono::duration_cast<std::chrono::milliseconds>(

@@ -19,9 +19,9 @@ namespace {
 
 // A memory_store the test can script: failing saves, a stale first load (as a lagging replica
 // of a shared store would give), and a record of what was saved when.
-class scripted_store final : public na::token_store {
+class scripted_store final : public forwarding_store {
  public:
-  explicit scripted_store(asio::any_io_executor ex) : inner_(ex), ex_(ex) {}
+  explicit scripted_store(asio::any_io_executor ex) : forwarding_store(std::move(ex)) {}
 
   std::atomic<int> fail_saves{0};
   std::atomic<int> stale_loads{0};
@@ -51,10 +51,6 @@ class scripted_store final : public na::token_store {
     }
     inner_.async_load(std::move(h));
   }
-  void do_acquire(std::chrono::steady_clock::time_point deadline,
-                  asio::any_completion_handler<acquire_signature> h) override {
-    inner_.async_acquire(deadline, std::move(h));
-  }
   void do_save(na::stored_tokens next, std::string expected,
                asio::any_completion_handler<save_signature> h) override {
     if (served != nullptr) served_at_last_save = served->load();
@@ -66,22 +62,6 @@ class scripted_store final : public na::token_store {
     }
     ++saves;
     inner_.async_save(std::move(next), std::move(expected), std::move(h));
-  }
-
- private:
-  na::memory_store inner_;
-  asio::any_io_executor ex_;
-};
-
-struct temp_dir {
-  std::filesystem::path path;
-  temp_dir() {
-    char tmpl[] = "/tmp/nxsys-store-XXXXXX";
-    path = ::mkdtemp(tmpl);
-  }
-  ~temp_dir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
   }
 };
 
@@ -184,7 +164,7 @@ BOOST_AUTO_TEST_CASE(strict_durability_fails_the_waiters_and_serves_once_saved) 
 // the next refresh uses the rotated refresh token, not the consumed one in its configuration.
 BOOST_AUTO_TEST_CASE(a_restarted_process_continues_from_the_file) {
   mock_server server(rotating());
-  temp_dir dir;
+  temp_directory dir;
   const auto path = (dir.path / "tokens.json").string();
   auto cfg = config_for(server, rotating());
   std::string first_token;
@@ -211,7 +191,7 @@ BOOST_AUTO_TEST_CASE(a_restarted_process_continues_from_the_file) {
 
 BOOST_AUTO_TEST_CASE(a_corrupt_file_is_an_error_never_a_fallback_to_the_configured_token) {
   mock_server server(rotating());
-  temp_dir dir;
+  temp_directory dir;
   const auto path = (dir.path / "tokens.json").string();
   auto store = std::make_shared<na::file_store>(path);  // no file yet: fine
   {
@@ -303,7 +283,7 @@ BOOST_AUTO_TEST_CASE(a_destroyed_client_stops_waiting_for_the_lease) {
     BOOST_TEST_CONTEXT((file ? "file_store" : "memory_store")) {
       mock_server server;
       asio::io_context ctx;
-      temp_dir dir;
+      temp_directory dir;
       std::shared_ptr<na::token_store> store;
       if (file)
         store = std::make_shared<na::file_store>((dir.path / "tokens.json").string());
