@@ -125,20 +125,6 @@ std::string stored_refresh_token(asio::io_context& ctx, na::token_store& store) 
   return s ? s->refresh_token : std::string();
 }
 
-// Runs `ctx` in 1 ms slices until `pred` holds; false if it did not within `limit`. For a test
-// that must act at a stage of a refresh (the request at the server, a save started).
-template <class Pred>
-bool run_until(asio::io_context& ctx, Pred pred, std::chrono::milliseconds limit = 10s) {
-  const auto end = std::chrono::steady_clock::now() + limit;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() >= end) return false;
-    ctx.restart();
-    ctx.run_for(1ms);
-    if (ctx.stopped()) std::this_thread::sleep_for(1ms);  // out of work: the server is slower
-  }
-  return true;
-}
-
 bool no_duplicates(const std::vector<std::string>& v) {
   return std::set<std::string>(v.begin(), v.end()).size() == v.size();
 }

@@ -52,21 +52,6 @@ int error_replies(const redis_server& r, const std::string& code) {
   return at == std::string::npos ? 0 : std::atoi(info.c_str() + at + field.size());
 }
 
-// Runs `ctx` in 1 ms slices until `pred` holds; false if it did not within `limit`. Unlike
-// run_bounded it does not wait for all work to end: while saves fail, the client retries them
-// in the background for ever.
-template <class Pred>
-bool run_until(asio::io_context& ctx, Pred pred, std::chrono::milliseconds limit = 20s) {
-  const auto end = std::chrono::steady_clock::now() + limit;
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() >= end) return false;
-    ctx.restart();
-    ctx.run_for(1ms);
-    if (ctx.stopped()) std::this_thread::sleep_for(1ms);  // out of work: others are slower
-  }
-  return true;
-}
-
 // A token() call started now, and what it gave once `done`.
 struct call {
   attempt result;
@@ -89,14 +74,6 @@ std::shared_ptr<call> start_token(asio::io_context& ctx, na::client& c) {
       },
       asio::detached);
   return out;
-}
-
-// One token() call, run until it completes (not until the client's other work ends).
-attempt token_now(asio::io_context& ctx, na::client& c) {
-  auto pending = start_token(ctx, c);
-  BOOST_REQUIRE(run_until(
-      ctx, [&] { return pending->done; }, 30s));
-  return pending->result;
 }
 
 // One store operation with its diagnostics, run to completion (bounded).
@@ -144,7 +121,7 @@ bool no_duplicates(const std::vector<std::string>& v) {
 void serves_again(asio::io_context& ctx, na::client& c, const mock_server& server,
                   const redis_server& redis) {
   c.invalidate();
-  const auto a = token_now(ctx, c);
+  const auto a = token_until_done(ctx, c);
   BOOST_TEST(!a.ec, a.what);
   BOOST_TEST(a.token.value() == server.last_access_token());
   BOOST_TEST(server.stats().reuse_detected == 0u);
@@ -183,7 +160,7 @@ BOOST_AUTO_TEST_CASE(local_fallback_writes_its_newer_chain_over_the_old_state_re
   redis.stop(SIGTERM);
   for (int i = 0; i < 2; ++i) {
     c.invalidate();
-    const auto a = token_now(ctx, c);
+    const auto a = token_until_done(ctx, c);
     // The saves fail; the local lease and the state the store last saw serve.
     BOOST_TEST(!a.ec, a.what);
     BOOST_TEST(a.token.value() == server.last_access_token());
@@ -267,7 +244,7 @@ BOOST_AUTO_TEST_CASE(readonly_past_the_command_timeout_fails_the_refresh_with_re
                 "OK");
   const int readonly_before = error_replies(redis, "READONLY");
 
-  const auto a = token_now(ctx, c);
+  const auto a = token_until_done(ctx, c);
   BOOST_TEST(a.ec == na::errc::store_failed, a.what);
   BOOST_TEST(contains(a.what, "READONLY You can't write against a read only replica"), a.what);
   BOOST_TEST(contains(a.what, "redis 127.0.0.1:" + std::to_string(redis.port()) + ": "), a.what);
@@ -406,7 +383,7 @@ BOOST_AUTO_TEST_CASE(a_stored_access_token_holding_cr_lf_is_store_corrupt_and_ne
   cfg.store = std::make_shared<na::redis_store>(ctx.get_executor(), store_options(redis));
   na::client c(ctx.get_executor(), cfg);
 
-  const auto a = token_now(ctx, c);
+  const auto a = token_until_done(ctx, c);
   BOOST_TEST(a.ec == na::errc::store_corrupt, a.what);
   BOOST_TEST(!contains(a.what, "X-Injected"), a.what);  // no value quoted
   BOOST_TEST(server.stats().requests == 0u);
