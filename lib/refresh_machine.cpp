@@ -74,10 +74,15 @@ refresh_machine::refresh_machine(refresh_policy policy, std::string initial_refr
       save_interval_(policy.store_retry_interval) {}
 
 refresh_machine::~refresh_machine() {
-  if (pending_) {
-    wipe(pending_->state.refresh_token);
-    wipe(pending_->state.access_token);
-  }
+  drop_pending();
+}
+
+// The pending state's tokens are overwritten before it goes.
+void refresh_machine::drop_pending() noexcept {
+  if (!pending_) return;
+  wipe(pending_->state.refresh_token);
+  wipe(pending_->state.access_token);
+  pending_.reset();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -184,10 +189,7 @@ call_decision refresh_machine::set_refresh_token(std::string refresh_token) {
   last_failure_ = {};
   last_failure_diag_.reset();
   spacing_until_ = {};
-  if (pending_) {
-    wipe(pending_->state.refresh_token);
-    wipe(pending_->state.access_token);
-  }
+  drop_pending();
   // Saved without an access token: other holders refresh with the new chain on their own.
   pending_ = pending_state{};
   pending_->state.refresh_token = rt_.str();
@@ -382,9 +384,7 @@ action refresh_machine::reconcile(std::optional<stored_tokens> stored, instant n
                       "the token store holds a newer refresh token (generation " +
                           std::to_string(s.generation) + ") than our unsaved one (generation " +
                           std::to_string(our_gen) + "): continuing with the stored chain"});
-    wipe(pending_->state.refresh_token);
-    wipe(pending_->state.access_token);
-    pending_.reset();
+    drop_pending();
     answer_.reset();
   }
   rt_ = secret_string(std::string_view(s.refresh_token));
@@ -503,10 +503,7 @@ action refresh_machine::on_answer(protocol::token_response answer, clock_type::t
   t.scope = std::move(answer.scope);
   t.extra = std::move(answer.extra);
   // The new state supersedes any older pending one: it carries the newest refresh token.
-  if (pending_) {
-    wipe(pending_->state.refresh_token);
-    wipe(pending_->state.access_token);
-  }
+  drop_pending();
   pending_ = pending_state{to_stored(t, now), std::nullopt, false};
   answer_ = std::move(t);
   if (destroyed_) final_attempt_ = true;  // I4: saved with the lease this run holds
@@ -527,9 +524,7 @@ action refresh_machine::on_saved(error_code ec, const diagnostics& diag, instant
     ++stats_.store_saves;
     store_rt_ = secret_string(std::string_view(pending_->state.refresh_token));
     auto unpublished = std::move(pending_->unpublished);
-    wipe(pending_->state.refresh_token);
-    wipe(pending_->state.access_token);
-    pending_.reset();
+    drop_pending();
     save_interval_ = policy_.store_retry_interval;
     if (store_ec_ || unpublished)
       a.logs.push_back({log_level::info, "the new tokens are saved now (after a failed save)"});
