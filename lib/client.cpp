@@ -136,13 +136,12 @@ client_impl::client_impl(asio::any_io_executor ex, client_config cfg, protocol::
       watchdog_(strand_),
       flight_(ex_),
       transport_(strand_, std::move(ep), cfg_) {
-  wipe(cfg_.refresh_token);
-  secret_encoded_ = protocol::form_urlencode(cfg_.client_secret);
+  wipe_all(cfg_.refresh_token);  // what the move left in its short-string buffer
+  secret_encoded_ = secret_string(protocol::form_urlencode(cfg_.client_secret));
 }
 
 client_impl::~client_impl() {
-  wipe(cfg_.client_secret);
-  wipe(secret_encoded_);
+  wipe_all(cfg_.client_secret);
 }
 
 // A logger that throws must not break a refresh.

@@ -1,6 +1,7 @@
 // One Beast HTTP/1.1 connection over TCP or TLS, with timeouts, answer limits and host checks.
 #include "connection.hpp"
 #include "completion_tokens.hpp"
+#include "secret_string.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_executor.hpp>
@@ -65,7 +66,7 @@ void wipe_authorization(http::fields& h) noexcept {
     if (f.name() != http::field::authorization) continue;
     const auto v = f.value();
     // The value lives in the field's own allocation, which Beast hands out read-only.
-    if (!v.empty()) OPENSSL_cleanse(const_cast<char*>(v.data()), v.size());
+    wipe_bytes(const_cast<char*>(v.data()), v.size());
   }
 }
 
@@ -95,6 +96,19 @@ void http_connection::close() noexcept {
     tcp_.reset();
   }
   buffer_.clear();
+  wipe_read_buffer();
+}
+
+void http_connection::wipe_read_buffer() noexcept {
+  // prepare() of at most the spare capacity never reallocates; consumed bytes lie in it too,
+  // since a fully consumed flat_buffer starts again at the beginning of its storage.
+  const auto spare = buffer_.capacity() - buffer_.size();
+  if (spare == 0) return;
+  try {
+    const auto b = buffer_.prepare(spare);
+    wipe_bytes(b.data(), b.size());
+  } catch (...) {  // only past max_size, which spare never is
+  }
 }
 
 void http_connection::cancel() noexcept {

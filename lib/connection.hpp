@@ -99,7 +99,12 @@ class http_connection {
   /// Makes an operation in progress end with operation_aborted (the owner closes afterwards),
   /// also when it is between two steps of connect().
   void cancel() noexcept;
+  /// Closes the sockets; the read buffer is wiped (see wipe_read_buffer()).
   void close() noexcept;
+  /// Overwrites what the read buffer holds beyond its unread bytes: the answers read so far,
+  /// which for a token endpoint carry tokens. The buffer keeps its storage between exchanges,
+  /// so without this the last answer would stay in memory until the next one overwrote it.
+  void wipe_read_buffer() noexcept;
 
  private:
   using tls_stream = boost::asio::ssl::stream<boost::beast::tcp_stream>;

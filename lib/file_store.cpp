@@ -5,7 +5,7 @@
 
 #include "diag.hpp"
 #include "state_codec.hpp"
-#include "text.hpp"
+#include "secret_string.hpp"
 
 #include <boost/asio/any_completion_executor.hpp>
 #include <boost/asio/associated_cancellation_slot.hpp>
@@ -71,11 +71,6 @@ class unique_fd {
   int fd_;
 };
 
-struct wipe_on_exit {
-  std::string& s;
-  ~wipe_on_exit() { detail::wipe(s); }
-};
-
 // The file's state: nullopt when there is no file. Blocking.
 error_code read_state(const std::string& path, std::optional<stored_tokens>& out,
                       diagnostics& diag) {
@@ -90,17 +85,15 @@ error_code read_state(const std::string& path, std::optional<stored_tokens>& out
   if (!S_ISREG(st.st_mode)) return fail(errc::store_failed, diag, path + ": not a regular file");
 
   // Sized from fstat, grown if the file grows meanwhile; every buffer left behind is wiped.
-  std::string buf(std::min<std::size_t>(static_cast<std::size_t>(st.st_size), max_file_bytes) + 1,
-                  '\0');
-  wipe_on_exit w{buf};
+  detail::secret_string buf(std::string(
+      std::min<std::size_t>(static_cast<std::size_t>(st.st_size), max_file_bytes) + 1, '\0'));
   std::size_t len = 0;
   for (;;) {
     if (len == buf.size()) {
       if (buf.size() > max_file_bytes) return corrupt(diag, path, "larger than 1 MiB");
-      std::string bigger(std::min(buf.size() * 2, max_file_bytes + 1), '\0');
+      detail::secret_string bigger(std::string(std::min(buf.size() * 2, max_file_bytes + 1), '\0'));
       std::memcpy(bigger.data(), buf.data(), len);
-      detail::wipe(buf);
-      buf.swap(bigger);
+      buf = std::move(bigger);
     }
     const auto n = ::read(fd.get(), buf.data() + len, buf.size() - len);
     if (n < 0) {
@@ -111,7 +104,7 @@ error_code read_state(const std::string& path, std::optional<stored_tokens>& out
     len += static_cast<std::size_t>(n);
   }
   stored_tokens t;
-  if (auto ec = detail::parse_stored_tokens(std::string_view(buf.data(), len), path, t, diag))
+  if (auto ec = detail::parse_stored_tokens(buf.view().substr(0, len), path, t, diag))
     return ec;
   out = std::move(t);
   return {};
@@ -190,8 +183,8 @@ error_code replace_file(const std::string& path, std::string_view bytes, diagnos
 
 // Compare-and-set. Saves of one process are serialized on its store thread; across processes
 // the check and the rename are atomic only among holders of the lease (as the client saves).
-error_code save_state(const std::string& path, stored_tokens& next, const std::string& expected,
-                      diagnostics& diag) {
+error_code save_state(const std::string& path, const stored_tokens& next,
+                      std::string_view expected, diagnostics& diag) {
   if (next.refresh_token.empty()) {
     diag.client_message = "refusing to save an empty refresh token";
     return make_error_code(errc::invalid_argument);
@@ -199,14 +192,11 @@ error_code save_state(const std::string& path, stored_tokens& next, const std::s
   std::optional<stored_tokens> current;
   if (auto ec = read_state(path, current, diag)) return ec;
   if (current) {
-    const bool same = current->refresh_token == expected;
-    detail::wipe(*current);
-    if (!same) return fail(errc::store_conflict, diag, path + ": the stored refresh token changed");
+    if (current->refresh_token != expected) return fail(errc::store_conflict, diag, path + ": the stored refresh token changed");
   }
-  auto bytes = detail::serialize_stored_tokens(next);
-  wipe_on_exit w{bytes};
+  const auto bytes = detail::serialize_stored_tokens(next);
   if (bytes.empty()) return fail(errc::store_failed, diag, "cannot serialize the tokens");
-  return replace_file(path, bytes, diag);
+  return replace_file(path, bytes.view(), diag);
 }
 
 using completion_executor = asio::any_completion_executor;
@@ -311,7 +301,6 @@ file_store::file_store(std::string path, file_store_options opts) {
   }
   std::optional<stored_tokens> current;
   if (auto ec = read_state(path, current, diag)) throw error_with_diagnostics(ec, diag);
-  if (current) detail::wipe(*current);
   s_ = std::make_shared<state>(std::move(path), opts);
 }
 
@@ -366,12 +355,11 @@ void file_store::do_acquire(clock_type::time_point deadline,
 void file_store::do_save(stored_tokens next, std::string expected,
                          asio::any_completion_handler<save_signature> h) {
   auto work = tracked_executor(h, s_->io);
-  asio::post(s_->io, [s = s_.get(), next = std::move(next), expected = std::move(expected),
-                      h = std::move(h), work = std::move(work)]() mutable {
+  asio::post(s_->io, [s = s_.get(), next = std::move(next),
+                      expected = detail::secret_string(std::move(expected)), h = std::move(h),
+                      work = std::move(work)]() mutable {
     diagnostics diag;
-    const auto ec = save_state(s->path, next, expected, diag);
-    detail::wipe(next);
-    detail::wipe(expected);
+    const auto ec = save_state(s->path, next, expected.view(), diag);
     complete(work, std::move(h), ec, std::move(diag));
   });
 }

@@ -2,7 +2,7 @@
 #include <nxsys/auth/error.hpp>
 #include <nxsys/auth/token_store.hpp>
 
-#include "text.hpp"
+#include "secret_string.hpp"
 
 #include <boost/asio/append.hpp>
 #include <boost/asio/associated_cancellation_slot.hpp>
@@ -28,12 +28,6 @@ void complete_later(const asio::any_io_executor& ex, Handler h, Args&&... args) 
 
 struct memory_store::state : std::enable_shared_from_this<state> {
   explicit state(asio::any_io_executor e) : ex(std::move(e)), timers(asio::make_strand(ex)) {}
-  ~state() {
-    if (value) {
-      detail::wipe(value->refresh_token);
-      detail::wipe(value->access_token);
-    }
-  }
 
   struct pending {
     asio::any_completion_handler<acquire_signature> handler;
@@ -134,23 +128,15 @@ void memory_store::do_acquire(std::chrono::steady_clock::time_point deadline,
 
 void memory_store::do_save(stored_tokens next, std::string expected,
                            asio::any_completion_handler<save_signature> h) {
+  const detail::secret_string want(std::move(expected));
   error_code ec;
   {
     std::lock_guard lk(s_->mu);
-    if (s_->value && s_->value->refresh_token != expected) {
+    if (s_->value && s_->value->refresh_token != want.view()) {
       ec = make_error_code(errc::store_conflict);
     } else {
-      if (s_->value) {
-        detail::wipe(s_->value->refresh_token);
-        detail::wipe(s_->value->access_token);
-      }
       s_->value = std::move(next);
     }
-  }
-  detail::wipe(expected);
-  if (ec) {
-    detail::wipe(next.refresh_token);
-    detail::wipe(next.access_token);
   }
   diagnostics diag;
   if (ec) diag.client_message = "the memory store holds another refresh token than expected";

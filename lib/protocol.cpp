@@ -2,6 +2,7 @@
 #include <nxsys/auth/protocol.hpp>
 
 #include "diag.hpp"
+#include "secret_string.hpp"
 #include "text.hpp"
 
 #include <boost/json/object.hpp>
@@ -15,6 +16,7 @@
 #include <cctype>
 #include <charconv>
 #include <cmath>
+#include <utility>
 
 namespace nxsys::auth::protocol {
 using detail::fail;
@@ -125,12 +127,11 @@ error_code parse_error_answer(unsigned status, std::string_view body, diagnostic
   return fail(errc::unexpected_status, diag, "the answer carries no OAuth error");
 }
 
-}  // namespace
-
-std::string form_urlencode(std::string_view s) {
+// Appends the encoding of `s` to `out`. A caller whose `out` holds credentials reserves the
+// whole length first: growing it here would free a buffer holding them without overwriting it.
+void append_form_urlencoded(std::string& out, std::string_view s) {
   static constexpr char hex[] = "0123456789ABCDEF";
-  std::string out;
-  out.reserve(s.size() + s.size() / 2);
+  out.reserve(out.size() + 3 * s.size());
   for (unsigned char c : s) {
     if (is_unreserved(c)) {
       out.push_back(static_cast<char>(c));
@@ -142,27 +143,37 @@ std::string form_urlencode(std::string_view s) {
       out.push_back(hex[c & 0xF]);
     }
   }
+}
+}  // namespace
+
+std::string form_urlencode(std::string_view s) {
+  std::string out;
+  append_form_urlencoded(out, s);
   return out;
 }
 
 std::string build_refresh_body(std::string_view refresh_token, std::string_view client_id,
                                std::string_view client_secret) {
-  return build_refresh_request(dialect::nxsys, client_authentication::request_body, refresh_token,
-                               client_id, client_secret)
-      .body;
+  auto r = build_refresh_request(dialect::nxsys, client_authentication::request_body,
+                                 refresh_token, client_id, client_secret);
+  return std::exchange(r.body, {});
 }
 
 std::string basic_authorization(std::string_view client_id, std::string_view client_secret) {
-  std::string plain = form_urlencode(client_id);
-  plain += ':';
-  plain += form_urlencode(client_secret);
-  std::string out(4 * ((plain.size() + 2) / 3) + 1, '\0');
-  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                reinterpret_cast<const unsigned char*>(plain.data()),
-                                static_cast<int>(plain.size()));
-  detail::wipe(plain);
-  out.resize(static_cast<std::size_t>(n));
-  return "Basic " + out;
+  std::string joined;
+  joined.reserve(3 * (client_id.size() + client_secret.size()) + 1);
+  append_form_urlencoded(joined, client_id);
+  joined += ':';
+  append_form_urlencoded(joined, client_secret);
+  const detail::secret_string plain(std::move(joined));
+  constexpr std::string_view scheme = "Basic ";
+  std::string out(scheme.size() + 4 * ((plain.view().size() + 2) / 3) + 1, '\0');
+  out.replace(0, scheme.size(), scheme);
+  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data() + scheme.size()),
+                                reinterpret_cast<const unsigned char*>(plain.view().data()),
+                                static_cast<int>(plain.view().size()));
+  out.resize(scheme.size() + static_cast<std::size_t>(n));
+  return out;
 }
 
 refresh_request build_refresh_request(dialect d, client_authentication auth,
@@ -170,11 +181,14 @@ refresh_request build_refresh_request(dialect d, client_authentication auth,
                                       std::string_view client_secret, std::string_view scope) {
   const bool rfc = d == dialect::rfc6749;
   refresh_request r;
+  // Room for every parameter at its longest, so that the body never reallocates.
+  r.body.reserve(96 + 3 * (refresh_token.size() + client_id.size() + client_secret.size() +
+                           scope.size()));
   auto add = [&](std::string_view name, std::string_view value) {
     if (!r.body.empty()) r.body += '&';
     r.body += name;
     r.body += '=';
-    r.body += form_urlencode(value);
+    append_form_urlencoded(r.body, value);
   };
   add(rfc ? "grant_type" : "grantType", "refresh_token");
   add(rfc ? "refresh_token" : "refreshToken", refresh_token);

@@ -229,28 +229,26 @@ asio::awaitable<action> client_impl::request(action a) {
       protocol::build_refresh_request(cfg_.dialect, cfg_.authentication, a.refresh_token.view(),
                                       cfg_.client_id, cfg_.client_secret, cfg_.scope);
   // I6: the Basic credential is a secret too: a server echoing the header must not leak it.
-  const secret_string basic(std::string_view(req.authorization));
+  const std::string_view basic = req.authorization;
   const auto sent = now();
   http_answer answer;
   diagnostics diag;
-  auto ec = co_await transport_.post_form(std::move(req.body), answer, diag, to_steady(a.deadline),
-                                          std::move(req.authorization));
+  auto ec = co_await transport_.post_form(req, answer, diag, to_steady(a.deadline));
   protocol::token_response tr;
   std::optional<std::chrono::seconds> retry_after;
   if (!ec) {
     // A server may echo what it was sent, raw or form-encoded: none of it may reach a message.
     const secret_string rt_encoded(protocol::form_urlencode(a.refresh_token.view()));
     const auto basic_credentials =
-        basic.view().substr(std::min<std::size_t>(basic.view().find(' ') + 1, basic.view().size()));
+        basic.substr(std::min<std::size_t>(basic.find(' ') + 1, basic.size()));
     ec = protocol::parse_token_response(
-        answer.status, answer.body, tr, diag,
-        {a.refresh_token.view(), rt_encoded.view(), cfg_.client_secret, secret_encoded_,
-         basic.view(), basic_credentials});
+        answer.status, answer.body.view(), tr, diag,
+        {a.refresh_token.view(), rt_encoded.view(), cfg_.client_secret, secret_encoded_.view(),
+         basic, basic_credentials});
     if (ec)
       retry_after =
           protocol::parse_retry_after(answer.retry_after, std::chrono::system_clock::now());
   }
-  wipe_all(answer.body);
   if (transport_.connections_opened() != connections_before)
     log(log_level::debug, "opened a connection to the token endpoint");
   if (!ec)

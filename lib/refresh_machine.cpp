@@ -73,17 +73,7 @@ refresh_machine::refresh_machine(refresh_policy policy, std::string initial_refr
       rt_(std::move(initial_refresh_token)),
       save_interval_(policy.store_retry_interval) {}
 
-refresh_machine::~refresh_machine() {
-  drop_pending();
-}
-
-// The pending state's tokens are overwritten before it goes.
-void refresh_machine::drop_pending() noexcept {
-  if (!pending_) return;
-  wipe(pending_->state.refresh_token);
-  wipe(pending_->state.access_token);
-  pending_.reset();
-}
+refresh_machine::~refresh_machine() = default;
 
 // ---------------------------------------------------------------------------------------------
 // Callers
@@ -189,7 +179,7 @@ call_decision refresh_machine::set_refresh_token(std::string refresh_token) {
   last_failure_ = {};
   last_failure_diag_.reset();
   spacing_until_ = {};
-  drop_pending();
+  pending_.reset();
   // Saved without an access token: other holders refresh with the new chain on their own.
   pending_ = pending_state{};
   pending_->state.refresh_token = rt_.str();
@@ -301,15 +291,6 @@ void refresh_machine::mark_spent(std::string_view rt) {
 
 // What the store holds, against what we hold (I2, I6).
 action refresh_machine::reconcile(std::optional<stored_tokens> stored, instant now) {
-  struct wipe_stored {
-    std::optional<stored_tokens>& s;
-    ~wipe_stored() {
-      if (s) {
-        wipe(s->refresh_token);
-        wipe(s->access_token);
-      }
-    }
-  } wiper{stored};
 
   if (stored) {
     const auto& s = *stored;
@@ -384,7 +365,7 @@ action refresh_machine::reconcile(std::optional<stored_tokens> stored, instant n
                       "the token store holds a newer refresh token (generation " +
                           std::to_string(s.generation) + ") than our unsaved one (generation " +
                           std::to_string(our_gen) + "): continuing with the stored chain"});
-    drop_pending();
+    pending_.reset();
     answer_.reset();
   }
   rt_ = secret_string(std::string_view(s.refresh_token));
@@ -493,7 +474,6 @@ action refresh_machine::on_answer(protocol::token_response answer, clock_type::t
     ++gen_;
     rotated_ = true;
   }
-  wipe(answer.refresh_token);
   new_token t;
   t.value = secret_string(std::move(answer.access_token));
   t.type = std::move(answer.token_type);
@@ -503,7 +483,7 @@ action refresh_machine::on_answer(protocol::token_response answer, clock_type::t
   t.scope = std::move(answer.scope);
   t.extra = std::move(answer.extra);
   // The new state supersedes any older pending one: it carries the newest refresh token.
-  drop_pending();
+  pending_.reset();
   pending_ = pending_state{to_stored(t, now), std::nullopt, false};
   answer_ = std::move(t);
   if (destroyed_) final_attempt_ = true;  // I4: saved with the lease this run holds
@@ -524,7 +504,7 @@ action refresh_machine::on_saved(error_code ec, const diagnostics& diag, instant
     ++stats_.store_saves;
     store_rt_ = secret_string(std::string_view(pending_->state.refresh_token));
     auto unpublished = std::move(pending_->unpublished);
-    drop_pending();
+    pending_.reset();
     save_interval_ = policy_.store_retry_interval;
     if (store_ec_ || unpublished)
       a.logs.push_back({log_level::info, "the new tokens are saved now (after a failed save)"});

@@ -276,7 +276,6 @@ class refresh_machine {
   action after_flight(instant now, action a);
   action end_run(action a);
   action save_pending(action a);
-  void drop_pending() noexcept;
   void publish(new_token t);
   stored_tokens to_stored(const new_token& t, instant now) const;
   std::optional<new_token> usable_stored(const stored_tokens& s, instant now) const;

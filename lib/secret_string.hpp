@@ -8,11 +8,12 @@
 #include <string_view>
 #include <utility>
 
+#include "nxsys/auth/detail/wipe.hpp"
+
 namespace nxsys::auth::detail {
 
-/// Overwrites every byte `s` owns (its capacity, which holds the short-string buffer too), then
-/// empties it.
-void wipe_all(std::string& s) noexcept;
+/// Overwrites `n` bytes at `p`: for I/O buffers that held credentials and are kept or freed.
+void wipe_bytes(void* p, std::size_t n) noexcept;
 
 class secret_string {
  public:
@@ -39,6 +40,9 @@ class secret_string {
   const std::string& str() const noexcept { return s_; }
   std::string_view view() const noexcept { return s_; }
   bool empty() const noexcept { return s_.empty(); }
+  std::size_t size() const noexcept { return s_.size(); }
+  /// For filling in place (a read buffer): the size stays, so nothing is reallocated.
+  char* data() noexcept { return s_.data(); }
   void clear() noexcept { wipe_all(s_); }
 
   friend bool operator==(const secret_string& a, const secret_string& b) noexcept {

@@ -14,8 +14,6 @@
 #include <boost/json/serializer.hpp>
 #include <boost/json/value.hpp>
 
-#include <openssl/crypto.h>
-
 #include <algorithm>
 #include <cstdint>
 #include <limits>
@@ -43,7 +41,7 @@ class wiping_resource final : public json::memory_resource {
     return ::operator new(n);
   }
   void do_deallocate(void* p, std::size_t n, std::size_t) override {
-    OPENSSL_cleanse(p, n);
+    wipe_bytes(p, n);
     ::operator delete(p);
   }
   bool do_is_equal(const json::memory_resource& o) const noexcept override { return this == &o; }
@@ -53,11 +51,6 @@ json::storage_ptr wiping_storage() {
   static wiping_resource r;
   return json::storage_ptr(&r);
 }
-
-struct wipe_on_exit {
-  std::string& s;
-  ~wipe_on_exit() { detail::wipe(s); }
-};
 
 // An optional string field: absent and null both mean "none".
 error_code string_field(const json::object& o, std::string_view name, std::string& out,
@@ -109,7 +102,6 @@ error_code parse_stored_tokens(std::string_view text, const std::string& path, s
   }
 
   stored_tokens t;
-  wipe_on_exit w1{t.refresh_token}, w2{t.access_token};
   std::int64_t expires_ms = 0, lifetime_s = 0, generation = 0;
   if (auto ec = string_field(*o, "refreshToken", t.refresh_token, path, diag)) return ec;
   if (t.refresh_token.empty()) return corrupt(diag, path, "refreshToken is missing or empty");
@@ -138,7 +130,7 @@ error_code parse_stored_tokens(std::string_view text, const std::string& path, s
 
 // A buffer big enough for any escaping, so that the serializer never reallocates (a
 // reallocation would free an unwiped copy).
-std::string serialize_stored_tokens(const stored_tokens& t) {
+secret_string serialize_stored_tokens(const stored_tokens& t) {
   json::object o(wiping_storage());
   o["format"] = format_name;
   o["version"] = format_version;
@@ -160,12 +152,7 @@ std::string serialize_stored_tokens(const stored_tokens& t) {
   sr.reset(&o);
   const auto written = sr.read(out.data(), out.size()).size();
   out.resize(sr.done() ? written : 0);
-  return out;
-}
-
-void wipe(stored_tokens& t) noexcept {
-  detail::wipe(t.refresh_token);
-  detail::wipe(t.access_token);
+  return secret_string(std::move(out));
 }
 
 }  // namespace nxsys::auth::detail

@@ -6,6 +6,8 @@
 #include <nxsys/auth/error.hpp>
 #include <nxsys/auth/token_store.hpp>
 
+#include "secret_string.hpp"
+
 #include <string>
 #include <string_view>
 
@@ -16,11 +18,9 @@ namespace nxsys::auth::detail {
 boost::system::error_code parse_stored_tokens(std::string_view text, const std::string& source,
                                               stored_tokens& out, diagnostics& diag);
 
-/// The JSON text of `t`, built without leaving unwiped copies of its tokens behind.
-std::string serialize_stored_tokens(const stored_tokens& t);
-
-/// Overwrites the tokens of `t`.
-void wipe(stored_tokens& t) noexcept;
+/// The JSON text of `t`, built without leaving unwiped copies of its tokens behind (empty if
+/// it cannot be serialized).
+secret_string serialize_stored_tokens(const stored_tokens& t);
 
 }  // namespace nxsys::auth::detail
 

@@ -67,13 +67,12 @@ void redact(std::string& s, std::initializer_list<std::string_view> secrets) {
   s = std::move(out);
 }
 
-void wipe(std::string& s) noexcept {
-  if (!s.empty()) OPENSSL_cleanse(s.data(), s.size());
-  s.clear();
+void wipe_bytes(void* p, std::size_t n) noexcept {
+  if (n != 0) OPENSSL_cleanse(p, n);
 }
 
 void wipe_all(std::string& s) noexcept {
-  if (s.capacity() != 0) OPENSSL_cleanse(s.data(), s.capacity());
+  wipe_bytes(s.data(), s.capacity());
   s.clear();
 }
 

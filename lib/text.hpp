@@ -20,8 +20,6 @@ std::string printable(std::string_view s, std::size_t max);
 /// echoing what it was sent cannot leak a credential into messages or logs.
 void redact(std::string& s, std::initializer_list<std::string_view> secrets);
 
-/// Overwrites a string that held a credential (in a way the optimiser keeps), then empties it.
-void wipe(std::string& s) noexcept;
 
 }  // namespace nxsys::auth::detail
 

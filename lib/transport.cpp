@@ -28,18 +28,16 @@ void http_transport::abort_unless_written() {
   if (!in_exchange_) conn_.cancel();
 }
 
-asio::awaitable<error_code> http_transport::post_form(std::string body, http_answer& out,
-                                                      diagnostics& diag, steady_time deadline,
-                                                      std::string authorization) {
+asio::awaitable<error_code> http_transport::post_form(const protocol::refresh_request& form,
+                                                      http_answer& out, diagnostics& diag,
+                                                      steady_time deadline) {
   http::request<http::string_body> req{http::verb::post, origin_.endpoint().target, 11};
   req.set(http::field::host, origin_.host_header());
   req.set(http::field::user_agent, "nxsys-auth/0.1 " BOOST_BEAST_VERSION_STRING);
   req.set(http::field::content_type, "application/x-www-form-urlencoded");
   req.set(http::field::accept, "application/json");
-  if (!authorization.empty()) req.set(http::field::authorization, authorization);
-  wipe(authorization);
-  req.body() = std::move(body);
-  wipe(body);
+  if (!form.authorization.empty()) req.set(http::field::authorization, form.authorization);
+  req.body() = form.body;
   req.keep_alive(true);
   req.prepare_payload();
 
@@ -62,12 +60,13 @@ asio::awaitable<error_code> http_transport::post_form(std::string body, http_ans
       ec = conn_.classify(ec, "request to", diag);
     } else {
       out.status = res.result_int();
-      out.body = std::move(res.body());
+      out.body = secret_string(std::move(res.body()));
       out.retry_after = std::string(res[http::field::retry_after]);
     }
   }
-  wipe(req.body());
+  wipe_all(req.body());  // the message's copies of the credentials
   wipe_authorization(req);
+  conn_.wipe_read_buffer();  // the answer's raw bytes
   if (closed_) {
     conn_.close();
     if (!out.written) ec = asio::error::operation_aborted;

@@ -4,6 +4,7 @@
 #define NXSYS_AUTH_LIB_TRANSPORT_HPP
 
 #include "connection.hpp"
+#include "secret_string.hpp"
 
 #include <string>
 
@@ -11,7 +12,7 @@ namespace nxsys::auth::detail {
 
 struct http_answer {
   unsigned status = 0;
-  std::string body;
+  secret_string body;  ///< it carries the tokens
   std::string retry_after;  ///< the Retry-After header, as sent ("" when absent)
   /// The request may have reached the server (its writing had begun): a failure after this
   /// may have lost an answer the server sent.
@@ -23,14 +24,15 @@ class http_transport {
   http_transport(boost::asio::any_io_executor ex, protocol::endpoint ep, const client_config& cfg);
   ~http_transport();
 
-  /// POSTs an application/x-www-form-urlencoded body to the endpoint's target. The body is
-  /// wiped from memory once written (it holds credentials). Errors are errc values (connection,
-  /// timeout, tls, response_too_large, malformed_response) or operation_aborted after close().
-  /// Nothing of the exchange outlives `deadline` (errc::timeout), whatever the timeouts say.
-  /// `authorization`, when not empty, is sent as the Authorization header.
+  /// POSTs `form`'s application/x-www-form-urlencoded body to the endpoint's target, with its
+  /// Authorization header when it has one; the message's copies of them are wiped once sent
+  /// (they hold credentials). `form` must outlive the operation. Errors are errc values
+  /// (connection, timeout, tls, response_too_large, malformed_response) or operation_aborted
+  /// after abort_unless_written(). Nothing of the exchange outlives `deadline` (errc::timeout),
+  /// whatever the timeouts say.
   boost::asio::awaitable<boost::system::error_code> post_form(
-      std::string body, http_answer& out, diagnostics& diag,
-      steady_time deadline = steady_time::max(), std::string authorization = {});
+      const protocol::refresh_request& form, http_answer& out, diagnostics& diag,
+      steady_time deadline = steady_time::max());
 
   /// For a client being destroyed: a post_form that has not started writing its request ends
   /// with operation_aborted and later ones are refused; one already writing or reading goes

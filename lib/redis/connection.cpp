@@ -97,24 +97,23 @@ asio::awaitable<error_code> connection::connect(steady_time deadline, diagnostic
 
   reply r;
   if (!addr_.password.empty()) {
-    auto auth = command("AUTH");
-    if (!addr_.username.empty()) auth.push_back(addr_.username);
-    auth.push_back(addr_.password);
-    if (auto e = co_await roundtrip(encode(auth), r, deadline, diag)) co_return e;
+    const auto auth = encode(addr_.username.empty()
+                                 ? command("AUTH", addr_.password.str())
+                                 : command("AUTH", addr_.username, addr_.password.str()));
+    if (auto e = co_await roundtrip(auth, r, deadline, diag)) co_return e;
     if (!r.is_ok()) {
       close();
-      diag.client_message = refusal(where_, "AUTH", r.str, addr_.password);
+      diag.client_message = refusal(where_, "AUTH", r.str, addr_.password.view());
       co_return make_error_code(errc::store_failed);
     }
   }
   if (addr_.database != 0) {
-    if (auto e = co_await roundtrip(encode(command("SELECT", std::to_string(addr_.database))), r,
-                                    deadline, diag))
-      co_return e;
+    const auto select = encode(command("SELECT", std::to_string(addr_.database)));
+    if (auto e = co_await roundtrip(select, r, deadline, diag)) co_return e;
     if (!r.is_ok()) {
       close();
       diag.client_message =
-          refusal(where_, "SELECT " + std::to_string(addr_.database), r.str, addr_.password);
+          refusal(where_, "SELECT " + std::to_string(addr_.database), r.str, addr_.password.view());
       co_return make_error_code(errc::store_failed);
     }
   }
@@ -145,20 +144,22 @@ asio::awaitable<error_code> connection::read_reply(reply& out, steady_time deadl
     if (gen != generation_) co_return asio::error::operation_aborted;
     if (ec) co_return failed(ec, ("no reply from " + where_), diag);
     decoder_->feed(std::string_view(buf_.data(), n));
+    detail::wipe_bytes(buf_.data(), n);  // the decoder has its own copy now
   }
 }
 
-asio::awaitable<error_code> connection::roundtrip(const std::string& encoded, reply& out,
+asio::awaitable<error_code> connection::roundtrip(const detail::secret_string& encoded,
+                                                  reply& out,
                                                   steady_time deadline, diagnostics& diag) {
   const auto gen = generation_;
   stream_->expires_at(deadline);
-  auto [ec, n] = co_await asio::async_write(*stream_, asio::buffer(encoded), use_tuple);
+  auto [ec, n] = co_await asio::async_write(*stream_, asio::buffer(encoded.view()), use_tuple);
   if (gen != generation_) co_return asio::error::operation_aborted;
   if (ec) co_return failed(ec, ("cannot send to " + where_), diag);
   co_return co_await read_reply(out, deadline, diag);
 }
 
-asio::awaitable<error_code> connection::exec(const std::vector<std::string>& args, reply& out,
+asio::awaitable<error_code> connection::exec(const arguments& args, reply& out,
                                              steady_time deadline, diagnostics& diag) {
   // One command at a time: a caller that finds the connection busy waits for its turn.
   if (busy_) {
@@ -178,9 +179,8 @@ asio::awaitable<error_code> connection::exec(const std::vector<std::string>& arg
   error_code ec;
   if (!stream_) ec = co_await connect(deadline, diag);
   if (!ec) {
-    std::string encoded = encode(args);
+    const auto encoded = encode(args);
     ec = co_await roundtrip(encoded, out, deadline, diag);
-    detail::wipe(encoded);  // it may hold tokens
   }
   if (!queue_.empty()) {
     auto next = std::move(queue_.front());

@@ -29,7 +29,7 @@ struct server_address {
   std::string host = "127.0.0.1";
   std::string port = "6379";
   std::string username;  ///< ACL user (Redis 6+); empty: AUTH <password> alone
-  std::string password;  ///< empty: no AUTH
+  detail::secret_string password;  ///< empty: no AUTH
   int database = 0;
   std::chrono::milliseconds connect_timeout{2'000};
 };
@@ -47,7 +47,7 @@ class connection {
   ///    are not RESP) or errc::timeout (nothing, or no turn on the connection, by `deadline`);
   ///  - Redis refused the session: errc::store_failed (AUTH or SELECT answered with an error).
   /// operation_aborted after close().
-  boost::asio::awaitable<boost::system::error_code> exec(const std::vector<std::string>& args,
+  boost::asio::awaitable<boost::system::error_code> exec(const arguments& args,
                                                          reply& out, steady_time deadline,
                                                          diagnostics& diag);
   /// The next reply pushed by the server (subscribed connections); steady_time::max() waits
@@ -61,7 +61,7 @@ class connection {
  private:
   boost::asio::awaitable<boost::system::error_code> connect(steady_time deadline,
                                                             diagnostics& diag);
-  boost::asio::awaitable<boost::system::error_code> roundtrip(const std::string& encoded,
+  boost::asio::awaitable<boost::system::error_code> roundtrip(const detail::secret_string& encoded,
                                                               reply& out, steady_time deadline,
                                                               diagnostics& diag);
   boost::asio::awaitable<boost::system::error_code> read_reply(reply& out, steady_time deadline,

@@ -141,22 +141,21 @@ struct redis_store::state : std::enable_shared_from_this<state> {
       : ex(std::move(e)),
         strand(asio::make_strand(ex)),
         opts(std::move(o)),
-        address{opts.host,     std::to_string(opts.port), opts.username, opts.password,
-                opts.database, opts.connect_timeout},
+        // The password lives only here from now on, overwritten when it goes.
+        address{opts.host,
+                std::to_string(opts.port),
+                opts.username,
+                detail::secret_string(std::move(opts.password)),
+                opts.database,
+                opts.connect_timeout},
         state_key(opts.key_prefix + "{" + opts.name + "}"),
         lease_key(state_key + ":lease"),
         channel(state_key + ":events"),
         commands(strand, address),
         events(strand, address) {}
 
-  ~state() {
-    detail::wipe(address.password);
-    if (last_known) detail::wipe(*last_known);
-  }
-
   void remember(const stored_tokens& t) {
     if (!opts.local_fallback) return;
-    if (last_known) detail::wipe(*last_known);
     last_known = t;
   }
 
@@ -200,17 +199,8 @@ struct redis_store::state : std::enable_shared_from_this<state> {
   // shorter than command_timeout costs latency, not errors. Any other error reply fails at once.
   // Every script is written to be sent twice safely (a reply may be lost after the command
   // ran). `secrets`: more values to keep out of the diagnostics besides the arguments.
-  asio::awaitable<outcome> exec(std::vector<std::string> args, redis::reply& out,
-                                steady::time_point deadline,
-                                std::vector<std::string> secrets = {}) {
-    struct wiper {
-      std::vector<std::string>& a;
-      std::vector<std::string>& b;
-      ~wiper() {
-        for (auto& x : a) detail::wipe(x);
-        for (auto& x : b) detail::wipe(x);
-      }
-    } wipe_on_return{args, secrets};
+  asio::awaitable<outcome> exec(redis::arguments args, redis::reply& out,
+                                steady::time_point deadline, redis::arguments secrets = {}) {
     const auto until = command_deadline(deadline);
     for (unsigned attempt = 1;; ++attempt) {
       diagnostics diag;
@@ -225,7 +215,7 @@ struct redis_store::state : std::enable_shared_from_this<state> {
       auto o = outcome::failed();
       bool again = false;
       if (!ec) {
-        o.cause = reply_text(out.str, args, secrets);
+        o.cause = reply_text(out.str, args.items(), secrets.items());
         again = passing_state(error_code_of(out.str));
       } else if (ec == errc::connection || ec == errc::timeout) {
         o.unreachable = true;
@@ -422,7 +412,6 @@ void redis_store::do_load(asio::any_completion_handler<load_signature> h) {
         stored_tokens t;
         diagnostics diag;
         const auto ec = detail::parse_stored_tokens(r.str, "redis key " + s->state_key, t, diag);
-        detail::wipe(r.str);
         if (ec) co_return std::tuple{ec, std::nullopt, std::move(diag)};
         s->remember(t);
         co_return std::tuple{error_code{}, std::optional<stored_tokens>(std::move(t)),
@@ -463,29 +452,25 @@ void redis_store::do_save(stored_tokens next, std::string expected,
   asio::co_spawn(
       s_->strand,
       [](std::shared_ptr<state> s, stored_tokens next,
-         std::string expected) -> asio::awaitable<std::tuple<error_code, diagnostics>> {
+         detail::secret_string expected) -> asio::awaitable<std::tuple<error_code, diagnostics>> {
         if (next.refresh_token.empty()) {
           diagnostics d;
           d.client_message = "redis_store: a save needs a refresh token";
           co_return std::tuple{make_error_code(errc::invalid_argument), std::move(d)};
         }
-        std::string text = detail::serialize_stored_tokens(next);
+        const auto text = detail::serialize_stored_tokens(next);
         redis::reply r;
         // The access token also stands inside the (JSON-escaped) state: kept out of messages
         // on its own as well.
-        std::vector<std::string> secrets;
-        secrets.push_back(next.access_token);
-        auto o = co_await s->exec(redis::command("EVAL", save_script, "1", s->state_key, expected,
-                                                 next.refresh_token, text, s->channel),
-                                  r, steady::time_point::max(), std::move(secrets));
-        detail::wipe(text);
-        detail::wipe(expected);
+        auto o = co_await s->exec(redis::command("EVAL", save_script, "1", s->state_key,
+                                                 expected.str(), next.refresh_token, text.str(),
+                                                 s->channel),
+                                  r, steady::time_point::max(), redis::command(next.access_token));
         // Saved, or not saved for want of Redis (out of reach, or answering READONLY, OOM, ...):
         // kept as the newest state known here, which local_fallback serves while Redis is out
         // of reach. The failure still goes to the client, which retries until Redis takes it.
         const bool saved = !o.ec && r.type == redis::reply::kind::integer && r.integer == 1;
         if (saved || o.ec == errc::store_failed) s->remember(next);
-        detail::wipe(next);
         if (!o.ec && r.type != redis::reply::kind::integer) {
           o = state::outcome::failed("an unexpected reply (type " +
                                      std::to_string(static_cast<int>(r.type)) + ")");
@@ -493,7 +478,7 @@ void redis_store::do_save(stored_tokens next, std::string expected,
         if (o.ec) co_return std::tuple{o.ec, s->failure("the save script", o)};
         co_return std::tuple{saved ? error_code{} : make_error_code(errc::store_conflict),
                              diagnostics{}};
-      }(s_, std::move(next), std::move(expected)),
+      }(s_, std::move(next), detail::secret_string(std::move(expected))),
       [ex = s_->ex, h = std::move(h)](std::exception_ptr e, auto result) mutable {
         if (e) std::rethrow_exception(e);
         auto& [ec, diag] = result;

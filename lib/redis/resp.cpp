@@ -2,6 +2,7 @@
 #include "resp.hpp"
 
 #include <hiredis/hiredis.h>
+#include <hiredis/sds.h>
 #include <stdexcept>
 
 namespace nxsys::auth::redis {
@@ -37,22 +38,30 @@ reply convert(const redisReply& r) {
   return out;
 }
 
+// hiredis's reply objects hold their text in allocations of their own.
+void wipe_reply_object(redisReply& r) noexcept {
+  if (r.str != nullptr) detail::wipe_bytes(r.str, r.len);
+  for (std::size_t i = 0; i < r.elements; ++i) wipe_reply_object(*r.element[i]);
+}
+
 }  // namespace
 
-std::string encode(const std::vector<std::string>& args) {
+detail::secret_string encode(const arguments& args) {
   std::vector<const char*> argv;
   std::vector<std::size_t> lens;
-  argv.reserve(args.size());
-  lens.reserve(args.size());
-  for (const auto& a : args) {
+  argv.reserve(args.items().size());
+  lens.reserve(args.items().size());
+  for (const auto& a : args.items()) {
     argv.push_back(a.data());
     lens.push_back(a.size());
   }
   char* cmd = nullptr;
   const int n =
-      redisFormatCommandArgv(&cmd, static_cast<int>(args.size()), argv.data(), lens.data());
+      redisFormatCommandArgv(&cmd, static_cast<int>(argv.size()), argv.data(), lens.data());
   if (n < 0 || cmd == nullptr) throw std::bad_alloc();
-  std::string out(cmd, static_cast<std::size_t>(n));
+  const auto size = static_cast<std::size_t>(n);
+  detail::secret_string out(std::string(cmd, size));
+  detail::wipe_bytes(cmd, size);
   redisFreeCommand(cmd);
   return out;
 }
@@ -62,7 +71,17 @@ decoder::decoder() : r_(redisReaderCreate()) {
 }
 
 decoder::~decoder() {
+  r_->pos = r_->len;  // nothing left to parse: all of it goes
+  wipe_consumed();
   redisReaderFree(r_);
+}
+
+// The reader keeps the raw replies in its buffer: the parsed part before `pos`, and beyond
+// `len` what its compaction (a memmove to the front) left behind. Both may hold tokens.
+void decoder::wipe_consumed() noexcept {
+  if (r_->buf == nullptr) return;
+  detail::wipe_bytes(r_->buf, r_->pos);
+  detail::wipe_bytes(r_->buf + r_->len, sdsalloc(r_->buf) - r_->len);
 }
 
 bool decoder::feed(std::string_view bytes) {
@@ -81,7 +100,9 @@ std::optional<reply> decoder::next() {
   if (raw == nullptr) return std::nullopt;
   auto* r = static_cast<redisReply*>(raw);
   reply out = convert(*r);
+  wipe_reply_object(*r);
   freeReplyObject(r);
+  wipe_consumed();
   return out;
 }
 

@@ -4,6 +4,7 @@
 #define NXSYS_AUTH_PROTOCOL_HPP
 
 #include <nxsys/auth/config.hpp>
+#include <nxsys/auth/detail/wipe.hpp>
 #include <nxsys/auth/error.hpp>
 
 #include <chrono>
@@ -12,6 +13,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 
 namespace boost::json {
 class object;
@@ -29,9 +31,41 @@ std::string build_refresh_body(std::string_view refresh_token, std::string_view 
                                std::string_view client_secret);
 
 /// A refresh request: its form body and, for client_secret_basic, its Authorization header.
+/// Both hold credentials, so they are overwritten whenever the request lets go of them
+/// (destruction, assignment, move), as in stored_tokens.
 struct refresh_request {
   std::string body;
   std::string authorization;  ///< "Basic ..." or empty (credentials in the body)
+
+  refresh_request() = default;
+  refresh_request(const refresh_request&) = default;
+  refresh_request(refresh_request&& o) noexcept
+      : body(std::move(o.body)), authorization(std::move(o.authorization)) {
+    o.wipe();
+  }
+  refresh_request& operator=(const refresh_request& o) {
+    if (this != &o) {
+      refresh_request copy(o);
+      *this = std::move(copy);
+    }
+    return *this;
+  }
+  refresh_request& operator=(refresh_request&& o) noexcept {
+    if (this != &o) {
+      wipe();
+      body = std::move(o.body);
+      authorization = std::move(o.authorization);
+      o.wipe();
+    }
+    return *this;
+  }
+  ~refresh_request() { wipe(); }
+
+  /// Overwrites both parts and empties them.
+  void wipe() noexcept {
+    detail::wipe_all(body);
+    detail::wipe_all(authorization);
+  }
 };
 
 /// The refresh request in `d`'s parameter names, the client authenticated as `auth` says.
@@ -74,6 +108,50 @@ struct token_response {
   std::optional<std::chrono::seconds> expires_in;  ///< none when the answer has no expiry
   /// The answer's other members (id_token, custom fields), as sent; null when there are none.
   std::shared_ptr<const boost::json::object> extra;
+
+  // The tokens are overwritten whenever the answer lets go of them, as in stored_tokens.
+  token_response() = default;
+  token_response(const token_response&) = default;
+  token_response(token_response&& o) noexcept
+      : access_token(std::move(o.access_token)),
+        token_type(std::move(o.token_type)),
+        refresh_token(std::move(o.refresh_token)),
+        scope(std::move(o.scope)),
+        expires_in(o.expires_in),
+        extra(std::move(o.extra)) {
+    o.wipe();
+  }
+  token_response& operator=(const token_response& o) {
+    if (this != &o) {
+      token_response copy(o);
+      *this = std::move(copy);
+    }
+    return *this;
+  }
+  token_response& operator=(token_response&& o) noexcept {
+    if (this != &o) {
+      wipe();
+      access_token = std::move(o.access_token);
+      token_type = std::move(o.token_type);
+      refresh_token = std::move(o.refresh_token);
+      scope = std::move(o.scope);
+      expires_in = o.expires_in;
+      extra = std::move(o.extra);
+      o.wipe();
+    }
+    return *this;
+  }
+  ~token_response() { wipe(); }
+
+  /// Overwrites both tokens and empties the answer.
+  void wipe() noexcept {
+    detail::wipe_all(access_token);
+    detail::wipe_all(refresh_token);
+    token_type.clear();
+    scope.clear();
+    expires_in.reset();
+    extra.reset();
+  }
 };
 
 /// Longest lifetime taken from an answer; larger values are clamped so time arithmetic cannot

@@ -5,11 +5,18 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <utility>
+
+#include "nxsys/auth/detail/wipe.hpp"
 
 namespace nxsys::auth {
 
 /// What a store keeps: enough for a restarted process to continue the refresh-token chain and,
 /// while it is still valid, to reuse the access token without a request.
+///
+/// It holds credentials, so it overwrites them whenever it lets go of their bytes: on
+/// destruction, on assignment (the old values) and on move (what a moved-from string keeps in
+/// its short-string buffer). A copy is a second copy of the secrets, wiped in its own turn.
 struct stored_tokens {
   std::string refresh_token;  ///< never empty in a stored state
   std::string access_token;   ///< empty: none stored
@@ -23,6 +30,63 @@ struct stored_tokens {
   /// (an older one's refresh token was consumed: presenting it again revokes the chain). A
   /// store written by a version without it reads as 0.
   std::uint64_t generation = 0;
+
+  stored_tokens() = default;
+  /// The fields in declaration order. The token parameters are moved from and then wiped.
+  stored_tokens(std::string refresh, std::string access = {}, std::string type = {},
+                std::chrono::system_clock::time_point expires = {},
+                std::chrono::seconds issued_lifetime = std::chrono::seconds{0},
+                std::uint64_t gen = 0) noexcept
+      : refresh_token(std::move(refresh)),
+        access_token(std::move(access)),
+        token_type(std::move(type)),
+        expires_at(expires),
+        lifetime(issued_lifetime),
+        generation(gen) {
+    detail::wipe_all(refresh);
+    detail::wipe_all(access);
+  }
+  stored_tokens(const stored_tokens&) = default;
+  stored_tokens(stored_tokens&& o) noexcept
+      : refresh_token(std::move(o.refresh_token)),
+        access_token(std::move(o.access_token)),
+        token_type(std::move(o.token_type)),
+        expires_at(o.expires_at),
+        lifetime(o.lifetime),
+        generation(o.generation) {
+    o.wipe();
+  }
+  stored_tokens& operator=(const stored_tokens& o) {
+    if (this != &o) {
+      stored_tokens copy(o);
+      *this = std::move(copy);
+    }
+    return *this;
+  }
+  stored_tokens& operator=(stored_tokens&& o) noexcept {
+    if (this != &o) {
+      wipe();
+      refresh_token = std::move(o.refresh_token);
+      access_token = std::move(o.access_token);
+      token_type = std::move(o.token_type);
+      expires_at = o.expires_at;
+      lifetime = o.lifetime;
+      generation = o.generation;
+      o.wipe();
+    }
+    return *this;
+  }
+  ~stored_tokens() { wipe(); }
+
+  /// Overwrites both tokens and empties the state (the other fields are reset too).
+  void wipe() noexcept {
+    detail::wipe_all(refresh_token);
+    detail::wipe_all(access_token);
+    token_type.clear();
+    expires_at = {};
+    lifetime = std::chrono::seconds{0};
+    generation = 0;
+  }
 };
 
 }  // namespace nxsys::auth
