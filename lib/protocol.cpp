@@ -3,6 +3,7 @@
 
 #include "diag.hpp"
 #include "secret_string.hpp"
+#include "wiping_json.hpp"
 #include "text.hpp"
 
 #include <boost/json/object.hpp>
@@ -108,7 +109,7 @@ std::string server_text(std::string_view text, std::size_t max,
 error_code parse_error_answer(unsigned status, std::string_view body, diagnostics& diag,
                               std::initializer_list<std::string_view> secrets) {
   error_code jec;
-  auto jv = boost::json::parse(body, jec);
+  const auto jv = detail::parse_json_wiping(body, jec);
   const boost::json::object* o = (!jec && jv.is_object()) ? &jv.get_object() : nullptr;
   const boost::json::value* e = o ? o->if_contains("error") : nullptr;
   if (e != nullptr && e->is_string()) {
@@ -276,7 +277,7 @@ error_code parse_token_response(unsigned status, std::string_view body, token_re
         status >= 300 && status <= 399 ? "redirects are not followed" : "not a token answer");
   }
   error_code jec;
-  auto jv = boost::json::parse(body, jec);
+  const auto jv = detail::parse_json_wiping(body, jec);
   if (jec) return fail(errc::malformed_response, diag, "the answer is not valid JSON");
   if (!jv.is_object())
     return fail(errc::malformed_response, diag, "the answer is not a JSON object");
@@ -293,7 +294,7 @@ error_code parse_token_response(unsigned status, std::string_view body, token_re
   static constexpr std::string_view known[] = {"accessToken", "access_token", "tokenType",
                                                "token_type",  "refreshToken", "refresh_token",
                                                "expiresIn",   "expires_in",   "scope"};
-  boost::json::object extra;
+  boost::json::object extra(detail::wiping_storage());  // an id_token is a credential too
   for (const auto& m : o)
     if (std::find(std::begin(known), std::end(known), m.key()) == std::end(known))
       extra.emplace(m.key(), m.value());

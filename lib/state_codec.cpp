@@ -3,21 +3,19 @@
 #include "state_codec.hpp"
 
 #include "diag.hpp"
+#include "wiping_json.hpp"
 
 #include <nxsys/auth/protocol.hpp>
 
 #include "text.hpp"
 
-#include <boost/json/memory_resource.hpp>
 #include <boost/json/object.hpp>
-#include <boost/json/parser.hpp>
 #include <boost/json/serializer.hpp>
 #include <boost/json/value.hpp>
 
 #include <algorithm>
 #include <cstdint>
 #include <limits>
-#include <new>
 
 namespace nxsys::auth::detail {
 namespace json = boost::json;
@@ -31,26 +29,6 @@ constexpr std::int64_t format_version = 1;
 const std::int64_t max_epoch_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                                       std::chrono::system_clock::duration::max())
                                       .count();
-
-// JSON trees hold tokens in memory of their own: this overwrites it before it is freed.
-// Boost.JSON 1.81 frees with another alignment than it allocated with (ASan reports it), so
-// alignment is left to plain operator new, which suffices for everything it stores.
-class wiping_resource final : public json::memory_resource {
-  void* do_allocate(std::size_t n, std::size_t align) override {
-    if (align > __STDCPP_DEFAULT_NEW_ALIGNMENT__) throw std::bad_alloc();
-    return ::operator new(n);
-  }
-  void do_deallocate(void* p, std::size_t n, std::size_t) override {
-    wipe_bytes(p, n);
-    ::operator delete(p);
-  }
-  bool do_is_equal(const json::memory_resource& o) const noexcept override { return this == &o; }
-};
-
-json::storage_ptr wiping_storage() {
-  static wiping_resource r;
-  return json::storage_ptr(&r);
-}
 
 // An optional string field: absent and null both mean "none".
 error_code string_field(const json::object& o, std::string_view name, std::string& out,
@@ -81,12 +59,9 @@ error_code int_field(const json::object& o, std::string_view name, std::int64_t 
 error_code parse_stored_tokens(std::string_view text, const std::string& path, stored_tokens& out,
                                diagnostics& diag) {
   if (text.empty()) return corrupt(diag, path, "empty");
-  json::parser p(wiping_storage());
-  p.reset(wiping_storage());
   error_code jec;
-  p.write(text.data(), text.size(), jec);
+  const json::value jv = parse_json_wiping(text, jec);
   if (jec) return corrupt(diag, path, "not valid JSON (" + jec.message() + ")");
-  const json::value jv = p.release();
   const auto* o = jv.if_object();
   if (o == nullptr) return corrupt(diag, path, "not a JSON object");
 

@@ -6,6 +6,7 @@
 #include <nxsys/auth/stored_tokens.hpp>
 
 #include "secret_string.hpp"
+#include "wiping_json.hpp"
 
 #include <boost/test/unit_test.hpp>
 
@@ -142,6 +143,25 @@ BOOST_AUTO_TEST_CASE(wipe_all_covers_the_whole_capacity) {
   na::detail::wipe_all(s);
   BOOST_TEST(s.empty());
   BOOST_TEST(!bytes_contain(&s, sizeof s, secret.substr(3)));
+}
+
+// A token answer's JSON tree, and the members kept from it (an id_token), live in memory that
+// is overwritten when freed.
+BOOST_AUTO_TEST_CASE(json_of_answers_lives_in_wiping_memory) {
+  const auto wiping = na::detail::wiping_storage().get();
+  boost::system::error_code ec;
+  const auto jv = na::detail::parse_json_wiping(R"({"accessToken":"a","n":[1,"x"]})", ec);
+  BOOST_REQUIRE(!ec);
+  BOOST_TEST(jv.storage().get() == wiping);
+  BOOST_TEST(jv.at("n").storage().get() == wiping);
+
+  proto::token_response r;
+  na::diagnostics diag;
+  BOOST_REQUIRE(!proto::parse_token_response(
+      200, R"({"accessToken":"a","expiresIn":60,"id_token":"eyJ.s3cr3t"})", r, diag, {}));
+  BOOST_REQUIRE(r.extra);
+  BOOST_TEST(r.extra->storage().get() == wiping);
+  BOOST_TEST(r.extra->at("id_token").storage().get() == wiping);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
