@@ -324,12 +324,17 @@ BOOST_AUTO_TEST_CASE(looping_callers_cannot_storm_a_down_server) {
   std::vector<std::thread> pool;
   for (int i = 0; i < 2; ++i) pool.emplace_back([&] { ctx.run(); });
   // "Down" for 5 s of the client's clock: 10 spacing intervals, moved by hand so that the
-  // count of intervals does not depend on how fast this machine runs the loop.
+  // count of intervals does not depend on how fast this machine runs the loop. Each interval
+  // lasts until the callers have failed another 10,000 times (a loaded machine takes longer).
+  auto callers_loop_on = [&] {
+    const long before = failures.load();
+    return eventually([&] { return failures.load() >= before + 10'000; });
+  };
   for (int step = 0; step < 10; ++step) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    BOOST_TEST(callers_loop_on());
     manual_clock::advance(std::chrono::milliseconds(500));
   }
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  BOOST_TEST(callers_loop_on());
   const auto during = c.stats();
   mock_server_options opts;
   opts.port = port;
