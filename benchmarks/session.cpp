@@ -63,7 +63,8 @@ namespace {
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 constexpr std::string_view api_target = "/api/bench";
 // What the session sends when the request has no User-Agent: the baseline sends the same.
-constexpr std::string_view user_agent = "nxsys-auth/0.1 " BOOST_BEAST_VERSION_STRING;
+constexpr std::string_view user_agent =
+    "nxsys-auth/" NXSYS_AUTH_VERSION_STRING " " BOOST_BEAST_VERSION_STRING;
 // The session's defaults, which the baseline arms the same way.
 constexpr std::chrono::seconds connect_timeout{10};
 constexpr std::chrono::seconds request_timeout{30};
