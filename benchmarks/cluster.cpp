@@ -48,6 +48,8 @@ constexpr std::string_view usage = R"(usage: nxsys-cluster-bench [options]
                     hand-off figure)
   --latency-ms L    mock token server latency (default 5)
   --json FILE       write the results as JSON
+  --help
+  --version
 )";
 
 std::vector<int> parse_list(std::string_view s) {

@@ -571,6 +571,7 @@ and the floor of waking N coroutines by cancelling one steady_timer.
                         last thread count (benchmarks/contention.gp plots it)
   --plot-latency-ms L   latency of the plot data (default 5)
   --help
+  --version
 )";
 
 using bench::parse_int;

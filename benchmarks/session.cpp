@@ -396,6 +396,7 @@ lifetime) and the session opened at most C connections.
                        overhead is computed then (default: both)
   --json FILE          write every figure as JSON
   --help
+  --version
 )";
 
 using bench::parse_int;

@@ -110,6 +110,7 @@ request was in flight, and no call failed, got an expired token or had its refre
   --store FILE      keep the tokens in a file_store at FILE (fsync'ed on every refresh)
   --json FILE       write every figure as JSON
   --help
+  --version
 )";
 
 using bench::parse_int;
