@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Shared by the benchmark programs: client configs for the mock server, latency summaries,
 // peak-RSS probes, a progress line and JSON output.
 #ifndef NXSYS_AUTH_BENCHMARKS_BENCH_UTIL_HPP

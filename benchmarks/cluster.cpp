@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // nxsys-cluster-bench: refresh contention across R replica processes sharing one rotating
 // refresh-token chain through Redis (redis_store). For each R (default 1, 2, 4, 8) it starts
 // the mock token server (1 s tokens, rotation, reuse detection) and R nxsys-cluster-child

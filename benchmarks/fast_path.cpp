@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // nxsys-fast-path-bench: the cost of reading a fresh token, on 1 and 2 threads, beside the
 // designs a user would otherwise write. Every coroutine candidate is one co_await of a coroutine
 // returning the result, in a loop in one coroutine per thread; every thread runs its own

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // nxsys-session-bench: what nxsys::auth::session costs per API request. In the same run,
 // against the same in-process mock server (its protected GET /api/... answering 200 for a
 // valid token, 401 otherwise) and with the same client, M coroutines on an io_context run by

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSL-1.0
 # nxsys-auth.pc (and nxsys-auth-redis.pc when nxsys::auth_redis is built), installed beside the
 # CMake package for builds that use pkg-config:
 #   c++ -std=c++20 app.cpp $(pkg-config --cflags --libs nxsys-auth)

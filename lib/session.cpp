@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Authorized requests to the Nxsys API: the client's token, a pool of keep-alive connections,
 // one forced refresh and one retry after a 401.
 #include <nxsys/auth/session.hpp>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // The token endpoint's transport: form POSTs over one reused connection.
 #include "transport.hpp"
 

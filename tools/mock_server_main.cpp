@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // nxsys-mock-server: runs the mock Nxsys token server standalone until SIGINT/SIGTERM, for trying
 // clients by hand (curl, the seed's fetch example) and for load tests from another process.
 #include <nxsys/auth/version.hpp>

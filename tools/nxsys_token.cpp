@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // nxsys-token: prints a valid Nxsys access token (like `gcloud auth print-access-token`), for
 // shell scripts and debugging. Secrets are read from the environment or files only, never from
 // argv (visible in ps), and never written anywhere; the access token goes only to stdout.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // nxsys-gateway: a small HTTP/1.1 server that forwards every request it gets to the Nxsys API
 // with a bearer token, for callers that should never see the credentials themselves.
 //

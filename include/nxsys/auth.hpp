@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // nxsys-auth: keeps Nxsys OAuth access tokens valid, one refresh at a time.
 //   nxsys::auth::access_token t = co_await client.token();
 #ifndef NXSYS_AUTH_HPP

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSL-1.0
 # Builds and runs a small program against nxsys-auth the ways an application gets it
 # (CTest label `package`, registered in tests/CMakeLists.txt):
 #   run.sh find_package     <build dir> <source dir> [cmake args...]

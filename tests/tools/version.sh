@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSL-1.0
 # Every program answers --version with "<its name> <version>" and exit status 0, and lists
 # --version in its --help. The expected version is the project's (include/nxsys/auth/version.hpp).
 # Usage: version.sh VERSION PATH/TO/PROGRAM...

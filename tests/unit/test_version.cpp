@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Unit tests of <nxsys/auth/version.hpp>: the string, the number and the constants all say the
 // version the three macros say (tests/tools/version.sh checks what the programs print).
 #include <nxsys/auth/version.hpp>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // The version of nxsys-auth, for the preprocessor and for C++. The three numbers below are the
 // only place it is written: CMakeLists.txt reads them for project(VERSION) and the packages.
 #ifndef NXSYS_AUTH_VERSION_HPP

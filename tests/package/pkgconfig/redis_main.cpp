@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Links nxsys::auth::redis_store with only `pkg-config --cflags --libs nxsys-auth-redis`
 // (tests/package/run.sh pkgconfig). The store connects lazily: nothing here needs a Redis.
 #include <nxsys/auth/redis_store.hpp>
