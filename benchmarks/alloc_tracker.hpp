@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Heap attribution for the contention benchmark: answers "how many heap bytes does one waiting
 // token() call hold inside the SDK" directly, instead of subtracting RSS figures that also
 // hold the caller's own coroutine frames.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Shared by the benchmark programs: client configs for the mock server, latency summaries,
 // peak-RSS probes, a progress line and JSON output.
 #ifndef NXSYS_AUTH_BENCHMARKS_BENCH_UTIL_HPP
@@ -237,12 +238,29 @@ class arg_reader {
   int i_ = 0;
 };
 
+/// Prints "<program> <version>" and returns true if any argument is --version.
+inline bool print_version_if_asked(std::string_view program, int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    if (std::string_view(argv[i]) == "--version") {
+      std::printf("%.*s %.*s\n", static_cast<int>(program.size()), program.data(),
+                  static_cast<int>(version_string.size()), version_string.data());
+      return true;
+    }
+  }
+  return false;
+}
+
 /// Runs `parse(argc, argv)`, which returns std::optional<Options> (nullopt for --help). On
 /// --help prints `usage` and sets `exit_status` to 0, on a usage_error prints it with `usage`
-/// and sets 2; both return nullopt, after which main returns `exit_status`.
+/// and sets 2; both return nullopt, after which main returns `exit_status`. --version anywhere
+/// prints "<program> <version>" instead, and nullopt with `exit_status` 0.
 template <class Parse>
 auto parse_command_line(std::string_view program, std::string_view usage, Parse parse, int argc,
                         char** argv, int& exit_status) -> decltype(parse(argc, argv)) {
+  if (print_version_if_asked(program, argc, argv)) {
+    exit_status = 0;
+    return std::nullopt;
+  }
   try {
     auto parsed = parse(argc, argv);
     if (!parsed) {

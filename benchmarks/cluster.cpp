@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // nxsys-cluster-bench: refresh contention across R replica processes sharing one rotating
 // refresh-token chain through Redis (redis_store). For each R (default 1, 2, 4, 8) it starts
 // the mock token server (1 s tokens, rotation, reuse detection) and R nxsys-cluster-child
@@ -48,6 +49,8 @@ constexpr std::string_view usage = R"(usage: nxsys-cluster-bench [options]
                     hand-off figure)
   --latency-ms L    mock token server latency (default 5)
   --json FILE       write the results as JSON
+  --help
+  --version
 )";
 
 std::vector<int> parse_list(std::string_view s) {

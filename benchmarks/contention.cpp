@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // nxsys-contention-bench: N concurrent token() calls arrive when the token has expired. The
 // SDK's single flight beside the designs a user would otherwise write, each in the same run
 // and against the same mock token server configuration (a fresh server per cell, so that its
@@ -571,6 +572,7 @@ and the floor of waking N coroutines by cancelling one steady_timer.
                         last thread count (benchmarks/contention.gp plots it)
   --plot-latency-ms L   latency of the plot data (default 5)
   --help
+  --version
 )";
 
 using bench::parse_int;

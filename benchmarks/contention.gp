@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: BSL-1.0
 # Plots nxsys-contention-bench --plot-data output: p99 waiter latency and token-endpoint
 # requests against N, for single-flight, herd, serialized (and the timer floor's latency).
 # gnuplot -e "datafile='contention.dat'; outfile='contention.png'; subtitle='...'" contention.gp

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // nxsys-fast-path-bench: the cost of reading a fresh token, on 1 and 2 threads, beside the
 // designs a user would otherwise write. Every coroutine candidate is one co_await of a coroutine
 // returning the result, in a loop in one coroutine per thread; every thread runs its own
@@ -206,13 +207,15 @@ void print_help() {
       "usage: nxsys-fast-path-bench [--json FILE] [Google Benchmark flags]\n\n"
       "ns per fresh-token read on 1 and 2 threads, nxsys::auth beside a mutex, a shared_mutex,\n"
       "a shared shared_ptr and the floors of a co_await and of an asio::post.\n\n"
-      "  --json FILE   write the summary as JSON\n\n");
+      "  --json FILE   write the summary as JSON\n"
+      "  --version     show the version\n\n");
   benchmark::PrintDefaultHelp();
 }
 
 }  // namespace
 
 int main(int argc, char** argv) try {
+  if (bench::print_version_if_asked("nxsys-fast-path-bench", argc, argv)) return 0;
   const auto json_path = take_json_flag(argc, argv);
   benchmark::Initialize(&argc, argv, print_help);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 2;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // nxsys-session-bench: what nxsys::auth::session costs per API request. In the same run,
 // against the same in-process mock server (its protected GET /api/... answering 200 for a
 // valid token, 401 otherwise) and with the same client, M coroutines on an io_context run by
@@ -63,7 +64,8 @@ namespace {
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 constexpr std::string_view api_target = "/api/bench";
 // What the session sends when the request has no User-Agent: the baseline sends the same.
-constexpr std::string_view user_agent = "nxsys-auth/0.1 " BOOST_BEAST_VERSION_STRING;
+constexpr std::string_view user_agent =
+    "nxsys-auth/" NXSYS_AUTH_VERSION_STRING " " BOOST_BEAST_VERSION_STRING;
 // The session's defaults, which the baseline arms the same way.
 constexpr std::chrono::seconds connect_timeout{10};
 constexpr std::chrono::seconds request_timeout{30};
@@ -395,6 +397,7 @@ lifetime) and the session opened at most C connections.
                        overhead is computed then (default: both)
   --json FILE          write every figure as JSON
   --help
+  --version
 )";
 
 using bench::parse_int;

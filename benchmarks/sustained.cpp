@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // nxsys-sustained-bench: sustained load across many token expiries. M coroutines on one client
 // (an io_context run by T threads) call token() in a loop for S seconds against the mock server
 // issuing 1 s tokens with rotating refresh tokens and reuse detection, so the client refreshes
@@ -110,6 +111,7 @@ request was in flight, and no call failed, got an expired token or had its refre
   --store FILE      keep the tokens in a file_store at FILE (fsync'ed on every refresh)
   --json FILE       write every figure as JSON
   --help
+  --version
 )";
 
 using bench::parse_int;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // libFuzzer target: the request side. build_refresh_body must round-trip any credentials
 // through application/x-www-form-urlencoded exactly (four fields, in the seed's order, using
 // only unreserved bytes, '+' and %XX); parse_token_url must accept only what the client can

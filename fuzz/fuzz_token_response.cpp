@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // libFuzzer target: protocol::parse_token_response on any status and body, with secrets the
 // client "sent". Beyond not crashing (ASan+UBSan), it checks what the client relies on:
 //   - a success carries a non-empty access token fit for an Authorization header, a token type,

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: BSL-1.0
 """Writes the seed corpora of the fuzz targets (their binary input formats are described at
 the top of each fuzz_*.cpp). Run from anywhere; rewrites fuzz/corpus/."""
 import pathlib

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // The token cache, the single flight of refreshes, and the fast path.
 #include <nxsys/auth/client.hpp>
 #include <nxsys/auth/protocol.hpp>

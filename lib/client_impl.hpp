@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // The client's state, shared by the cache and slow path (client.cpp) and the refresh procedure
 // (refresh.cpp). Internal.
 #ifndef NXSYS_AUTH_LIB_CLIENT_IMPL_HPP

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // The completion tokens the library's coroutines use, under one name each (not installed).
 #ifndef NXSYS_AUTH_LIB_COMPLETION_TOKENS_HPP
 #define NXSYS_AUTH_LIB_COMPLETION_TOKENS_HPP

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Helpers for building a client_config.
 #include <nxsys/auth/config.hpp>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // One Beast HTTP/1.1 connection over TCP or TLS, with timeouts, answer limits and host checks.
 #include "connection.hpp"
 #include "completion_tokens.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // One HTTP/1.1 connection over TCP or TLS, and the origin it connects to. Shared by the token
 // transport (one connection) and the session's pool (many). Internal.
 #ifndef NXSYS_AUTH_LIB_CONNECTION_HPP

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // The small helpers that fill a diagnostics and return the matching error code, shared by the
 // library's sources (not installed). Messages never hold a secret: callers pass names and
 // problems, never values.

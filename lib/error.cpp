@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Error categories and the diagnostics-carrying exception.
 #include <nxsys/auth/error.hpp>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // file_store: the state in a JSON file replaced atomically, and a lease that is an flock.
 #include <nxsys/auth/error.hpp>
 #include <nxsys/auth/protocol.hpp>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // memory_store: the state in memory, and a lease that is an asynchronous mutex.
 #include <nxsys/auth/error.hpp>
 #include <nxsys/auth/token_store.hpp>

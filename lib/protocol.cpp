@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Request building and answer parsing for the Nxsys refresh flow (no I/O).
 #include <nxsys/auth/protocol.hpp>
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // The refresh driver: carries out what the refresh machine (refresh_machine.hpp) decides, on the
 // client's strand. It takes the store's lease, loads, sends requests, waits and saves, and feeds
 // each result back; it decides nothing itself.

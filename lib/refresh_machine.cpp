@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // The refresh machine's decisions. Read refresh_machine.hpp first: the invariants I1–I7 named
 // in the comments here are stated there.
 #include "refresh_machine.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // The refresh machine: every decision about the refresh-token chain and the access token, in
 // one place, without I/O. No Asio, no clock reads (time is an input), no sockets, no files:
 // the client (client.cpp) locks, feeds it what happened, and carries out the action it

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // A string that holds a credential: move-only, and overwritten whenever it lets go of its
 // bytes (destruction, assignment, clear, move). The type carries the rule, so no call site has
 // to remember a wipe. Internal.

@@ -1,6 +1,8 @@
+// SPDX-License-Identifier: BSL-1.0
 // Authorized requests to the Nxsys API: the client's token, a pool of keep-alive connections,
 // one forced refresh and one retry after a 401.
 #include <nxsys/auth/session.hpp>
+#include <nxsys/auth/version.hpp>
 
 #include "client_impl.hpp"
 #include "completion_tokens.hpp"
@@ -269,7 +271,8 @@ asio::awaitable<error_code> session_impl::send(request_op& op, request_type& req
   if (!prefix_.empty()) req.target(prefix_ + std::string(req.target()));
   req.set(http::field::host, origin_.host_header());
   if (req.find(http::field::user_agent) == req.end())
-    req.set(http::field::user_agent, "nxsys-auth/0.1 " BOOST_BEAST_VERSION_STRING);
+    req.set(http::field::user_agent,
+            "nxsys-auth/" NXSYS_AUTH_VERSION_STRING " " BOOST_BEAST_VERSION_STRING);
   req.keep_alive(true);
   req.prepare_payload();
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // The JSON form of stored_tokens, shared by the file and Redis stores: parsed strictly (a
 // damaged state is store_corrupt, never guessed at), and every buffer that held a token wiped.
 #include "state_codec.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // The JSON form of stored_tokens ({"format":"nxsys-auth-token-store","version":1,
 // "refreshToken",...}), shared by file_store and redis_store. Internal.
 #ifndef NXSYS_AUTH_LIB_STATE_CODEC_HPP

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Text helpers: comparison, header safety, sanitising server text, redaction.
 #include "text.hpp"
 #include "secret_string.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Small text helpers shared by the library's sources (not installed).
 #ifndef NXSYS_AUTH_LIB_TEXT_HPP
 #define NXSYS_AUTH_LIB_TEXT_HPP

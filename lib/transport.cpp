@@ -1,5 +1,8 @@
+// SPDX-License-Identifier: BSL-1.0
 // The token endpoint's transport: form POSTs over one reused connection.
 #include "transport.hpp"
+
+#include <nxsys/auth/version.hpp>
 
 #include "text.hpp"
 
@@ -33,7 +36,8 @@ asio::awaitable<error_code> http_transport::post_form(const protocol::refresh_re
                                                       steady_time deadline) {
   http::request<http::string_body> req{http::verb::post, origin_.endpoint().target, 11};
   req.set(http::field::host, origin_.host_header());
-  req.set(http::field::user_agent, "nxsys-auth/0.1 " BOOST_BEAST_VERSION_STRING);
+  req.set(http::field::user_agent,
+          "nxsys-auth/" NXSYS_AUTH_VERSION_STRING " " BOOST_BEAST_VERSION_STRING);
   req.set(http::field::content_type, "application/x-www-form-urlencoded");
   req.set(http::field::accept, "application/json");
   if (!form.authorization.empty()) req.set(http::field::authorization, form.authorization);

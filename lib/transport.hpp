@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // The token endpoint's transport: one keep-alive connection, form POSTs, credentials wiped
 // after use. Internal: used only from the client's strand, one request at a time.
 #ifndef NXSYS_AUTH_LIB_TRANSPORT_HPP

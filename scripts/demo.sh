@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSL-1.0
 # The main job: installs what it needs, builds the benchmarks and the mock server (Release) and
 # runs the refresh-contention benchmark against the embedded mock token server (nxsys-auth's
 # single flight beside a herd, a serialized cache and the timer floor), then a short fast-path

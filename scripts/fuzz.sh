@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSL-1.0
 # Builds the libFuzzer targets (clang 14, ASan+UBSan) and runs each for a bounded time from the
 # seed corpus in fuzz/corpus (copied: the repository's corpus is never modified). Fails on any
 # crash or failed check; the reproducer is left in $BUILD_DIR/artifacts.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSL-1.0
 # examples/gateway under load: wrk against nxsys-gateway, with nxsys-mock-server behind it
 # issuing 1-second tokens (rotated, reuse detection on). Installs what it needs, builds Release,
 # runs wrk, then prints wrk's report, the token endpoint's counters, the gateway's final counters

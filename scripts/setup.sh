@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSL-1.0
 # Installs the Debian packages nxsys-auth needs to build, test and run its demo. Idempotent:
 # packages already present are not touched, and apt is only called when something is missing.
 set -euo pipefail

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSL-1.0
 # Builds nxsys-auth and runs every test through CTest.
 #   scripts/test.sh                  # release-with-debug-info build in build/
 #   SANITIZE=address scripts/test.sh # ASan+UBSan build in build-address/

@@ -1,5 +1,8 @@
+// SPDX-License-Identifier: BSL-1.0
 // nxsys-mock-server: runs the mock Nxsys token server standalone until SIGINT/SIGTERM, for trying
 // clients by hand (curl, the seed's fetch example) and for load tests from another process.
+#include <nxsys/auth/version.hpp>
+
 #include "mock_server.hpp"
 
 #include <boost/json.hpp>
@@ -43,6 +46,7 @@ prints its statistics as JSON.
   --refresh-token T     initial refresh token (default refresh-0)
   --threads N           server threads (default 1)
   --help                show this message
+  --version             show the version
 )";
 
 struct usage_error {
@@ -60,7 +64,7 @@ T parse_number(std::string_view flag, std::string_view text, T min, T max) {
   return value;
 }
 
-// Returns nullopt for --help.
+// Returns nullopt when --help or --version was handled.
 std::optional<testing::mock_server_options> parse_args(int argc, char** argv) {
   testing::mock_server_options opts;
   bool camel = false;
@@ -83,6 +87,11 @@ std::optional<testing::mock_server_options> parse_args(int argc, char** argv) {
 
     if (arg == "--help" || arg == "-h") {
       flag();
+      std::cout << usage;
+      return std::nullopt;
+    } else if (arg == "--version") {
+      flag();
+      std::cout << "nxsys-mock-server " << nxsys::auth::version_string << "\n";
       return std::nullopt;
     } else if (arg == "--port") {
       opts.port = parse_number<std::uint16_t>(arg, value(), 0, 65535);
@@ -152,10 +161,7 @@ int main(int argc, char** argv) {
     std::cerr << "nxsys-mock-server: " << e.message << "\n\n" << usage;
     return 2;
   }
-  if (!opts) {
-    std::cout << usage;
-    return 0;
-  }
+  if (!opts) return 0;
 
   // Blocked before the server starts its threads (they inherit the mask), so the signals reach
   // only sigwait below and never interrupt a server thread.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // nxsys-token: prints a valid Nxsys access token (like `gcloud auth print-access-token`), for
 // shell scripts and debugging. Secrets are read from the environment or files only, never from
 // argv (visible in ps), and never written anywhere; the access token goes only to stdout.
@@ -5,6 +6,7 @@
 #include <nxsys/auth/config.hpp>
 #include <nxsys/auth/error.hpp>
 #include <nxsys/auth/token_store.hpp>
+#include <nxsys/auth/version.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
@@ -25,10 +27,6 @@
 #include <optional>
 #include <string>
 #include <string_view>
-
-#ifndef NXSYS_TOKEN_VERSION
-#define NXSYS_TOKEN_VERSION "unknown"
-#endif
 
 namespace {
 
@@ -141,7 +139,7 @@ std::optional<options> parse_args(int argc, char** argv) {
       return std::nullopt;
     } else if (arg == "--version") {
       flag();
-      std::cout << "nxsys-token " NXSYS_TOKEN_VERSION "\n";
+      std::cout << "nxsys-token " << auth::version_string << "\n";
       return std::nullopt;
     } else if (arg == "--base-url") {
       o.base_url = value();

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // nxsys-gateway: a small HTTP/1.1 server that forwards every request it gets to the Nxsys API
 // with a bearer token, for callers that should never see the credentials themselves.
 //
@@ -23,6 +24,7 @@
 #include <nxsys/auth/config.hpp>
 #include <nxsys/auth/error.hpp>
 #include <nxsys/auth/session.hpp>
+#include <nxsys/auth/version.hpp>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -107,6 +109,7 @@ Options:
   --verbose              log everything the client does on stderr (never a secret or token);
                          by default only warnings and errors
   --help                 show this message
+  --version              show the version
 
 Exit status: 0 after a stop by signal, 1 on a failure, 2 for a usage or configuration error.
 )";
@@ -143,7 +146,7 @@ T parse_number(std::string_view flag, std::string_view text, T min, T max) {
   return value;
 }
 
-// Returns nullopt when --help was handled.
+// Returns nullopt when --help or --version was handled.
 std::optional<options> parse_args(int argc, char** argv) {
   options o;
   for (int i = 1; i < argc; ++i) {
@@ -161,6 +164,9 @@ std::optional<options> parse_args(int argc, char** argv) {
 
     if (arg == "--help" || arg == "-h") {
       std::cout << usage;
+      return std::nullopt;
+    } else if (arg == "--version") {
+      std::cout << "nxsys-gateway " << auth::version_string << "\n";
       return std::nullopt;
     } else if (arg == "--listen") {
       o.listen = value();

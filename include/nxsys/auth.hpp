@@ -1,7 +1,14 @@
+// SPDX-License-Identifier: BSL-1.0
 // nxsys-auth: keeps Nxsys OAuth access tokens valid, one refresh at a time.
 //   nxsys::auth::access_token t = co_await client.token();
 #ifndef NXSYS_AUTH_HPP
 #define NXSYS_AUTH_HPP
+
+// The headers use coroutines. Compilers still default to C++17, and the pkg-config flags leave
+// the standard to the application: one clear message instead of a page of errors.
+#if (defined(_MSVC_LANG) ? _MSVC_LANG : __cplusplus) < 202002L
+#error "nxsys-auth needs C++20 (coroutines): compile with -std=c++20 or later"
+#endif
 
 #include <nxsys/auth/access_token.hpp>
 #include <nxsys/auth/client.hpp>
@@ -12,5 +19,6 @@
 #include <nxsys/auth/stats.hpp>
 #include <nxsys/auth/stored_tokens.hpp>
 #include <nxsys/auth/token_store.hpp>
+#include <nxsys/auth/version.hpp>
 
 #endif

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // A Redis connection on Asio: RESP over beast::tcp_stream (its timeouts), hiredis's reader.
 #include "connection.hpp"
 #include "completion_tokens.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // One connection to Redis over Asio: connect (with AUTH and SELECT), then commands one at a
 // time, or (subscribed) a stream of messages. Internal to nxsys::auth_redis; used from one
 // strand only.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // redis_store: lease, state and events of a token chain in Redis, driven by coroutines on one
 // strand per store.
 #include <nxsys/auth/redis_store.hpp>

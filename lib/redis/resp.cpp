@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // RESP encoding and decoding through hiredis's formatter and reader.
 #include "resp.hpp"
 

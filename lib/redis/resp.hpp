@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Redis protocol (RESP2) without I/O: commands encoded with hiredis's formatter, replies decoded
 // with hiredis's reader into plain values. Internal to nxsys::auth_redis.
 #ifndef NXSYS_AUTH_LIB_REDIS_RESP_HPP

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Shared helpers of the integration and thread-safety tests: configs for the mock server,
 // bounded io_context runs, a clock tests can move.
 #ifndef NXSYS_AUTH_TESTS_COMMON_HELPERS_HPP

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: BSL-1.0
 # Regenerates the TLS test certificates of the mock token server (committed as test data):
 # a test CA, a localhost/127.0.0.1 server cert, a wrong-host cert and an untrusted self-signed one.
 #

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSL-1.0
 # examples/gateway (nxsys-gateway) against nxsys-mock-server with 1-second tokens, rotation and
 # reuse detection: 200 requests from parallel curl loops over about 3 s all answered 200, a
 # refresh every 0.55 to 0.75 s (never one per request, no reuse of a rotated refresh token),

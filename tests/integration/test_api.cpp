@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // The mock server's protected /api/ endpoint, and the 401 flow a caller runs with the client:
 // compare-and-invalidate the rejected token, get a new one, retry once.
 #include "helpers.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Stores that break the token_store contract (I7): one that never answers, one that drops its
 // handler, one that throws. Callers never hang: the refresh ends by refresh_deadline or with
 // errc::internal, and the chain is kept for the next refresh.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // The fault matrix of issue 12: the refresh-token chain against a server that rotates on every
 // refresh and revokes the chain when a rotated-away token comes back (no grace), under failing
 // saves, a client destroyed at each stage of a refresh, strict durability, a lost answer,

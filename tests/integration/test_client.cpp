@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // The client against the mock token server over real loopback TCP: caching, the seed's
 // request, completion tokens, keep-alive, rotation.
 #include "helpers.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // The two request dialects and the two ways to authenticate the client, against the mock
 // server (which speaks all four combinations), and what the answer carries besides the token.
 #include "helpers.hpp"

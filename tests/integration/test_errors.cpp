@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Failures against a real server: each maps to its typed error with the server's words, leaks
 // no secret, and leaves the client working.
 #include "helpers.hpp"

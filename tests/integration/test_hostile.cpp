@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Hostile and broken token endpoints: each failure is its typed error, and the client works
 // again as soon as the server answers properly.
 //   - transport-level misbehaviour comes from a scripted raw TCP server (resets mid-headers and

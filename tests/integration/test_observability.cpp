@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Logging and metrics (client_config::log, client_config::on_refresh, client_stats): what an
 // operator sees, and that no secret is ever in it (nor in exception messages), in a succeeding
 // run with rotation and in failing runs where the server echoes every credential it was sent.

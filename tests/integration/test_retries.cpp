@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Retries of transient failures (back-off, Retry-After, attempts, deadline) and refresh-ahead.
 #include "helpers.hpp"
 

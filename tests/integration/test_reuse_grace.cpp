@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // The mock server's reuse grace (as Auth0's reuse interval, Okta's grace period): a refresh
 // token replaced by a rotation is accepted for a while and answered with the current chain.
 #include "helpers.hpp"

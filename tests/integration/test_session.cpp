@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // nxsys::auth::session against the mock server's protected /api/ endpoint (and a raw TCP
 // server for misbehaving connections): the bearer header, the 401 retry with
 // compare-and-invalidate, the connection pool, errors, timeouts, TLS, cancellation and

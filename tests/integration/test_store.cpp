@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // The client and its token store: save before serve, failed saves, strict durability, restart
 // from a file, corrupt files, and invalid_grant after a rotation race.
 #include "helpers.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Processes sharing one file_store against the mock server (rotating refresh tokens, reuse
 // detection on), with nxsys-store-child as the other processes:
 //  - four processes, 1,000 callers each, find an expired token in the file at once: the server

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // The client over TLS against the mock server: verification on by default, SNI and host-name
 // checks, and the typed tls error when trust or the name does not match.
 #include "helpers.hpp"

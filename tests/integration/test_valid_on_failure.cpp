@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // A failed refresh while the current token is still valid: callers keep getting that token
 // (client_config::serve_valid_token_on_failure), the failure is reported, and the next attempt
 // runs in the background after min_retry_spacing.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // A redis-server of the test's own on 127.0.0.1 (a free port, no persistence), started and
 // stopped with bounded waits, and a blocking hiredis connection to inspect and poke it.
 #ifndef NXSYS_AUTH_TESTS_REDIS_FIXTURE_HPP

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // The scale-out acceptance tests: 8 replica processes × 1,000 coroutines sharing one rotating
 // refresh-token chain through Redis, over 30+ token expiries, against the mock server with
 // reuse detection: one refresh per expiry and no reuse; again with the lease holder killed at

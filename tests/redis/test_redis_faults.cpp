@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // The Redis rows of issue 12's fault matrix: redis_store under a restart that brings back an
 // older state, a failover's READONLY, OOM and a stored value that would inject a header, against
 // a token server that rotates on every refresh and revokes the chain when a rotated-away token

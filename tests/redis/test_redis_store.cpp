@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // redis_store against a redis-server of the test's own: state round trip and compare-and-set,
 // the lease (exclusion, hand-over by publication, expiry of a dead holder's lease, renewal),
 // AUTH, an unreachable server, and clients sharing one chain through it.

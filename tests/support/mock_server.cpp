@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // The mock Nxsys token server: a Beast HTTP/1.1 (optionally TLS) server on 127.0.0.1 whose
 // POST /nxsys/oauth/token behaves like the real endpoint, plus knobs tests use to misbehave.
 #include "mock_server.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // A real Beast HTTP(S) server implementing the Nxsys token endpoint, for tests, the demo and
 // benchmarks. Never linked into the shipped library.
 #ifndef NXSYS_AUTH_TESTS_SUPPORT_MOCK_SERVER_HPP

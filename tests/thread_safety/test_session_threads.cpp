@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // nxsys::auth::session shared by coroutines on several threads (run under TSan): one refresh
 // for a storm of 401s, and cancellations and destruction racing with every phase of requests.
 #include "helpers.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Clients sharing one store, and refresh-ahead, under real concurrency. Run under TSan in CI.
 #include "helpers.hpp"
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // The client's single-flight semantics under real concurrency: many coroutines on several
 // threads against the mock server. Run under TSan in CI.
 #include "helpers.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // nxsys-cluster-child: one replica of the Redis scale-out tests (tests/redis/test_cluster.cpp).
 // Not a tool for users.
 //

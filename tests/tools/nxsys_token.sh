@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSL-1.0
 # nxsys-token against nxsys-mock-server on 127.0.0.1: configuration from the environment and
 # flags, --json, --store (no request for a stored token, rotation persisted, mode 0600), the
 # exit codes, and that no secret ever reaches stdout or stderr.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: BSL-1.0
 # The seed's curl command and JavaScript fetch example, unchanged but for the URL, against
 # nxsys-mock-server on 127.0.0.1. Usage: seed_examples.sh PATH/TO/nxsys-mock-server
 set -euo pipefail

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // nxsys-store-child: one process of the multi-process file_store tests
 // (tests/integration/test_store_processes.cpp). Not a tool for users.
 //

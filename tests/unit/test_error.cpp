@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Unit tests of nxsys::auth errors: the errc enum and its two categories, describe(), the
 // diagnostics struct and error_with_diagnostics.
 #include <nxsys/auth/error.hpp>

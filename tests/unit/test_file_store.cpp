@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // file_store on a real file system: round trip across a restart, compare-and-set, file mode,
 // corrupt files (from the constructor and from async_load), atomic replacement leaving no
 // temporary files, and the flock lease within one process and across processes.

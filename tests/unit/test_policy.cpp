@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Unit tests of the time arithmetic of lib/refresh_machine.hpp: how much leeway a token of a given lifetime gets and
 // from when on it is refreshed (plain functions, no clocks).
 #include "refresh_machine.hpp"

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Unit tests of nxsys::auth::protocol: the form-encoded refresh body, token URL parsing and
 // checking, and the interpretation of token endpoint answers (no sockets).
 #include <nxsys/auth/error.hpp>

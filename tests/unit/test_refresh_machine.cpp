@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // The refresh machine alone (lib/refresh_machine.hpp): no sockets, no clock, no Asio. Each test
 // is a script: inputs in, the action or decision out, checked step by step. They are grouped by
 // the invariant they hold the machine to (I1–I7 at the top of refresh_machine.hpp).

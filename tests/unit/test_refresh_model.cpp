@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // A randomized model test of the refresh machine: random interleavings of callers, time, answers,
 // transient failures, Retry-After, lost answers, failing saves and loads, conflicts, invalidation
 // and destruction (followed by a new client on the same store), against a model server that

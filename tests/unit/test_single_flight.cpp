@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // The single_flight primitive on its own, driven by hand (no sockets): who starts a flight,
 // exactly-once completion, per-waiter cancellation, destruction, executors.
 #include <nxsys/auth/detail/single_flight.hpp>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Unit tests of the library's private text helpers (lib/text.hpp: redact, printable,
 // is_header_token, iequals) and of make_token_url from config.hpp.
 #include <nxsys/auth/config.hpp>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // The access token handed to callers: an immutable, cheaply copied snapshot.
 #ifndef NXSYS_AUTH_ACCESS_TOKEN_HPP
 #define NXSYS_AUTH_ACCESS_TOKEN_HPP

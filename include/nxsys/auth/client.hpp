@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // nxsys::auth::client: keeps one access token valid for any number of concurrent users, with
 // at most one refresh request in flight.
 #ifndef NXSYS_AUTH_CLIENT_HPP

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Configuration of a nxsys::auth::client.
 #ifndef NXSYS_AUTH_CONFIG_HPP
 #define NXSYS_AUTH_CONFIG_HPP

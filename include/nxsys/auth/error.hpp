@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Error codes of nxsys-auth: one enum, two categories (the OAuth server's RFC 6749 §5.2 errors
 // and the client's own failures), plus diagnostics that carry the server's words.
 #ifndef NXSYS_AUTH_ERROR_HPP

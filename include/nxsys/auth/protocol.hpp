@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // The Nxsys refresh protocol without I/O: build the request, parse the answer. Pure functions,
 // so they are tested and fuzzed without sockets.
 #ifndef NXSYS_AUTH_PROTOCOL_HPP

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // nxsys::auth::redis_store: the token state in Redis, shared by replicas on many hosts, with a
 // lease so that one replica of the whole cluster refreshes at a time. Target nxsys::auth_redis.
 #ifndef NXSYS_AUTH_REDIS_STORE_HPP

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // nxsys::auth::session: sends requests to the Nxsys API with the client's access token, over
 // a pool of keep-alive connections, and answers a 401 with one forced refresh and one retry.
 #ifndef NXSYS_AUTH_SESSION_HPP

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // What a client did: counters for metrics, readable at any time. No Asio here, so the refresh
 // machine (lib/refresh_machine.hpp) can keep them without depending on I/O.
 #ifndef NXSYS_AUTH_STATS_HPP

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // The state a token_store keeps. Plain data, no Asio: the refresh machine works on it too.
 #ifndef NXSYS_AUTH_STORED_TOKENS_HPP
 #define NXSYS_AUTH_STORED_TOKENS_HPP

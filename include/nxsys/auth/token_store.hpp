@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Where a client keeps its tokens between refreshes and across restarts, and how clients that
 // share one refresh-token chain (threads, processes, hosts) agree on who refreshes.
 #ifndef NXSYS_AUTH_TOKEN_STORE_HPP

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // A program using nxsys-auth the way an application does, built by tests/package/run.sh against
 // the installed package (consumer/) and through add_subdirectory (subdir-consumer/). It builds
 // the token URL, constructs a client and gets one token from a canned answer served on

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // A shared library using nxsys-auth (tests/package/subdir-consumer): links only if the static
 // library was compiled as position-independent code.
 #include <nxsys/auth.hpp>

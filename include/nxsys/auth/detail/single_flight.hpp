@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // "Many waiters, one operation": waiters attach to the one flight in progress and all complete
 // with its result, each on its own executor. Knows nothing of OAuth.
 #ifndef NXSYS_AUTH_DETAIL_SINGLE_FLIGHT_HPP
