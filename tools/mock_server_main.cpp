@@ -1,6 +1,6 @@
 // nxsys-mock-server: runs the mock Nxsys token server standalone until SIGINT/SIGTERM, for trying
 // clients by hand (curl, the seed's fetch example) and for load tests from another process.
-#include "mock_server.hpp"
+#include <nxsys/auth/testing/mock_server.hpp>
 
 #include <boost/json.hpp>
 

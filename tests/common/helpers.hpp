@@ -4,8 +4,7 @@
 #define NXSYS_AUTH_TESTS_COMMON_HELPERS_HPP
 
 #include <nxsys/auth.hpp>
-
-#include "mock_server.hpp"
+#include <nxsys/auth/testing/mock_server.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>

@@ -1,7 +1,7 @@
 // A real Beast HTTP(S) server implementing the Nxsys token endpoint, for tests, the demo and
 // benchmarks. Never linked into the shipped library.
-#ifndef NXSYS_AUTH_TESTS_SUPPORT_MOCK_SERVER_HPP
-#define NXSYS_AUTH_TESTS_SUPPORT_MOCK_SERVER_HPP
+#ifndef NXSYS_AUTH_TESTING_MOCK_SERVER_HPP
+#define NXSYS_AUTH_TESTING_MOCK_SERVER_HPP
 
 #include <chrono>
 #include <cstddef>

@@ -1,6 +1,6 @@
 // The mock Nxsys token server: a Beast HTTP/1.1 (optionally TLS) server on 127.0.0.1 whose
 // POST /nxsys/oauth/token behaves like the real endpoint, plus knobs tests use to misbehave.
-#include "mock_server.hpp"
+#include <nxsys/auth/testing/mock_server.hpp>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -37,7 +37,7 @@
 #include <utility>
 
 #ifndef NXSYS_AUTH_TEST_DATA_DIR
-#error "NXSYS_AUTH_TEST_DATA_DIR must name tests/data (see tests/support/CMakeLists.txt)"
+#error "NXSYS_AUTH_TEST_DATA_DIR must name tests/data (see testing/CMakeLists.txt)"
 #endif
 
 namespace nxsys::auth::testing {
