@@ -27,7 +27,8 @@ Serves POST /nxsys/oauth/token (and GET /stats) on 127.0.0.1 until SIGINT or SIG
 prints its statistics as JSON.
 
   --port N              port to listen on; 0 (default) picks a free one
-  --tls                 serve HTTPS (default certificate: tests/data/server.pem, CA ca.pem)
+  --tls                 serve HTTPS; the built-in certificate (127.0.0.1, localhost) is
+                        signed by a test CA written to the file printed at start
   --cert FILE           PEM certificate chain for --tls (with --key)
   --key FILE            PEM private key for --tls (with --cert)
   --latency-ms N        wait N ms before each token answer (default 0)
@@ -170,6 +171,7 @@ int main(int argc, char** argv) {
     {
       testing::mock_server server(std::move(*opts));
       std::cout << "listening on 127.0.0.1:" << server.port() << std::endl;
+      if (!server.ca_file().empty()) std::cout << "test CA " << server.ca_file() << std::endl;
       int signal = 0;
       while (sigwait(&stop_signals, &signal) != 0) {
       }
