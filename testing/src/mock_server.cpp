@@ -40,11 +40,10 @@
 #include <system_error>
 #include <thread>
 #include <type_traits>
+#include <unistd.h>  // mkstemps, close
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
-
-#include <unistd.h>
 
 namespace nxsys::auth::testing {
 
@@ -446,8 +445,9 @@ struct mock_server::impl : std::enable_shared_from_this<mock_server::impl> {
 
 mock_server::impl::impl(std::optional<asio::any_io_executor> ex, mock_server_options opts)
     : opts_(std::move(opts)),
-      ioc_(ex ? std::nullopt
-              : std::make_optional<asio::io_context>(static_cast<int>(std::max(1u, opts_.threads)))),
+      ioc_(
+          ex ? std::nullopt
+             : std::make_optional<asio::io_context>(static_cast<int>(std::max(1u, opts_.threads)))),
       ex_(ex ? std::move(*ex) : asio::any_io_executor(ioc_->get_executor())),
       accept_strand_(asio::make_strand(ex_)),
       acceptor_(accept_strand_),
@@ -573,11 +573,10 @@ void mock_server::impl::start_session(strand_type strand, tcp::socket socket) {
     id = next_connection_id_++;
     connections_.emplace(id, base);
   }
-  asio::co_spawn(strand, std::move(session),
-                 [self = shared_from_this(), id](std::exception_ptr e) {
-                   self->unregister(id);
-                   report(e);
-                 });
+  asio::co_spawn(strand, std::move(session), [self = shared_from_this(), id](std::exception_ptr e) {
+    self->unregister(id);
+    report(e);
+  });
 }
 
 void mock_server::impl::unregister(std::uint64_t id) {

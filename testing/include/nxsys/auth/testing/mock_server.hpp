@@ -25,14 +25,15 @@ enum class field_names {
 
 /// An answer the server gives instead of a token (see mock_server::fail_next()).
 struct scripted_failure {
-  int status = 500;  ///< HTTP status of the answer
-  std::string body;  ///< raw body, e.g. {"error":"invalid_grant"} or an HTML error page
-  std::string content_type = "application/json";  ///< "": no Content-Type header
-  std::vector<std::pair<std::string, std::string>> headers;  ///< extra headers (Retry-After)
+  int status = 500;    ///< HTTP status of the answer
+  std::string body{};  ///< raw body, e.g. {"error":"invalid_grant"} or an HTML error page
+  std::string content_type = "application/json";               ///< "": no Content-Type header
+  std::vector<std::pair<std::string, std::string>> headers{};  ///< extra headers (Retry-After)
 };
 
 /// How a mock_server behaves. Every field has a default that makes it a well-behaved endpoint
-/// issuing one-hour tokens without rotation.
+/// issuing one-hour tokens without rotation. (The {} initializers keep -Wextra quiet about
+/// designated initializers, `{.tls = true, .rotate = true}`, that name only what they change.)
 struct mock_server_options {
   /// The client credentials the server accepts (in the body or as HTTP Basic).
   std::string client_id = "test-client";
@@ -42,8 +43,8 @@ struct mock_server_options {
   /// Serve HTTPS. Without cert_chain_file and private_key_file the server uses a built-in
   /// certificate for 127.0.0.1 and localhost; clients trust it through mock_server::ca_file().
   bool tls = false;
-  std::string cert_chain_file;   ///< PEM certificate chain to serve instead of the built-in one
-  std::string private_key_file;  ///< PEM private key of cert_chain_file
+  std::string cert_chain_file{};   ///< PEM certificate chain to serve instead of the built-in one
+  std::string private_key_file{};  ///< PEM private key of cert_chain_file
   std::chrono::milliseconds latency{0};  ///< wait before each token answer (never blocks a thread)
   std::chrono::seconds ttl{3600};        ///< expiresIn of issued access tokens
   bool send_expires_in = true;           ///< false: answers carry no expiry
@@ -62,7 +63,7 @@ struct mock_server_options {
   bool decide_on_arrival = false;
   field_names names = field_names::camel;  ///< field names of successful answers
   /// A JSON object whose members are added to every token answer, e.g. R"({"scope":"read"})".
-  std::string extra_answer_fields;
+  std::string extra_answer_fields{};
   int fail_every = 0;  ///< every Nth token request fails with 503 and Retry-After: 1; 0: none
   /// Threads the server runs on when it has its own (1 or more); ignored on your executor.
   unsigned threads = 1;
