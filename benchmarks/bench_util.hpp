@@ -5,8 +5,7 @@
 #define NXSYS_AUTH_BENCHMARKS_BENCH_UTIL_HPP
 
 #include <nxsys/auth.hpp>
-
-#include "mock_server.hpp"
+#include <nxsys/auth/testing/mock_server.hpp>
 
 #include <boost/json.hpp>
 

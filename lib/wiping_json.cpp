@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // JSON memory that is overwritten before it is freed.
 #include "wiping_json.hpp"
 

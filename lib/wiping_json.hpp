@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // JSON trees that hold tokens (token answers, stored states) in memory that is overwritten
 // before it is freed. Internal.
 #ifndef NXSYS_AUTH_LIB_WIPING_JSON_HPP

@@ -6,7 +6,8 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build clang-14 libclang-rt-14-dev
   libboost1.81-all-dev libboost-json1.81-dev libboost-url1.81-dev
-  libssl-dev openssl curl libbenchmark-dev gnuplot-nox wrk redis-server libhiredis-dev
+  libssl-dev openssl curl libbenchmark-dev libgtest-dev gnuplot-nox wrk redis-server
+  libhiredis-dev
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -1,9 +1,8 @@
 // SPDX-License-Identifier: BSL-1.0
 // nxsys-mock-server: runs the mock Nxsys token server standalone until SIGINT/SIGTERM, for trying
 // clients by hand (curl, the seed's fetch example) and for load tests from another process.
+#include <nxsys/auth/testing/mock_server.hpp>
 #include <nxsys/auth/version.hpp>
-
-#include "mock_server.hpp"
 
 #include <boost/json.hpp>
 
@@ -30,7 +29,8 @@ Serves POST /nxsys/oauth/token (and GET /stats) on 127.0.0.1 until SIGINT or SIG
 prints its statistics as JSON.
 
   --port N              port to listen on; 0 (default) picks a free one
-  --tls                 serve HTTPS (default certificate: tests/data/server.pem, CA ca.pem)
+  --tls                 serve HTTPS; the built-in certificate (127.0.0.1, localhost) is
+                        signed by a test CA written to the file printed at start
   --cert FILE           PEM certificate chain for --tls (with --key)
   --key FILE            PEM private key for --tls (with --cert)
   --latency-ms N        wait N ms before each token answer (default 0)
@@ -176,6 +176,7 @@ int main(int argc, char** argv) {
     {
       testing::mock_server server(std::move(*opts));
       std::cout << "listening on 127.0.0.1:" << server.port() << std::endl;
+      if (!server.ca_file().empty()) std::cout << "test CA " << server.ca_file() << std::endl;
       int signal = 0;
       while (sigwait(&stop_signals, &signal) != 0) {
       }

@@ -5,8 +5,7 @@
 #define NXSYS_AUTH_TESTS_COMMON_HELPERS_HPP
 
 #include <nxsys/auth.hpp>
-
-#include "mock_server.hpp"
+#include <nxsys/auth/testing/mock_server.hpp>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -25,7 +24,17 @@
 #include <thread>
 #include <vector>
 
+#ifndef NXSYS_AUTH_TEST_DATA_DIR
+#error "NXSYS_AUTH_TEST_DATA_DIR must name testing/data (see tests/CMakeLists.txt)"
+#endif
+
 namespace nxsys::auth::testing {
+
+/// The directory of the test certificates (testing/data): the test CA and the server
+/// certificates the TLS tests serve, the mock's built-in one among them.
+inline std::string test_data_dir() {
+  return NXSYS_AUTH_TEST_DATA_DIR;
+}
 
 /// A client_config that talks to `server` with its credentials (and its test CA for TLS).
 inline client_config config_for(const mock_server& server, const mock_server_options& opts = {}) {

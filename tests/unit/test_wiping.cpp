@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // The types that hold credentials overwrite them whenever they let go of their bytes:
 // stored_tokens, protocol::token_response, protocol::refresh_request (public) and
 // secret_string (internal). Checked on short secrets, which live inside the object itself

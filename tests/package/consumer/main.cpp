@@ -3,7 +3,8 @@
 // the installed package (consumer/) and through add_subdirectory (subdir-consumer/). It builds
 // the token URL, constructs a client and gets one token from a canned answer served on
 // 127.0.0.1 by this process itself, then sends one API request through a session (the README's
-// quick start): headers, library and its dependencies link and work.
+// quick start): headers, library and its dependencies link and work. From the installed
+// package it also runs a client against the installed mock server (testing.cpp).
 #include <nxsys/auth.hpp>
 
 #include <boost/asio.hpp>
@@ -17,6 +18,10 @@
 namespace asio = boost::asio;
 namespace auth = nxsys::auth;
 using asio::ip::tcp;
+
+#ifdef NXSYS_AUTH_CONSUMER_TESTING
+bool token_from_the_mock_server();  // testing.cpp: nxsys::auth_testing, installed package only
+#endif
 
 namespace {
 
@@ -123,6 +128,9 @@ int main() {
     std::cout << "nxsys-auth consumer: " << cfg.token_url << " answered a " << token.type()
               << " token (" << client.stats().refreshes_succeeded
               << " refresh); the API answered " << api_answer << "\n";
+#ifdef NXSYS_AUTH_CONSUMER_TESTING
+    if (!token_from_the_mock_server()) return 1;
+#endif
     return 0;
   } catch (const std::exception& e) {
     std::cerr << "nxsys-auth consumer: " << e.what() << "\n";

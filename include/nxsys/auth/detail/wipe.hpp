@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: BSL-1.0
 // Overwriting credentials in memory: shared by the public types that hold them and the library.
 #ifndef NXSYS_AUTH_DETAIL_WIPE_HPP
 #define NXSYS_AUTH_DETAIL_WIPE_HPP

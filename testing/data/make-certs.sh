@@ -3,7 +3,8 @@
 # Regenerates the TLS test certificates of the mock token server (committed as test data):
 # a test CA, a localhost/127.0.0.1 server cert, a wrong-host cert and an untrusted self-signed one.
 #
-# Usage: tests/data/make-certs.sh   (writes into the directory of this script)
+# Usage: testing/data/make-certs.sh   (writes into the directory of this script; the next build
+# compiles the new server.pem, server.key and ca.pem into nxsys::auth_testing)
 # EC P-256 keys keep TLS handshakes cheap in the benchmarks; 36500 days keeps the files valid for
 # as long as anyone will run these tests. Leaf certificates carry an explicit SAN, serverAuth and
 # key identifiers so strict verifiers (OpenSSL X509_V_FLAG_X509_STRICT, Python 3.13) accept them.

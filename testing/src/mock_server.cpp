@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: BSL-1.0
 // The mock Nxsys token server: a Beast HTTP/1.1 (optionally TLS) server on 127.0.0.1 whose
 // POST /nxsys/oauth/token behaves like the real endpoint, plus knobs tests use to misbehave.
-#include "mock_server.hpp"
+#include <nxsys/auth/testing/mock_server.hpp>
+
+#include "certificates.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -23,23 +25,26 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cerrno>
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <deque>
 #include <exception>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <random>
+#include <stdexcept>
 #include <string_view>
+#include <system_error>
 #include <thread>
 #include <type_traits>
+#include <unistd.h>  // mkstemps, close
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
-
-#ifndef NXSYS_AUTH_TEST_DATA_DIR
-#error "NXSYS_AUTH_TEST_DATA_DIR must name tests/data (see tests/support/CMakeLists.txt)"
-#endif
 
 namespace nxsys::auth::testing {
 
@@ -52,7 +57,7 @@ namespace json = boost::json;
 namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
 using error_code = boost::system::error_code;
-using strand_type = asio::strand<asio::io_context::executor_type>;
+using strand_type = asio::strand<asio::any_io_executor>;
 
 constexpr std::string_view token_path = "/nxsys/oauth/token";
 constexpr std::string_view stats_path = "/stats";
@@ -313,15 +318,61 @@ using tls_stream = beast::ssl_stream<beast::tcp_stream>;
 template <class Stream>
 constexpr bool is_tls = std::is_same_v<Stream, tls_stream>;
 
+// A bug in the mock must not take the test process down with an unrelated terminate(), nor
+// come out of the run() of a user's io_context.
+void report(std::exception_ptr e) {
+  if (!e) return;
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    std::fprintf(stderr, "nxsys mock server: %s\n", x.what());
+  } catch (...) {
+    std::fprintf(stderr, "nxsys mock server: unknown exception\n");
+  }
+}
+
+// The CA certificate as a file, because that is what TLS clients take (tls_options::ca_file).
+class temporary_file {
+ public:
+  explicit temporary_file(std::string_view content) {
+    std::string name =
+        (std::filesystem::temp_directory_path() / "nxsys-mock-ca-XXXXXX.pem").string();
+    const int fd = ::mkstemps(name.data(), 4);
+    if (fd < 0) throw std::system_error(errno, std::generic_category(), "mkstemps " + name);
+    ::close(fd);
+    path_ = std::move(name);
+    std::ofstream out(path_, std::ios::binary | std::ios::trunc);
+    out.write(content.data(), static_cast<std::streamsize>(content.size()));
+    if (!out.flush()) {
+      std::remove(path_.c_str());
+      throw std::runtime_error("cannot write " + path_);
+    }
+  }
+  ~temporary_file() { std::remove(path_.c_str()); }
+  temporary_file(const temporary_file&) = delete;
+  temporary_file& operator=(const temporary_file&) = delete;
+
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
 }  // namespace
 
 // ---- The server ---------------------------------------------------------------------------------
 
-struct mock_server::impl {
-  explicit impl(mock_server_options opts);
+// Shared with the completion handlers of its coroutines: on a user's executor they may outlive
+// the mock_server object, and must find the state they run against still there.
+struct mock_server::impl : std::enable_shared_from_this<mock_server::impl> {
+  // `ex` empty: the server runs an io_context of its own on opts.threads threads.
+  impl(std::optional<asio::any_io_executor> ex, mock_server_options opts);
   ~impl();
   impl(const impl&) = delete;
   impl& operator=(const impl&) = delete;
+
+  void start();
+  void stop();
 
   asio::awaitable<void> accept_loop();
   void start_session(strand_type strand, tcp::socket socket);
@@ -350,13 +401,17 @@ struct mock_server::impl {
   // Fixed after construction; read from any thread without locking.
   const mock_server_options opts_;
 
-  // Declared before everything that holds sockets or timers so it is destroyed last.
-  asio::io_context ioc_;
+  // Declared before everything that holds sockets or timers so it is destroyed last. Engaged
+  // when the server runs on threads of its own.
+  std::optional<asio::io_context> ioc_;
+  asio::any_io_executor ex_;  // of *ioc_ or the user's
   std::optional<ssl::context> ssl_ctx_;
+  std::optional<temporary_file> ca_file_;  // when serving the built-in certificate
   strand_type accept_strand_;
   tcp::acceptor acceptor_;
   std::uint16_t port_ = 0;
   std::vector<std::thread> threads_;
+  std::once_flag stopped_;
 
   std::atomic<std::int64_t> latency_ms_;
   std::atomic<bool> close_after_response_{false};
@@ -382,17 +437,20 @@ struct mock_server::impl {
   std::deque<std::pair<scripted_failure, int>> scripted_;
   std::mt19937_64 rng_{std::random_device{}()};
 
-  // Open connections, so close_idle_connections() and the destructor can reach them.
+  // Open connections, so close_idle_connections() and stop() can reach them.
   mutable std::mutex connections_mutex_;
   bool stopping_ = false;
   std::uint64_t next_connection_id_ = 0;
   std::unordered_map<std::uint64_t, std::shared_ptr<connection_base>> connections_;
 };
 
-mock_server::impl::impl(mock_server_options opts)
+mock_server::impl::impl(std::optional<asio::any_io_executor> ex, mock_server_options opts)
     : opts_(std::move(opts)),
-      ioc_(static_cast<int>(std::max(1u, opts_.threads))),
-      accept_strand_(asio::make_strand(ioc_)),
+      ioc_(
+          ex ? std::nullopt
+             : std::make_optional<asio::io_context>(static_cast<int>(std::max(1u, opts_.threads)))),
+      ex_(ex ? std::move(*ex) : asio::any_io_executor(ioc_->get_executor())),
+      accept_strand_(asio::make_strand(ex_)),
       acceptor_(accept_strand_),
       latency_ms_(opts_.latency.count()),
       current_refresh_(opts_.initial_refresh_token) {
@@ -402,11 +460,15 @@ mock_server::impl::impl(mock_server_options opts)
     ssl_ctx_->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
                           ssl::context::no_sslv3 | ssl::context::no_tlsv1 |
                           ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
-    ssl_ctx_->use_certificate_chain_file(
-        opts_.cert_chain_file.empty() ? test_data_dir() + "/server.pem" : opts_.cert_chain_file);
-    ssl_ctx_->use_private_key_file(
-        opts_.private_key_file.empty() ? test_data_dir() + "/server.key" : opts_.private_key_file,
-        ssl::context::pem);
+    if (opts_.cert_chain_file.empty() && opts_.private_key_file.empty()) {
+      // Compiled in rather than read from the source tree, so an installed library serves TLS.
+      ssl_ctx_->use_certificate_chain(asio::buffer(detail::server_certificate_pem));
+      ssl_ctx_->use_private_key(asio::buffer(detail::server_key_pem), ssl::context::pem);
+      ca_file_.emplace(detail::ca_certificate_pem);
+    } else {
+      ssl_ctx_->use_certificate_chain_file(opts_.cert_chain_file);
+      ssl_ctx_->use_private_key_file(opts_.private_key_file, ssl::context::pem);
+    }
   }
 
   // Bound and listening before the constructor returns, so clients may connect at once.
@@ -416,47 +478,64 @@ mock_server::impl::impl(mock_server_options opts)
   acceptor_.bind(endpoint);
   acceptor_.listen(asio::socket_base::max_listen_connections);
   port_ = acceptor_.local_endpoint().port();
+}
 
-  asio::co_spawn(accept_strand_, accept_loop(), [](std::exception_ptr e) {
-    if (e) std::rethrow_exception(e);
-  });
-  // No work guard: the accept loop is work until the destructor closes the acceptor, and then
-  // run() returns once every session has ended, which is exactly when joining is safe.
-  for (unsigned i = 0; i < std::max(1u, opts_.threads); ++i) {
-    threads_.emplace_back([this] {
-      for (;;) {
-        try {
-          ioc_.run();
-          return;
-        } catch (const std::exception& e) {
-          // A bug in the mock must not take the test process down with an unrelated terminate().
-          std::fprintf(stderr, "nxsys mock server: %s\n", e.what());
+// Apart from the constructor: the handlers hold a shared_ptr to *this.
+void mock_server::impl::start() {
+  asio::co_spawn(accept_strand_, accept_loop(),
+                 [self = shared_from_this()](std::exception_ptr e) { report(e); });
+  if (!ioc_) return;
+  // No work guard: the accept loop is work until stop() closes the acceptor, and then run()
+  // returns once every session has ended, which is exactly when joining is safe.
+  try {
+    for (unsigned i = 0; i < std::max(1u, opts_.threads); ++i) {
+      threads_.emplace_back([this] {
+        for (;;) {
+          try {
+            ioc_->run();
+            return;
+          } catch (...) {
+            report(std::current_exception());
+          }
         }
-      }
-    });
+      });
+    }
+  } catch (...) {
+    // Before the constructor gives up: join the threads that did start, then run what is left
+    // here, so that no handler keeps *this alive through the io_context *this owns.
+    stop();
+    ioc_->restart();
+    ioc_->run();
+    throw;
   }
 }
 
-mock_server::impl::~impl() {
-  std::vector<std::shared_ptr<connection_base>> open;
-  {
-    std::lock_guard lock(connections_mutex_);
-    stopping_ = true;
-    for (auto& [id, c] : connections_) open.push_back(c);
-  }
-  asio::post(accept_strand_, [this] {
-    error_code ignored;
-    acceptor_.close(ignored);
+void mock_server::impl::stop() {
+  std::call_once(stopped_, [this] {
+    std::vector<std::shared_ptr<connection_base>> open;
+    {
+      std::lock_guard lock(connections_mutex_);
+      stopping_ = true;
+      for (auto& [id, c] : connections_) open.push_back(c);
+    }
+    asio::post(accept_strand_, [self = shared_from_this()] {
+      error_code ignored;
+      self->acceptor_.close(ignored);
+    });
+    for (auto& c : open) asio::post(c->strand_, [c] { c->close(); });
+    open.clear();
+    for (auto& t : threads_) t.join();
   });
-  for (auto& c : open) asio::post(c->strand_, [c] { c->close(); });
-  open.clear();
-  for (auto& t : threads_) t.join();
 }
+
+// Only reached after stop(): on its own threads the server joined them there, and on a user's
+// executor the last handler holding *this has run (or was destroyed with its context).
+mock_server::impl::~impl() = default;
 
 asio::awaitable<void> mock_server::impl::accept_loop() {
   for (;;) {
     // Each connection gets its own strand: sessions run in parallel, each one serialised.
-    auto strand = asio::make_strand(ioc_);
+    auto strand = asio::make_strand(ex_);
     tcp::socket socket(strand);
     auto [ec] = co_await acceptor_.async_accept(socket, use_tuple);
     if (!acceptor_.is_open()) co_return;
@@ -495,9 +574,9 @@ void mock_server::impl::start_session(strand_type strand, tcp::socket socket) {
     id = next_connection_id_++;
     connections_.emplace(id, base);
   }
-  asio::co_spawn(strand, std::move(session), [this, id](std::exception_ptr e) {
-    unregister(id);
-    if (e) std::rethrow_exception(e);
+  asio::co_spawn(strand, std::move(session), [self = shared_from_this(), id](std::exception_ptr e) {
+    self->unregister(id);
+    report(e);
   });
 }
 
@@ -887,9 +966,22 @@ answer mock_server::impl::issue_token(const std::string* scope, bool rotate) {
 // ---- Public interface ---------------------------------------------------------------------------
 
 mock_server::mock_server(mock_server_options opts)
-    : impl_(std::make_unique<impl>(std::move(opts))) {}
+    : impl_(std::make_shared<impl>(std::nullopt, std::move(opts))) {
+  impl_->start();
+}
 
-mock_server::~mock_server() = default;
+mock_server::mock_server(asio::any_io_executor ex, mock_server_options opts)
+    : impl_(std::make_shared<impl>(std::move(ex), std::move(opts))) {
+  impl_->start();
+}
+
+mock_server::~mock_server() {
+  impl_->stop();
+}
+
+void mock_server::stop() {
+  impl_->stop();
+}
 
 std::uint16_t mock_server::port() const {
   return impl_->port_;
@@ -902,6 +994,10 @@ std::string mock_server::base_url() const {
 
 std::string mock_server::token_url() const {
   return base_url() + std::string(token_path);
+}
+
+std::string mock_server::ca_file() const {
+  return impl_->ca_file_ ? impl_->ca_file_->path() : std::string();
 }
 
 mock_server_stats mock_server::stats() const {
@@ -971,8 +1067,9 @@ void mock_server::close_idle_connections() {
   // after this call deterministically finds it closed.
   auto done = std::make_shared<countdown>(open.size());
   for (auto& c : open) asio::post(c->strand_, [c, done] { c->close_if_idle(done); });
-  // On a server thread (threads == 1) waiting would deadlock: there the closes just follow.
-  if (impl_->ioc_.get_executor().running_in_this_thread()) return;
+  // On a user's executor nothing may block it: the closes run when it does. Likewise on a
+  // server thread (threads == 1), where waiting would deadlock.
+  if (!impl_->ioc_ || impl_->ioc_->get_executor().running_in_this_thread()) return;
   done->wait();
 }
 
@@ -1018,10 +1115,6 @@ std::string to_json(const mock_server_stats& s) {
   o["grace_refreshes"] = s.grace_refreshes;
   o["min_refresh_gap_ms"] = s.min_refresh_gap_ms;
   return boost::json::serialize(o);
-}
-
-std::string test_data_dir() {
-  return NXSYS_AUTH_TEST_DATA_DIR;
 }
 
 }  // namespace nxsys::auth::testing
