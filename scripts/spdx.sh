@@ -28,7 +28,7 @@ while IFS= read -r -d '' file; do
   # The comment leader of the file's language; data, certificates, corpora and documentation
   # are not stamped. (No subshells here: the test runs this over every file.)
   case $file in
-    *.cpp | *.hpp) lead="//" ;;
+    *.cpp | *.hpp | *.cpp.in | *.hpp.in) lead="//" ;;
     CMakeLists.txt | */CMakeLists.txt | *.cmake | *.in | *.sh | *.py | *.gp) lead="#" ;;
     scripts/* | .ci/*) lead="#" ;;
     *) continue ;;
