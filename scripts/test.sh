@@ -4,7 +4,8 @@
 #   scripts/test.sh                  # release-with-debug-info build in build/
 #   SANITIZE=address scripts/test.sh # ASan+UBSan build in build-address/
 #   SANITIZE=thread LABELS=thread_safety scripts/test.sh
-# Extra environment: CXX (compiler), WERROR=ON, BUILD_DIR, LABELS (a CTest label regex).
+# Extra environment: CXX (compiler), WERROR=ON, BUILD_DIR, LABELS (a CTest label regex),
+# EXCLUDE_LABELS (a CTest label regex of tests not to run).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 "$root/scripts/setup.sh"
@@ -16,4 +17,5 @@ cmake -S "$root" -B "$build" -G Ninja \
 cmake --build "$build" -j "$(nproc)"
 args=(--test-dir "$build" --output-on-failure -j "$(nproc)")
 [ -n "${LABELS:-}" ] && args+=(-L "$LABELS")
+[ -n "${EXCLUDE_LABELS:-}" ] && args+=(-LE "$EXCLUDE_LABELS")
 ctest "${args[@]}"
