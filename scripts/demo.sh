@@ -25,11 +25,11 @@ machine="$(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | s
 gnuplot -e "datafile='$out/contention.dat'; outfile='$out/contention.png'; subtitle='L = 5 ms, $machine'" \
   "$root/benchmarks/contention.gp"
 echo
-echo "fast path (short run; README: --benchmark_min_time=0.5):"
+echo "fast path (short run; docs/benchmarks.md: --benchmark_min_time=0.5):"
 "$build/benchmarks/nxsys-fast-path-bench" --benchmark_min_time=0.05 --json "$out/fast-path.json" \
   2>/dev/null | sed -n '/^fresh-token read/,$p' || rc=1
 echo
-echo "sustained load (5 s; README: 30 s):"
+echo "sustained load (5 s; docs/benchmarks.md: 30 s):"
 "$build/benchmarks/nxsys-sustained-bench" --seconds 5 --json "$out/sustained.json" \
   2>/dev/null || rc=1
 echo
