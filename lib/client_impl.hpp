@@ -86,7 +86,7 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
 
   boost::asio::any_io_executor ex_;
   boost::asio::strand<boost::asio::any_io_executor> strand_;
-  client_config cfg_;           // immutable after construction (its refresh_token is moved out)
+  client_config cfg_;             // immutable after construction (its refresh_token is moved out)
   secret_string secret_encoded_;  // as it appears in the request body, for redaction
   const std::uint64_t uid_;
   std::shared_ptr<token_store> store_;

@@ -193,7 +193,8 @@ error_code save_state(const std::string& path, const stored_tokens& next,
   std::optional<stored_tokens> current;
   if (auto ec = read_state(path, current, diag)) return ec;
   if (current) {
-    if (current->refresh_token != expected) return fail(errc::store_conflict, diag, path + ": the stored refresh token changed");
+    if (current->refresh_token != expected)
+      return fail(errc::store_conflict, diag, path + ": the stored refresh token changed");
   }
   const auto bytes = detail::serialize_stored_tokens(next);
   if (bytes.empty()) return fail(errc::store_failed, diag, "cannot serialize the tokens");

@@ -13,7 +13,7 @@ namespace nxsys::auth::detail {
 
 struct http_answer {
   unsigned status = 0;
-  secret_string body;  ///< it carries the tokens
+  secret_string body;       ///< it carries the tokens
   std::string retry_after;  ///< the Retry-After header, as sent ("" when absent)
   /// The request may have reached the server (its writing had begun): a failure after this
   /// may have lost an answer the server sent.

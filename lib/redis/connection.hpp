@@ -48,9 +48,8 @@ class connection {
   ///    are not RESP) or errc::timeout (nothing, or no turn on the connection, by `deadline`);
   ///  - Redis refused the session: errc::store_failed (AUTH or SELECT answered with an error).
   /// operation_aborted after close().
-  boost::asio::awaitable<boost::system::error_code> exec(const arguments& args,
-                                                         reply& out, steady_time deadline,
-                                                         diagnostics& diag);
+  boost::asio::awaitable<boost::system::error_code> exec(const arguments& args, reply& out,
+                                                         steady_time deadline, diagnostics& diag);
   /// The next reply pushed by the server (subscribed connections); steady_time::max() waits
   /// without a timeout.
   boost::asio::awaitable<boost::system::error_code> receive(reply& out, steady_time deadline,
