@@ -164,6 +164,47 @@ class progress {
   bool tty_;
 };
 
+// printf-style formatting of up to three numbers, for table cells and target lines.
+inline std::string fmt(const char* f, double a, double b = 0, double c = 0) {
+  char buf[256];
+  std::snprintf(buf, sizeof buf, f, a, b, c);
+  return buf;
+}
+
+// A benchmark's targets, checked against one run's figures. Misses are reported, not fatal:
+// they are measurements on a shared machine. Only a correctness target (one refresh per burst,
+// no failure) that fails decides the exit status. Written to the JSON as
+// [{"name", "measured", "goal", "result": "PASS" | "MISS" | "FAIL", "correctness"}], which
+// nxsys-bench-summary gathers into the main job's one table.
+class target_list {
+ public:
+  void add(std::string name, std::string measured, std::string goal, bool ok,
+           bool correctness = false) {
+    const char* result = ok ? "PASS" : (correctness ? "FAIL" : "MISS");
+    if (!ok && correctness) correct_ = false;
+    items_.push_back({{"name", name},
+                      {"measured", measured},
+                      {"goal", goal},
+                      {"result", result},
+                      {"correctness", correctness}});
+  }
+  bool correct() const noexcept { return correct_; }
+  const boost::json::array& json() const noexcept { return items_; }
+  void print() const {
+    std::printf("\ntargets (misses are reported, not fatal; a FAIL is):\n");
+    for (const auto& t : items_) {
+      const auto& o = t.as_object();
+      std::printf("  %s  %s: %s (target %s)\n", o.at("result").as_string().c_str(),
+                  o.at("name").as_string().c_str(), o.at("measured").as_string().c_str(),
+                  o.at("goal").as_string().c_str());
+    }
+  }
+
+ private:
+  boost::json::array items_;
+  bool correct_ = true;
+};
+
 inline void write_json(const std::string& path, const boost::json::value& v) {
   std::ofstream out(path, std::ios::trunc);
   out << boost::json::serialize(v) << "\n";

@@ -54,6 +54,7 @@ namespace asio = boost::asio;
 namespace json = boost::json;
 namespace na = nxsys::auth;
 namespace bench = nxsys::auth::bench;
+using bench::fmt;
 using steady = std::chrono::steady_clock;
 
 namespace {
@@ -447,12 +448,6 @@ json::object to_json(const cell& c) {
           {"failures", c.failures}};
 }
 
-std::string fmt(const char* f, double a, double b = 0, double c = 0) {
-  char buf[256];
-  std::snprintf(buf, sizeof buf, f, a, b, c);
-  return buf;
-}
-
 void print_header() {
   std::printf("%5s  %-25s %4s %7s | %8s %6s | %9s %9s %9s %9s | %9s %9s %8s | %5s\n", "L(ms)",
               "design", "T", "N", "requests", "maxfly", "wall(ms)", "p50(ms)", "p99(ms)", "max(ms)",
@@ -470,20 +465,10 @@ void print_row(const cell& c) {
   std::fflush(stdout);
 }
 
-// The targets, checked against this run's figures. Misses are reported, not fatal:
-// they are measurements on a shared machine. Only correctness (one refresh per burst, no
-// failures) decides the exit status.
-struct verdicts {
-  bool correct = true;
-  std::vector<std::string> lines;
-  void add(bool ok, const std::string& what, bool correctness = false) {
-    lines.push_back(std::string(ok ? "PASS  " : (correctness ? "FAIL  " : "MISS  ")) + what);
-    if (!ok && correctness) correct = false;
-  }
-};
-
-verdicts check_targets(const std::vector<cell>& cells, const std::optional<memory_result>& mem) {
-  verdicts v;
+// The targets, checked against this run's figures (bench::target_list).
+bench::target_list check_targets(const std::vector<cell>& cells,
+                                 const std::optional<memory_result>& mem) {
+  bench::target_list v;
   auto find = [&](const std::string& d, int n, int l, unsigned t) -> const cell* {
     for (const auto& c : cells)
       if (c.design == d && c.n == n && c.latency_ms == l && (t == 0 || c.threads == t)) return &c;
@@ -495,43 +480,38 @@ verdicts check_targets(const std::vector<cell>& cells, const std::optional<memor
       ++single_rows;
       if (c.requests == 1 && c.failures == 0 && c.reuse_detected == 0) ++single_ok;
     }
-  v.add(single_rows == single_ok,
-        fmt("single-flight: exactly 1 refresh and no failure in %.0f of %.0f bursts", single_ok,
-            single_rows),
-        true);
+  v.add("single-flight: bursts with exactly 1 refresh, no failure",
+        fmt("%.0f of %.0f", single_ok, single_rows), "all", single_rows == single_ok, true);
   for (const auto& c : cells) {
     if (c.design != "single-flight" || c.n != 100000) continue;
     const cell* fl = find("timer floor", c.n, c.latency_ms, c.threads);
-    v.add(c.wake_ns <= 250,
-          fmt("wake-up at N=100k, L=%.0f ms, T=%.0f: %.0f ns/waiter (target <= 250)", c.latency_ms,
-              c.threads, c.wake_ns));
+    v.add(fmt("wake-up per waiter, N=100k, L=%.0f ms, T=%.0f", c.latency_ms, c.threads),
+          fmt("%.0f ns", c.wake_ns), "<= 250 ns", c.wake_ns <= 250);
     if (fl)
-      v.add(c.wake_ns <= fl->wake_ns,
-            fmt("wake-up at N=100k, L=%.0f ms, T=%.0f: SDK/timer floor = %.2f (target <= 1)",
-                c.latency_ms, c.threads, c.wake_ns / fl->wake_ns));
+      v.add(fmt("wake-up / timer floor, N=100k, L=%.0f ms, T=%.0f", c.latency_ms, c.threads),
+            fmt("%.2f", c.wake_ns / fl->wake_ns), "<= 1", c.wake_ns <= fl->wake_ns);
   }
   if (mem)
-    v.add(mem->sdk_bytes_per_call <= 512,
-          fmt("SDK heap per waiting call at N=%.0f: %.0f B (target <= 512)", mem->n,
-              mem->sdk_bytes_per_call));
+    v.add(fmt("SDK heap per waiting call, N=%.0f", mem->n),
+          fmt("%.0f B", mem->sdk_bytes_per_call), "<= 512 B", mem->sdk_bytes_per_call <= 512);
   for (const auto& h : cells) {
     if (h.design != "herd" || h.n != 10000) continue;
     const cell* s = find("single-flight", h.n, h.latency_ms, h.threads);
-    if (s && s->requests > 0)
-      v.add(h.requests >= 1000 * s->requests,
-            fmt("N=10k, L=%.0f ms: herd/single-flight token requests = %.0f (target >= 1000)",
-                h.latency_ms, static_cast<double>(h.requests) / static_cast<double>(s->requests)));
+    if (s && s->requests > 0) {
+      const double ratio = static_cast<double>(h.requests) / static_cast<double>(s->requests);
+      v.add(fmt("herd / single-flight token requests, N=10k, L=%.0f ms", h.latency_ms),
+            fmt("%.0f", ratio), ">= 1000", ratio >= 1000);
+    }
   }
   for (const auto& s : cells) {
     if (s.design != "single-flight" || s.n < 1000) continue;
     const cell* z = find("serialized", s.n, s.latency_ms, 0);
     const cell* fl = find("timer floor", s.n, s.latency_ms, s.threads);
     if (z)
-      v.add(s.wait_ms.p99 < z->wait_ms.p99,
-            fmt("p99 N=%.0f L=%.0f ms: single-flight %.3f ms vs serialized", s.n, s.latency_ms,
-                s.wait_ms.p99) +
-                fmt(" %.3f ms (T=%.0f; timer floor %.3f ms)", z->wait_ms.p99, s.threads,
-                    fl ? fl->wait_ms.p99 : 0.0));
+      v.add(fmt("p99 single-flight vs serialized, N=%.0f, L=%.0f ms, T=%.0f", s.n, s.latency_ms,
+                s.threads),
+            fmt("%.3f ms (timer floor %.3f ms)", s.wait_ms.p99, fl ? fl->wait_ms.p99 : 0.0),
+            fmt("< %.3f ms", z->wait_ms.p99), s.wait_ms.p99 < z->wait_ms.p99);
   }
   return v;
 }
@@ -735,9 +715,8 @@ int main(int argc, char** argv) try {
   }
 #endif
 
-  const verdicts v = check_targets(cells, mem);
-  std::printf("\ntargets:\n");
-  for (const auto& line : v.lines) std::printf("  %s\n", line.c_str());
+  const auto v = check_targets(cells, mem);
+  v.print();
 
   if (!o.json_path.empty()) {
     json::array rows;
@@ -745,7 +724,7 @@ int main(int argc, char** argv) try {
     json::object root{{"benchmark", "contention"},
                       {"machine", bench::machine_info()},
                       {"cells", std::move(rows)},
-                      {"targets", json::value_from(v.lines)}};
+                      {"targets", v.json()}};
     if (mem)
       root["memory"] = {
           {"n", mem->n},
@@ -756,7 +735,7 @@ int main(int argc, char** argv) try {
   }
   if (!o.plot_path.empty())
     write_plot_data(o.plot_path, cells, o.plot_latency_ms, o.threads.back());
-  return v.correct ? EXIT_SUCCESS : EXIT_FAILURE;
+  return v.correct() ? EXIT_SUCCESS : EXIT_FAILURE;
 } catch (const std::exception& e) {
   std::cerr << "nxsys-contention-bench: " << e.what() << "\n";
   return EXIT_FAILURE;

@@ -15,7 +15,7 @@ start=$SECONDS
 echo "building the benchmarks and nxsys-mock-server (Release, $build)..."
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$build" -j "$(nproc)" --target nxsys-contention-bench nxsys-fast-path-bench \
-  nxsys-sustained-bench nxsys-mock-server | grep -v '^\[' || true
+  nxsys-sustained-bench nxsys-bench-summary nxsys-mock-server | grep -v '^\[' || true
 echo "built in $((SECONDS - start)) s; running (the progress line is on stderr)..."
 mkdir -p "$out"
 rc=0
@@ -32,6 +32,8 @@ echo
 echo "sustained load (5 s; docs/benchmarks.md: 30 s):"
 "$build/benchmarks/nxsys-sustained-bench" --seconds 5 --json "$out/sustained.json" \
   2>/dev/null || rc=1
+# One table of every target of this run, misses included.
+"$build/benchmarks/nxsys-bench-summary" "$out/results.json" "$out/fast-path.json" || rc=1
 echo
 echo "wrote $out/results.json, $out/contention.png, fast-path.json, sustained.json (total $((SECONDS - start)) s)"
 exit "$rc"
