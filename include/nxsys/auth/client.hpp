@@ -86,7 +86,8 @@ auto async_token(const std::shared_ptr<client_impl>& impl, diagnostics* diag,
 /// request in flight.
 ///
 /// Share one client across the process and every thread running its executor: that is what
-/// makes the refresh a single flight (see @ref design-single-flight-thread-safety-and-cancellation).
+/// makes the refresh a single flight. How, and what cancellation does:
+/// @ref design-single-flight-thread-safety-and-cancellation.
 ///
 /// @par Thread safety
 /// All member functions may be called concurrently from any thread, on a shared

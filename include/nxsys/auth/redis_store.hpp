@@ -21,9 +21,9 @@ namespace nxsys::auth {
 struct redis_store_options {
   std::string host = "127.0.0.1";  ///< an address or a name
   std::uint16_t port = 6379;       ///< the server's TCP port
-  std::string username;  ///< ACL user (Redis 6+); empty: AUTH with the password alone
-  std::string password;  ///< empty: no AUTH
-  int database = 0;      ///< SELECTed when not 0
+  std::string username;            ///< ACL user (Redis 6+); empty: AUTH with the password alone
+  std::string password;            ///< empty: no AUTH
+  int database = 0;                ///< SELECTed when not 0
   /// Keys are "<key_prefix>{<name>}" (the state, a hash), "<key_prefix>{<name>}:lease" and the
   /// channel "<key_prefix>{<name>}:events"; the braces keep them in one Redis Cluster slot.
   /// Replicas sharing one refresh-token chain use the same prefix and name.
