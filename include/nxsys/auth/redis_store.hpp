@@ -77,26 +77,64 @@ class redis_store final : public token_store {
   ~redis_store() override;
 
  protected:
-  /// Reads the state's hash: nullopt when the key does not exist. store_failed (see above);
-  /// store_corrupt when the stored state cannot be parsed. With local_fallback and Redis
-  /// unreachable, the state this store last read or wrote, if any.
-  /// @param h completed through a post to `ex` (its associated executor, or `ex`)
+  /// async_load(): reads the state from its hash; nullopt when the key does not exist. With
+  /// local_fallback and Redis unreachable, the state this store last read or wrote, if any.
+  ///
+  /// @par Handler signature
+  /// load_signature.
+  /// @par Executor
+  /// Posted to `ex`: the handler runs on its associated executor, or on `ex`.
+  /// @par Cancellation
+  /// Not supported (bounded by command_timeout).
+  /// @par Errors
+  /// errc::store_failed (see above); errc::store_corrupt when the stored state cannot be
+  /// parsed.
+  /// @par Thread safety
+  /// Any thread, concurrently.
+  ///
+  /// @param h the caller's handler
   void do_load(boost::asio::any_completion_handler<load_signature> h) override;
-  /// Takes the lease, or waits for the holder's "released" or "saved" publication (polling
-  /// every poll_interval) until `deadline`: store_busy then. store_failed (see above), unless
-  /// Redis is unreachable and local_fallback grants a local lease. operation_aborted when
-  /// `h`'s cancellation slot fires (any type: a wait for the lease ends at once, a command in
-  /// progress first finishes) or the store is destroyed.
+  /// async_acquire(): takes the lease, or waits for the holder's "released" or "saved"
+  /// publication (polling every poll_interval) until `deadline`. With local_fallback and
+  /// Redis unreachable, a local lease (one holder per store) instead.
+  ///
+  /// @par Handler signature
+  /// acquire_signature; the lease is renewed while held, and released by its last copy.
+  /// @par Executor
+  /// Posted to `ex`: the handler runs on its associated executor, or on `ex`.
+  /// @par Cancellation
+  /// Any type: a wait for the lease ends at once, a command in progress first finishes; then
+  /// operation_aborted.
+  /// @par Errors
+  /// errc::store_busy when `deadline` passes while another replica holds the lease;
+  /// errc::store_failed (see above); operation_aborted when cancelled or when the store is
+  /// destroyed.
+  /// @par Thread safety
+  /// Any thread, concurrently.
+  ///
   /// @param deadline when to give up waiting
-  /// @param h completed through a post to `ex` (its associated executor, or `ex`)
+  /// @param h the caller's handler
   void do_acquire(std::chrono::steady_clock::time_point deadline,
                   boost::asio::any_completion_handler<acquire_signature> h) override;
-  /// The compare-and-set script: store_conflict when another refresh token is stored;
-  /// invalid_argument when `next` holds no refresh token (nothing is sent); store_failed (see
-  /// above). A retry of a save whose reply was lost finds its own token stored: success.
+  /// async_save(): the compare-and-set script. A retry of a save whose reply was lost finds
+  /// its own token stored: success.
+  ///
+  /// @par Handler signature
+  /// save_signature.
+  /// @par Executor
+  /// Posted to `ex`: the handler runs on its associated executor, or on `ex`.
+  /// @par Cancellation
+  /// Not supported (bounded by command_timeout).
+  /// @par Errors
+  /// errc::invalid_argument when `next` holds no refresh token (nothing is sent);
+  /// errc::store_conflict when another refresh token is stored; errc::store_failed (see
+  /// above).
+  /// @par Thread safety
+  /// Any thread, concurrently.
+  ///
   /// @param next the state to store
   /// @param expected the refresh token that must still be stored (or nothing stored)
-  /// @param h completed through a post to `ex` (its associated executor, or `ex`)
+  /// @param h the caller's handler
   void do_save(stored_tokens next, std::string expected,
                boost::asio::any_completion_handler<save_signature> h) override;
 

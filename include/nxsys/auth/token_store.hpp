@@ -166,21 +166,77 @@ class token_store {
   }
 
  protected:
-  /// Implements async_load(). Must complete `h` exactly once, never inline (post it to its
-  /// associated executor), without blocking the calling thread.
+  /// Implements async_load(): reads the stored state.
+  ///
+  /// @par Handler signature
+  /// load_signature: `void(boost::system::error_code, std::optional<stored_tokens>,
+  /// diagnostics)`, with nullopt when nothing was stored yet.
+  ///
+  /// @par Executor
+  /// Complete `h` exactly once, never inline: post it (to its associated executor, or one of
+  /// the store's for a handler with none). Never block the calling thread.
+  ///
+  /// @par Cancellation
+  /// Optional: the client never cancels a load.
+  ///
+  /// @par Errors
+  /// errc::store_corrupt for a state that cannot be parsed, errc::store_failed for an I/O
+  /// failure, with what the store saw in the diagnostics. Throwing, or dropping `h`, ends the
+  /// client's refresh with errc::internal.
+  ///
+  /// @par Thread safety
+  /// Called from any thread, concurrently with the other operations.
+  ///
   /// @param h the caller's handler, type-erased: its associated executor and cancellation
   ///   slot are the caller's
   virtual void do_load(boost::asio::any_completion_handler<load_signature> h) = 0;
-  /// Implements async_acquire(). Must complete `h` exactly once, never inline, without
-  /// blocking the calling thread while it waits; a wait ends at `deadline` (store_busy) or
-  /// when `h`'s cancellation slot fires (operation_aborted).
+  /// Implements async_acquire(): grants the right to refresh to one holder at a time.
+  ///
+  /// @par Handler signature
+  /// acquire_signature: `void(boost::system::error_code, refresh_lease, diagnostics)`; the
+  /// lease releases the right when its last copy goes.
+  ///
+  /// @par Executor
+  /// Complete `h` exactly once, never inline: post it (to its associated executor, or one of
+  /// the store's for a handler with none). Never block the calling thread while waiting.
+  ///
+  /// @par Cancellation
+  /// Honour `h`'s cancellation slot (the client emits terminal when it is destroyed): a
+  /// waiting acquire ends with operation_aborted.
+  ///
+  /// @par Errors
+  /// errc::store_busy when `deadline` passes first, errc::store_failed when the store cannot
+  /// be reached or locked, operation_aborted when cancelled. Throwing, or dropping `h`, ends
+  /// the client's refresh with errc::internal.
+  ///
+  /// @par Thread safety
+  /// Called from any thread, concurrently with the other operations.
+  ///
   /// @param deadline when to give up waiting, on steady_clock
   /// @param h the caller's handler, type-erased: its associated executor and cancellation
   ///   slot are the caller's
   virtual void do_acquire(std::chrono::steady_clock::time_point deadline,
                           boost::asio::any_completion_handler<acquire_signature> h) = 0;
-  /// Implements async_save(): a compare-and-set on the stored refresh token. Must complete
-  /// `h` exactly once, never inline, without blocking the calling thread.
+  /// Implements async_save(): a compare-and-set on the stored refresh token.
+  ///
+  /// @par Handler signature
+  /// save_signature: `void(boost::system::error_code, diagnostics)`.
+  ///
+  /// @par Executor
+  /// Complete `h` exactly once, never inline: post it (to its associated executor, or one of
+  /// the store's for a handler with none). Never block the calling thread.
+  ///
+  /// @par Cancellation
+  /// Optional: the client never cancels a save.
+  ///
+  /// @par Errors
+  /// errc::store_conflict, leaving the stored state alone, when another refresh token is
+  /// stored; errc::store_failed for an I/O failure. Throwing, or dropping `h`, ends the
+  /// client's refresh with errc::internal.
+  ///
+  /// @par Thread safety
+  /// Called from any thread, concurrently with the other operations.
+  ///
   /// @param next the state to store
   /// @param expected the refresh token that must still be stored (or nothing stored at all)
   /// @param h the caller's handler, type-erased: its associated executor and cancellation
@@ -203,21 +259,58 @@ class memory_store final : public token_store {
   ~memory_store() override;
 
  protected:
-  /// A copy of the state held; never fails.
-  /// @param h completed through a post to `ex` (its associated executor, or `ex`)
+  /// async_load(): a copy of the state held.
+  ///
+  /// @par Handler signature
+  /// load_signature; nullopt until the first save.
+  /// @par Executor
+  /// Posted to `ex`: the handler runs on its associated executor, or on `ex`.
+  /// @par Cancellation
+  /// Not supported (a load completes at once).
+  /// @par Errors
+  /// None: a load never fails.
+  /// @par Thread safety
+  /// Any thread, concurrently.
+  ///
+  /// @param h the caller's handler
   void do_load(boost::asio::any_completion_handler<load_signature> h) override;
-  /// Granted at once when no lease is out, else in arrival order as leases are released.
-  /// store_busy (with the reason in the diagnostics) when `deadline` passes first;
-  /// operation_aborted when `h`'s cancellation slot fires (any type) while it waits.
+  /// async_acquire(): granted at once when no lease is out, else in arrival order as leases
+  /// are released.
+  ///
+  /// @par Handler signature
+  /// acquire_signature.
+  /// @par Executor
+  /// Posted to `ex`: the handler runs on its associated executor, or on `ex`. The deadline
+  /// timer of a waiting acquire runs on `ex`.
+  /// @par Cancellation
+  /// Any type, while it waits: it leaves the queue and completes with operation_aborted.
+  /// @par Errors
+  /// errc::store_busy (with the reason in the diagnostics) when `deadline` passes first;
+  /// operation_aborted when cancelled.
+  /// @par Thread safety
+  /// Any thread, concurrently.
+  ///
   /// @param deadline when to give up waiting
-  /// @param h completed through a post to `ex` (its associated executor, or `ex`)
+  /// @param h the caller's handler
   void do_acquire(std::chrono::steady_clock::time_point deadline,
                   boost::asio::any_completion_handler<acquire_signature> h) override;
-  /// Compare-and-set under the store's mutex: store_conflict when another refresh token is
-  /// held. An empty refresh token in `next` is not refused here.
+  /// async_save(): compare-and-set under the store's mutex. An empty refresh token in `next`
+  /// is not refused here.
+  ///
+  /// @par Handler signature
+  /// save_signature.
+  /// @par Executor
+  /// Posted to `ex`: the handler runs on its associated executor, or on `ex`.
+  /// @par Cancellation
+  /// Not supported (a save completes at once).
+  /// @par Errors
+  /// errc::store_conflict when another refresh token is held; nothing else.
+  /// @par Thread safety
+  /// Any thread, concurrently.
+  ///
   /// @param next the state to keep
   /// @param expected the refresh token that must still be held (or nothing held)
-  /// @param h completed through a post to `ex` (its associated executor, or `ex`)
+  /// @param h the caller's handler
   void do_save(stored_tokens next, std::string expected,
                boost::asio::any_completion_handler<save_signature> h) override;
 
@@ -262,31 +355,66 @@ class file_store final : public token_store {
   const std::string& path() const noexcept;
 
  protected:
-  /// Reads and parses the file on the private thread: nullopt when there is no file.
-  /// store_failed when it cannot be opened or read, or is not a regular file; store_corrupt
-  /// when it cannot be parsed or is larger than 1 MiB.
-  /// @param h completed on its associated executor (or the private thread)
+  /// async_load(): reads and parses the file on the private thread; nullopt when there is no
+  /// file.
+  ///
+  /// @par Handler signature
+  /// load_signature.
+  /// @par Executor
+  /// The handler runs on its associated executor, or on the private thread when it has none.
+  /// @par Cancellation
+  /// Not supported.
+  /// @par Errors
+  /// errc::store_failed when the file cannot be opened or read, or is not a regular file;
+  /// errc::store_corrupt when it cannot be parsed or is larger than 1 MiB.
+  /// @par Thread safety
+  /// Any thread, concurrently.
+  ///
+  /// @param h the caller's handler
   void do_load(boost::asio::any_completion_handler<load_signature> h) override;
-  /// Takes an exclusive flock on "<path>.lock", tried without blocking and polled (see
-  /// file_store_options) until `deadline`: store_busy then. Two acquires of one process
-  /// exclude each other too. store_failed when the lock file cannot be opened or locked;
-  /// operation_aborted when `h`'s cancellation slot fires (any type; noticed at the next
-  /// poll) or the store is destroyed. A new holder removes temporary files a writer killed
-  /// mid-save left behind.
+  /// async_acquire(): an exclusive flock on "<path>.lock", tried without blocking and polled
+  /// (see file_store_options) until `deadline`. Two acquires of one process exclude each
+  /// other too. A new holder removes temporary files a writer killed mid-save left behind.
+  ///
+  /// @par Handler signature
+  /// acquire_signature; dropping the lease's last copy closes the lock.
+  /// @par Executor
+  /// The handler runs on its associated executor, or on the private thread when it has none.
+  /// @par Cancellation
+  /// Any type, while it waits: noticed at the next poll, then operation_aborted.
+  /// @par Errors
+  /// errc::store_busy when `deadline` passes while another holder keeps the lock;
+  /// errc::store_failed when the lock file cannot be opened or locked; operation_aborted when
+  /// cancelled or when the store is destroyed.
+  /// @par Thread safety
+  /// Any thread, concurrently.
+  ///
   /// @param deadline when to give up waiting
-  /// @param h completed on its associated executor (or the private thread)
+  /// @param h the caller's handler
   void do_acquire(std::chrono::steady_clock::time_point deadline,
                   boost::asio::any_completion_handler<acquire_signature> h) override;
-  /// Compare-and-set, then the atomic replacement described above, on the private thread.
-  /// The saves of one process are serialized there; across processes, the check and the
-  /// rename are atomic only among holders of the lease (as the client saves).
-  /// invalid_argument when `next` holds no refresh token; store_conflict when the file holds
-  /// another refresh token; store_corrupt when the file cannot be parsed; store_failed for an
-  /// I/O failure, a directory that could not be fsync'ed after the rename included (the new
-  /// state is in place, but not durable).
+  /// async_save(): compare-and-set, then the atomic replacement described above, on the
+  /// private thread.
+  ///
+  /// @par Handler signature
+  /// save_signature.
+  /// @par Executor
+  /// The handler runs on its associated executor, or on the private thread when it has none.
+  /// @par Cancellation
+  /// Not supported.
+  /// @par Errors
+  /// errc::invalid_argument when `next` holds no refresh token (nothing is written);
+  /// errc::store_conflict when the file holds another refresh token; errc::store_corrupt when
+  /// the file cannot be parsed; errc::store_failed for an I/O failure, a directory that could
+  /// not be fsync'ed after the rename included (the new state is in place, but not durable).
+  /// @par Thread safety
+  /// Any thread, concurrently. The saves of one process are serialized on the private thread;
+  /// across processes, the check and the rename are atomic only among holders of the lease
+  /// (as the client saves).
+  ///
   /// @param next the state to write
   /// @param expected the refresh token the file must still hold (or no file)
-  /// @param h completed on its associated executor (or the private thread)
+  /// @param h the caller's handler
   void do_save(stored_tokens next, std::string expected,
                boost::asio::any_completion_handler<save_signature> h) override;
 
