@@ -8,8 +8,12 @@
 # they become the path as code. Fenced blocks and code spans are left alone.
 use strict;
 use warnings;
+use Cwd qw(getcwd);
 
+# Doxygen names the file by its absolute path and runs this from the repository's root.
 my $file = $ARGV[0];
+my $root = getcwd() . '/';
+$file = substr($file, length $root) if index($file, $root) == 0;
 my ($dir) = $file =~ m{^(.*/)?[^/]*$};
 $dir //= '';
 $dir =~ s{^\./}{};
