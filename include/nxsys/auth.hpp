@@ -1,6 +1,10 @@
 // SPDX-License-Identifier: BSL-1.0
-// nxsys-auth: keeps Nxsys OAuth access tokens valid, one refresh at a time.
-//   nxsys::auth::access_token t = co_await client.token();
+/// @file
+/// nxsys-auth: keeps Nxsys OAuth access tokens valid, one refresh at a time.
+///   nxsys::auth::access_token t = co_await client.token();
+///
+/// Includes every public header but the Redis store's (`<nxsys/auth/redis_store.hpp>`, target
+/// nxsys::auth_redis) and the mock server's (`<nxsys/auth/testing/mock_server.hpp>`).
 #ifndef NXSYS_AUTH_HPP
 #define NXSYS_AUTH_HPP
 
@@ -20,5 +24,12 @@
 #include <nxsys/auth/stored_tokens.hpp>
 #include <nxsys/auth/token_store.hpp>
 #include <nxsys/auth/version.hpp>
+
+/// @namespace nxsys
+/// Client libraries for the Nxsys API.
+
+/// @namespace nxsys::auth
+/// OAuth access tokens for the Nxsys API: client (the tokens), session (authorized requests),
+/// the token stores, errors and configuration.
 
 #endif

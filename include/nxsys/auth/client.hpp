@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: BSL-1.0
-// nxsys::auth::client: keeps one access token valid for any number of concurrent users, with
-// at most one refresh request in flight.
+/// @file
+/// nxsys::auth::client: keeps one access token valid for any number of concurrent users, with
+/// at most one refresh request in flight.
 #ifndef NXSYS_AUTH_CLIENT_HPP
 #define NXSYS_AUTH_CLIENT_HPP
 
@@ -81,47 +82,117 @@ auto async_token(const std::shared_ptr<client_impl>& impl, diagnostics* diag,
 }
 }  // namespace detail
 
-/// Thread safety: all member functions may be called concurrently from any thread, on a shared
-/// client; moving or destroying it must not race with other calls on it.
+/// Keeps one access token valid for any number of concurrent callers, with at most one refresh
+/// request in flight.
+///
+/// Share one client across the process and every thread running its executor: that is what
+/// makes the refresh a single flight. How, and what cancellation does:
+/// @ref design-single-flight-thread-safety-and-cancellation.
+///
+/// @par Thread safety
+/// All member functions may be called concurrently from any thread, on a shared
+/// client; moving or destroying it must not race with other calls on it. A moved-from client
+/// may only be destroyed or assigned to.
 class client {
  public:
+  /// The type of the executor given to the constructor.
   using executor_type = boost::asio::any_io_executor;
 
   /// `ex` runs the refresh (on an internal strand); waiters resume on their own executors.
-  /// Throws error_with_diagnostics(errc::invalid_config) for an unusable configuration.
+  /// @param ex runs the refreshes, the client's own memory_store (when `cfg.store` is null),
+  ///   and the handlers that have no associated executor. Its execution context must run while
+  ///   the client is used, and after its destruction for the background work ~client()
+  ///   describes.
+  /// @param cfg the configuration, checked here (see client_config)
+  /// @throws error_with_diagnostics errc::invalid_config for an unusable configuration: a bad
+  ///   token_url (or plain http:// off loopback without allow_insecure_http), an empty
+  ///   client_id, no refresh_token and no store, a value out of its range, or an https://
+  ///   URL whose CA file or directory cannot be loaded. The diagnostics name the problem.
   client(boost::asio::any_io_executor ex, client_config cfg);
   /// Completes every suspended waiter with operation_aborted at once. What must not be lost
   /// is finished in the background on the client's executor: a refresh request already written
   /// goes on to its answer (within request_timeout) and its tokens are saved, and tokens whose
   /// save failed get one last bounded save attempt. Keep the io_context running for that.
   ~client();
+  /// Takes over the other client's state (its cache, refresh and waiters); the other is left
+  /// empty.
   client(client&&) noexcept;
+  /// Ends this client's state as ~client() does, then takes over the other's, which is left
+  /// empty.
+  /// @return *this
   client& operator=(client&&) noexcept;
 
+  /// @return the executor given to the constructor
   executor_type get_executor() const noexcept;
 
   /// A valid access token: from the cache when it is fresh (no I/O, no lock shared by
-  /// readers), else from the one refresh in flight, started if needed.
-  /// Throws error_with_diagnostics (a boost::system::system_error) on failure, and
-  /// system_error(operation_aborted) when cancelled or when the client is destroyed.
+  /// readers), else from the one refresh in flight, started if needed. The awaitable form of
+  /// async_token().
+  ///
+  /// @par Executor
+  /// A fresh token is returned without suspending the calling coroutine. Otherwise the
+  /// coroutine resumes on its own executor, never inline inside the refresh.
+  ///
+  /// @par Cancellation
+  /// Through the awaiting coroutine's cancellation slot (co_spawn with a bound cancellation
+  /// slot, awaitable operators): a wait ends with operation_aborted as in async_token(), and
+  /// the shared refresh goes on. Which cancellation types reach it is the coroutine's filter
+  /// (Asio's default passes terminal only).
+  ///
+  /// @par Thread safety
+  /// May be called from any thread, concurrently.
+  ///
+  /// @return the token
+  /// @throws error_with_diagnostics (a boost::system::system_error) on failure, with the
+  ///   errc values and diagnostics listed for async_token(), and system_error(operation_aborted)
+  ///   when cancelled or when the client is destroyed.
   boost::asio::awaitable<access_token> token();
 
   /// Asynchronously obtains a valid access token.
   ///
-  /// Handler signature: void(boost::system::error_code, access_token).
-  /// Executor: the handler runs on its associated executor (the client's executor when it has
+  /// @par Handler signature
+  /// `void(boost::system::error_code, access_token)`
+  ///
+  /// @par Executor
+  /// The handler runs on its associated executor (the client's executor when it has
   /// none), never inline inside this call.
-  /// Cancellation: terminal, partial and total. Cancelling ends only this wait with
+  ///
+  /// @par Cancellation
+  /// Terminal, partial and total. Cancelling ends only this wait with
   /// operation_aborted; the shared refresh goes on for the other waiters and fills the cache.
   /// Emit the signal from the handler's executor, as for any Asio operation.
-  /// Errors: errc values (invalid_grant means the user must re-authorize); operation_aborted on
-  /// cancellation or when the client is destroyed first. `diag`, when given, receives the
-  /// server's error and description; it must live until the handler runs.
-  /// Thread safety: may be called from any thread, concurrently.
+  ///
+  /// @par Errors
+  /// errc values (invalid_grant means the user must re-authorize): the server's OAuth errors
+  /// (invalid_grant, invalid_client, invalid_request, unauthorized_client,
+  /// unsupported_grant_type, invalid_scope, server_error, temporarily_unavailable,
+  /// unrecognized_error); timeout, tls, connection, response_too_large, unexpected_status and
+  /// malformed_response from the exchange (timeout also when the refresh did not end by
+  /// client_config::refresh_deadline); invalid_config when no refresh token is configured or
+  /// stored; store_failed, store_corrupt and store_busy from the token store (store_failed also
+  /// for tokens not saved under client_config::strict_durability); internal when a store broke
+  /// its contract. Within client_config::min_retry_spacing of a failure, calls get that failure
+  /// at once. operation_aborted on cancellation or when the client is destroyed first. Every
+  /// value, and when it occurs: @ref usage-errors-and-diagnostics.
+  ///
+  /// @par Thread safety
+  /// May be called from any thread, concurrently.
+  ///
+  /// @param tok an Asio completion token: a callback, `use_awaitable`, `as_tuple(...)`,
+  ///   `deferred`, `use_future`, ... (Boost 1.81 has no default one)
+  /// @return what `tok` makes of the operation (nothing for a callback, an awaitable for
+  ///   `use_awaitable`, ...)
   template <class CompletionToken>
   auto async_token(CompletionToken&& tok) {
     return async_token_impl(nullptr, std::forward<CompletionToken>(tok));
   }
+  /// async_token(), and on failure the server's words: handler signature, executor,
+  /// cancellation, errors and thread safety are those of async_token(CompletionToken&&).
+  /// @param diag receives the server's error and description, the HTTP status and what the
+  ///   client observed (never a secret) on failure, and is cleared on success; it must live
+  ///   until the handler runs.
+  /// @param tok an Asio completion token
+  /// @return what `tok` makes of the operation
   template <class CompletionToken>
   auto async_token(diagnostics& diag, CompletionToken&& tok) {
     return async_token_impl(&diag, std::forward<CompletionToken>(tok));
@@ -129,21 +200,30 @@ class client {
 
   /// Drops the cached token: the next call refreshes (single-flighted like any other). A
   /// refresh already in flight is not repeated: its result is newer than the dropped token.
+  /// Thread safety: may be called from any thread, concurrently.
   void invalidate();
 
   /// Compare-and-invalidate, for a 401 answered to a request that carried `rejected`: drops
-  /// the cached token only if it is still `rejected`. Returns whether it did. So 1,000
+  /// the cached token only if it is still `rejected`. So 1,000
   /// concurrent 401s for one token cause one refresh, and a 401 for a token already replaced
   /// causes none (the caller just retries with token()).
+  /// Thread safety: may be called from any thread, concurrently.
+  /// @param rejected the token the server refused
+  /// @return whether the cached token was dropped
   bool invalidate(const access_token& rejected);
 
   /// Re-authorization without recreating the client: `refresh_token` (from a new
   /// authorization) replaces the refresh-token chain, a dead one included, and is saved to the
   /// store at once (written over what it holds). Calls that failed fast after invalid_grant
-  /// refresh again with it. Throws error_with_diagnostics(errc::invalid_argument) when empty.
+  /// refresh again with it.
   /// Thread safety: may be called from any thread, concurrently with token().
+  /// @param refresh_token the refresh token of the new authorization
+  /// @throws error_with_diagnostics errc::invalid_argument when `refresh_token` is empty
   void set_refresh_token(std::string refresh_token);
 
+  /// What the client did so far, for metrics. Thread safety: may be called from any thread,
+  /// concurrently; it takes the client's lock briefly (never taken by a fresh token read).
+  /// @return a snapshot of the counters
   client_stats stats() const;
 
  private:

@@ -24,6 +24,7 @@ struct tls_options {
   std::string ca_dir;       ///< directory of hashed CA certificates (c_rehash layout)
 };
 
+/// Severity of a log message (see log_function).
 enum class log_level { debug, info, warning, error };
 
 /// How the refresh request's parameters are named.
@@ -49,6 +50,7 @@ struct refresh_event {
   boost::system::error_code ec;         ///< empty on success
   std::chrono::nanoseconds latency{0};  ///< start to result, retries and store included
   std::uint64_t waiters = 0;            ///< calls completed with its result
+  /// The answer carried a new refresh token.
   bool refresh_token_rotated = false;
   std::chrono::seconds lifetime{0};  ///< of the new access token (0 on failure)
   unsigned attempts = 0;             ///< requests sent (0: the store had a valid token)
@@ -62,24 +64,27 @@ struct refresh_event {
 /// client's executor (never under its lock). For metrics; exceptions it throws are ignored.
 using refresh_observer = std::function<void(const refresh_event&)>;
 
+/// Configuration of a client, passed by value to its constructor, which checks it
+/// (errc::invalid_config). Every field with its default:
+/// @ref configuration-client_config-the-client.
 struct client_config {
   /// {{nxsys_base_api_url}}/nxsys/oauth/token, http:// or https:// — see make_token_url().
   std::string token_url;
-  std::string client_id;
-  std::string client_secret;
+  std::string client_id;      ///< required
+  std::string client_secret;  ///< a secret: never in a message, a log or diagnostics
   /// The refresh token to start with. Rotated refresh tokens replace it in the client.
   std::string refresh_token;
   /// Parameter names of the request (the seed's camelCase by default) and where the client's
   /// credentials go. With http_basic the body carries no client_id or client_secret.
   nxsys::auth::dialect dialect = nxsys::auth::dialect::nxsys;
-  client_authentication authentication = client_authentication::request_body;
+  client_authentication authentication = client_authentication::request_body;  ///< see dialect
   /// Sent as `scope` when not empty (RFC 6749 §6: at most the scope originally granted).
   std::string scope;
 
   /// A token with less than this left is refreshed. Capped at leeway_max_fraction of the
   /// token's lifetime so that a short-lived token (say 2 s) is not refreshed on every call.
   std::chrono::seconds refresh_leeway{30};
-  double leeway_max_fraction = 0.25;
+  double leeway_max_fraction = 0.25;  ///< the cap of refresh_leeway; in [0, 1)
   /// Lifetime assumed when the answer carries no expiry (or a store holds a token without one).
   std::chrono::seconds default_lifetime{3600};
 
@@ -113,9 +118,12 @@ struct client_config {
   /// other definite answers are never retried.
   struct retry_options {
     unsigned max_attempts = 4;  ///< requests per refresh, the first included (1: no retry)
-    std::chrono::milliseconds initial_backoff{100};
-    std::chrono::milliseconds max_backoff{5'000};
+    std::chrono::milliseconds initial_backoff{100};  ///< 0 or more
+    std::chrono::milliseconds max_backoff{5'000};    ///< initial_backoff or more
   } retry;
+  /// @var retry
+  /// Retries of transient failures: see retry_options.
+
   /// A refresh (lease wait, store load and save, every attempt and back-off) ends by this
   /// deadline, whatever its waiters do: cancelling a waiter never cancels the shared refresh.
   /// A store step still running then fails the waiters with errc::timeout and is left to finish
@@ -135,6 +143,7 @@ struct client_config {
   /// First wait before retrying a failed save (doubling, up to a minute).
   std::chrono::milliseconds store_retry_interval{1'000};
 
+  /// TLS settings for an https:// token_url.
   tls_options tls;
   /// Plain http:// is refused unless the host is a loopback address or this is set: client
   /// secrets must not cross a network unencrypted by accident.
@@ -152,6 +161,8 @@ struct client_config {
 
 /// Builds the token URL from the Nxsys base API URL: "https://api.example" →
 /// "https://api.example/nxsys/oauth/token" (a trailing '/' on the base is ignored).
+/// @param base_api_url the Nxsys base API URL ({{nxsys_base_api_url}})
+/// @return the token URL, for client_config::token_url (not checked here: the client checks it)
 std::string make_token_url(std::string_view base_api_url);
 
 }  // namespace nxsys::auth

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: BSL-1.0
-// Error codes of nxsys-auth: one enum, two categories (the OAuth server's RFC 6749 §5.2 errors
-// and the client's own failures), plus diagnostics that carry the server's words.
+/// @file
+/// Error codes of nxsys-auth: one enum, two categories (the OAuth server's RFC 6749 §5.2 errors
+/// and the client's own failures), plus diagnostics that carry the server's words.
 #ifndef NXSYS_AUTH_ERROR_HPP
 #define NXSYS_AUTH_ERROR_HPP
 
@@ -47,13 +48,23 @@ enum class errc : int {
 };
 
 /// Category of the OAuth server's errors ("nxsys.auth.oauth").
+/// @return the category, one object for the program's lifetime
 const boost::system::error_category& oauth_category() noexcept;
 /// Category of client-side failures ("nxsys.auth.client").
+/// @return the category, one object for the program's lifetime
 const boost::system::error_category& client_category() noexcept;
 
+/// Puts `e` in its category: the values below malformed_response in oauth_category(), the
+/// others in client_category(). Found by argument-dependent lookup, so that `ec == e` and
+/// `error_code ec = e;` work.
+/// @param e the value
+/// @return the error code; its message() is the value's name ("invalid_grant")
 boost::system::error_code make_error_code(errc e) noexcept;
 
 /// Writes the value's name, as in "invalid_grant".
+/// @param os the stream
+/// @param e the value
+/// @return `os`
 std::ostream& operator<<(std::ostream& os, errc e);
 
 /// The server's own words and what we saw, kept apart from the error code. Never holds a
@@ -64,21 +75,30 @@ struct diagnostics {
   std::string server_description;  ///< the answer's `error_description` field
   std::string client_message;      ///< what this library observed (no secrets)
 
+  /// @return true when no field is set
   bool empty() const noexcept {
     return http_status == 0 && server_error.empty() && server_description.empty() &&
            client_message.empty();
   }
+  /// Resets every field.
   void clear() { *this = diagnostics{}; }
 };
 
 /// "invalid_grant (HTTP 400); server says: invalid_grant: token expired" — used as what().
+/// @param ec the error; its message() comes first
+/// @param diag what goes after it: the HTTP status, the client's message, the server's words
+/// @return the description
 std::string describe(const boost::system::error_code& ec, const diagnostics& diag);
 
 /// What token() throws: a system_error whose what() includes the diagnostics.
 class error_with_diagnostics : public boost::system::system_error {
  public:
+  /// @param ec the error; code() returns it
+  /// @param diag what was observed; what() is describe(ec, diag)
   error_with_diagnostics(const boost::system::error_code& ec, diagnostics diag);
+  /// @return the diagnostics given to the constructor
   const diagnostics& get_diagnostics() const noexcept { return diag_; }
+  /// @return describe(code(), get_diagnostics()), valid as long as this exception
   const char* what() const noexcept override { return what_.c_str(); }
 
  private:
@@ -88,7 +108,11 @@ class error_with_diagnostics : public boost::system::system_error {
 
 }  // namespace nxsys::auth
 
+/// @cond
+// Lets an errc convert to error_code. Hidden from the reference: doxygen 1.9.4 cannot place a
+// specialization declared with its qualified name.
 template <>
 struct boost::system::is_error_code_enum<nxsys::auth::errc> : std::true_type {};
+/// @endcond
 
 #endif

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: BSL-1.0
-// nxsys::auth::redis_store: the token state in Redis, shared by replicas on many hosts, with a
-// lease so that one replica of the whole cluster refreshes at a time. Target nxsys::auth_redis.
+/// @file
+/// nxsys::auth::redis_store: the token state in Redis, shared by replicas on many hosts, with a
+/// lease so that one replica of the whole cluster refreshes at a time. Target nxsys::auth_redis.
 #ifndef NXSYS_AUTH_REDIS_STORE_HPP
 #define NXSYS_AUTH_REDIS_STORE_HPP
 
@@ -15,17 +16,19 @@
 
 namespace nxsys::auth {
 
+/// Options of redis_store. The constructor checks them: errc::invalid_config for lease_ttl below
+/// 3 ms or an interval or timeout that is not positive.
 struct redis_store_options {
   std::string host = "127.0.0.1";  ///< an address or a name
-  std::uint16_t port = 6379;
-  std::string username;  ///< ACL user (Redis 6+); empty: AUTH with the password alone
-  std::string password;  ///< empty: no AUTH
-  int database = 0;      ///< SELECTed when not 0
+  std::uint16_t port = 6379;       ///< the server's TCP port
+  std::string username;            ///< ACL user (Redis 6+); empty: AUTH with the password alone
+  std::string password;            ///< empty: no AUTH
+  int database = 0;                ///< SELECTed when not 0
   /// Keys are "<key_prefix>{<name>}" (the state, a hash), "<key_prefix>{<name>}:lease" and the
   /// channel "<key_prefix>{<name>}:events"; the braces keep them in one Redis Cluster slot.
   /// Replicas sharing one refresh-token chain use the same prefix and name.
   std::string key_prefix = "nxsys-auth:";
-  std::string name = "default";
+  std::string name = "default";  ///< the chain's name in the keys (see key_prefix)
   /// Lifetime of the lease (SET NX PX): a holder that dies frees it after this long. Renewed
   /// every third of it while the holder lives.
   std::chrono::milliseconds lease_ttl{10'000};
@@ -47,6 +50,7 @@ struct redis_store_options {
   /// OOM, NOREPLICAS): a restart or failover shorter than this costs latency, not errors. Other
   /// error replies (a script error, WRONGTYPE, NOAUTH, ...) fail at once.
   std::chrono::milliseconds command_timeout{2'000};
+  /// Bounds one connection attempt: resolve, connect, AUTH and SELECT.
   std::chrono::milliseconds connect_timeout{2'000};
 };
 
@@ -55,22 +59,82 @@ struct redis_store_options {
 /// that publishes "released"; a save is a compare-and-set script keyed on the refresh token
 /// the refresh used (fencing: a holder whose lease expired can never overwrite a newer chain),
 /// which publishes "saved". Everything runs on Asio (hiredis only parses replies): no call
-/// blocks a thread. Every failure is errc::store_failed — Redis unreachable (a command timeout
+/// blocks a thread. Every failure of Redis is errc::store_failed — unreachable (a command timeout
 /// included), an error reply, AUTH refused — with the server, the step and the cause in the
 /// diagnostics ("redis 127.0.0.1:6379: the save script: READONLY You can't write against a read
 /// only replica."), never a token.
 class redis_store final : public token_store {
  public:
   /// Connects lazily; throws nothing for an unreachable server (the first operation fails).
+  /// @param ex runs the store's work (on a strand of its own) and the handlers that have no
+  ///   associated executor
+  /// @param opts see redis_store_options
+  /// @throws error_with_diagnostics errc::invalid_config for options out of range (see
+  ///   redis_store_options)
   redis_store(boost::asio::any_io_executor ex, redis_store_options opts);
   /// Ends waiting acquires with operation_aborted and closes the connections. A lease still
   /// held is released by its last copy (or expires).
   ~redis_store() override;
 
  protected:
+  /// async_load(): reads the state from its hash; nullopt when the key does not exist. With
+  /// local_fallback and Redis unreachable, the state this store last read or wrote, if any.
+  ///
+  /// @par Handler signature
+  /// load_signature.
+  /// @par Executor
+  /// Posted to `ex`: the handler runs on its associated executor, or on `ex`.
+  /// @par Cancellation
+  /// Not supported (bounded by command_timeout).
+  /// @par Errors
+  /// errc::store_failed (see above); errc::store_corrupt when the stored state cannot be
+  /// parsed.
+  /// @par Thread safety
+  /// Any thread, concurrently.
+  ///
+  /// @param h the caller's handler
   void do_load(boost::asio::any_completion_handler<load_signature> h) override;
+  /// async_acquire(): takes the lease, or waits for the holder's "released" or "saved"
+  /// publication (polling every poll_interval) until `deadline`. With local_fallback and
+  /// Redis unreachable, a local lease (one holder per store) instead.
+  ///
+  /// @par Handler signature
+  /// acquire_signature; the lease is renewed while held, and released by its last copy.
+  /// @par Executor
+  /// Posted to `ex`: the handler runs on its associated executor, or on `ex`.
+  /// @par Cancellation
+  /// Any type: a wait for the lease ends at once, a command in progress first finishes; then
+  /// operation_aborted.
+  /// @par Errors
+  /// errc::store_busy when `deadline` passes while another replica holds the lease;
+  /// errc::store_failed (see above); operation_aborted when cancelled or when the store is
+  /// destroyed.
+  /// @par Thread safety
+  /// Any thread, concurrently.
+  ///
+  /// @param deadline when to give up waiting
+  /// @param h the caller's handler
   void do_acquire(std::chrono::steady_clock::time_point deadline,
                   boost::asio::any_completion_handler<acquire_signature> h) override;
+  /// async_save(): the compare-and-set script. A retry of a save whose reply was lost finds
+  /// its own token stored: success.
+  ///
+  /// @par Handler signature
+  /// save_signature.
+  /// @par Executor
+  /// Posted to `ex`: the handler runs on its associated executor, or on `ex`.
+  /// @par Cancellation
+  /// Not supported (bounded by command_timeout).
+  /// @par Errors
+  /// errc::invalid_argument when `next` holds no refresh token (nothing is sent);
+  /// errc::store_conflict when another refresh token is stored; errc::store_failed (see
+  /// above).
+  /// @par Thread safety
+  /// Any thread, concurrently.
+  ///
+  /// @param next the state to store
+  /// @param expected the refresh token that must still be stored (or nothing stored)
+  /// @param h the caller's handler
   void do_save(stored_tokens next, std::string expected,
                boost::asio::any_completion_handler<save_signature> h) override;
 

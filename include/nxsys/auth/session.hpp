@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: BSL-1.0
-// nxsys::auth::session: sends requests to the Nxsys API with the client's access token, over
-// a pool of keep-alive connections, and answers a 401 with one forced refresh and one retry.
+/// @file
+/// nxsys::auth::session: sends requests to the Nxsys API with the client's access token, over
+/// a pool of keep-alive connections, and answers a 401 with one forced refresh and one retry.
 #ifndef NXSYS_AUTH_SESSION_HPP
 #define NXSYS_AUTH_SESSION_HPP
 
@@ -23,17 +24,22 @@
 
 namespace nxsys::auth {
 
+/// Configuration of a session. The constructor checks it: errc::invalid_config for a value
+/// outside the range its field names.
 struct session_config {
   /// The API's base URL, http:// or https://, e.g. "https://api.nxsys.example". A path in it
-  /// ("https://host/v2") prefixes every request's target.
+  /// ("https://host/v2") prefixes every request's target. Required; no query.
   std::string base_url;
   /// Connections open at most; further requests wait (in arrival order) for one to be free.
+  /// At least 1.
   std::size_t max_connections = 64;
   std::chrono::milliseconds connect_timeout{10'000};  ///< resolve + connect + TLS handshake
   std::chrono::milliseconds request_timeout{30'000};  ///< write the request + read the answer
   /// Idle keep-alive connections older than this are closed instead of reused.
   std::chrono::milliseconds max_idle_connection{60'000};
-  std::size_t max_response_bytes = 8 * 1024 * 1024;  ///< headers (16 KiB at most) + body
+  std::size_t max_response_bytes = 8 * 1024 * 1024;  ///< headers (16 KiB at most) + body; >= 256
+
+  /// Certificate verification for https:// base URLs.
   tls_options tls;
   /// Plain http:// is refused unless the host is a loopback address or this is set: bearer
   /// tokens must not cross a network unencrypted by accident.
@@ -45,11 +51,12 @@ struct session_stats {
   std::uint64_t requests = 0;   ///< async_request calls
   std::uint64_t responses = 0;  ///< calls completed with an answer (any status)
   std::uint64_t failures = 0;   ///< calls completed with an error (cancellation included)
+
   /// 401 answers followed by compare-and-invalidate and one retry with the client's token.
   std::uint64_t unauthorized_retries = 0;
   /// Of those, how many invalidated the token (the others found it replaced already).
   std::uint64_t tokens_invalidated = 0;
-  std::uint64_t connections_opened = 0;
+  std::uint64_t connections_opened = 0;  ///< connections to the API opened (TCP, with TLS)
   std::uint64_t connections_reused = 0;  ///< exchanges on a kept-alive connection
   /// Idempotent requests sent again on a new connection because a reused one closed before
   /// any byte of the answer arrived.
@@ -66,23 +73,41 @@ void start_request(const std::shared_ptr<session_impl>& impl,
                    diagnostics* diag, api_handler handler);
 }  // namespace detail
 
-/// Thread safety: all member functions may be called concurrently from any thread, on a shared
-/// session; destroying it must not race with other calls on it.
+/// Sends requests to the Nxsys API with the client's access token, over a pool of keep-alive
+/// connections, and answers a 401 with one forced refresh and one retry.
+///
+/// @par Thread safety
+/// All member functions may be called concurrently from any thread, on a shared
+/// session; destroying it must not race with other calls on it. A moved-from session may only
+/// be destroyed or assigned to.
 class session {
  public:
+  /// The requests async_request() sends.
   using request_type = boost::beast::http::request<boost::beast::http::string_body>;
+  /// The answers it completes with.
   using response_type = boost::beast::http::response<boost::beast::http::string_body>;
 
   /// Requests run on `ex` (each on a strand of its own) with tokens from `c`. The session
   /// shares the client's state: destroying the client first makes requests that need a token
-  /// fail with operation_aborted. Throws error_with_diagnostics(errc::invalid_config) for an
-  /// unusable configuration (bad URL, plain http:// off loopback, unreadable CA file).
+  /// fail with operation_aborted.
+  /// @param ex runs the requests, and the handlers that have no associated executor
+  /// @param c the client whose tokens the requests carry
+  /// @param cfg the configuration, checked here (see session_config)
+  /// @throws error_with_diagnostics errc::invalid_config for an unusable configuration (bad URL,
+  ///   a query in it, plain http:// off loopback, unreadable CA file, a value out of range).
   session(boost::asio::any_io_executor ex, client& c, session_config cfg);
   /// The same on the client's executor.
+  /// @param c the client whose tokens the requests carry; its executor runs the requests
+  /// @param cfg the configuration, checked here (see session_config)
+  /// @throws error_with_diagnostics errc::invalid_config as the other constructor
   session(client& c, session_config cfg);
   /// Completes every request in progress with operation_aborted and closes the connections.
   ~session();
+  /// Takes over the other session's state; the other is left empty.
   session(session&&) noexcept;
+  /// Ends this session's requests as ~session() does, then takes over the other's state, which
+  /// is left empty.
+  /// @return *this
   session& operator=(session&&) noexcept;
 
   /// Sends `req` to the API and reads the answer.
@@ -95,32 +120,71 @@ class session {
   /// token; the answer to that retry is the result, whatever its status. An idempotent request
   /// whose reused connection closed before answering is sent once more on a new connection.
   ///
-  /// Handler signature: void(boost::system::error_code, response_type). Any HTTP status is a
+  /// @par Handler signature
+  /// `void(boost::system::error_code, response_type)`. Any HTTP status is a
   /// success: the error code is for failures to get an answer.
-  /// Executor: the handler runs on its associated executor (the session's when it has none),
+  ///
+  /// @par Executor
+  /// The handler runs on its associated executor (the session's when it has none),
   /// never inline inside this call.
-  /// Cancellation: terminal and partial. The request is abandoned (its connection closed, a
+  ///
+  /// @par Cancellation
+  /// Terminal and partial. The request is abandoned (its connection closed, a
   /// wait for a token or a connection ended) and completes with operation_aborted; a refresh
-  /// it waited for goes on for the client's other callers.
-  /// Errors: the client's token errors (invalid_grant: re-authorize; see client::async_token);
+  /// it waited for goes on for the client's other callers. Total cancellation is not supported
+  /// (a request on the wire cannot promise to have had no effect): it is ignored.
+  ///
+  /// @par Errors
+  /// The client's token errors (invalid_grant: re-authorize; see client::async_token);
   /// connection, timeout, tls, response_too_large, malformed_response for the API exchange;
   /// invalid_argument for a target that does not start with '/'; operation_aborted on
-  /// cancellation or when the session or the client is destroyed first. `diag`, when given,
-  /// receives what was observed (never a token); it must live until the handler runs.
-  /// Thread safety: may be called from any thread, concurrently.
+  /// cancellation or when the session or the client is destroyed first.
+  ///
+  /// @par Thread safety
+  /// May be called from any thread, concurrently.
+  ///
+  /// @param req the request: method, target, body and any headers of your own
+  /// @param tok an Asio completion token (Boost 1.81 has no default one)
+  /// @return what `tok` makes of the operation (nothing for a callback, an awaitable for
+  ///   `use_awaitable`, ...)
   template <class CompletionToken>
   auto async_request(request_type req, CompletionToken&& tok) {
     return async_request_impl(std::move(req), nullptr, std::forward<CompletionToken>(tok));
   }
+  /// async_request(), and what was observed: handler signature, executor, cancellation,
+  /// errors and thread safety are those of async_request(request_type, CompletionToken&&).
+  /// @param req the request
+  /// @param diag receives what was observed (never a token), cleared when the request gets an
+  ///   answer; it must live until the handler runs.
+  /// @param tok an Asio completion token
+  /// @return what `tok` makes of the operation
   template <class CompletionToken>
   auto async_request(request_type req, diagnostics& diag, CompletionToken&& tok) {
     return async_request_impl(std::move(req), &diag, std::forward<CompletionToken>(tok));
   }
 
   /// async_request as an awaitable; throws error_with_diagnostics on failure.
+  ///
+  /// @par Executor
+  /// The calling coroutine resumes on its own executor.
+  ///
+  /// @par Cancellation
+  /// Through the awaiting coroutine's cancellation slot, as async_request(); which types reach
+  /// it is the coroutine's filter (Asio's default passes terminal only).
+  ///
+  /// @par Thread safety
+  /// May be called from any thread, concurrently.
+  ///
+  /// @param req the request
+  /// @return the answer, whatever its HTTP status
+  /// @throws error_with_diagnostics with the errc values of async_request() and the
+  ///   diagnostics; operation_aborted when cancelled or when the session or client is destroyed
   boost::asio::awaitable<response_type> request(request_type req);
 
+  /// What the session did so far, for metrics; may be called from any thread, concurrently.
+  /// @return a snapshot of the counters
   session_stats stats() const;
+  /// @return the executor the requests run on (given to the constructor, or the client's)
   boost::asio::any_io_executor get_executor() const noexcept;
 
  private:

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: BSL-1.0
-// The state a token_store keeps. Plain data, no Asio: the refresh machine works on it too.
+/// @file
+/// The state a token_store keeps. Plain data, no Asio: the refresh machine works on it too.
 #ifndef NXSYS_AUTH_STORED_TOKENS_HPP
 #define NXSYS_AUTH_STORED_TOKENS_HPP
 
@@ -21,7 +22,7 @@ namespace nxsys::auth {
 struct stored_tokens {
   std::string refresh_token;  ///< never empty in a stored state
   std::string access_token;   ///< empty: none stored
-  std::string token_type;
+  std::string token_type;     ///< the access token's type, e.g. "Bearer"
   /// Wall-clock expiry of the access token: steady_clock does not survive a restart.
   std::chrono::system_clock::time_point expires_at{};
   /// The access token's lifetime as issued (to place the refresh point as for a fresh answer).
@@ -34,6 +35,12 @@ struct stored_tokens {
 
   stored_tokens() = default;
   /// The fields in declaration order. The token parameters are moved from and then wiped.
+  /// @param refresh the refresh token (refresh_token)
+  /// @param access the access token (access_token); empty: none
+  /// @param type the token type (token_type)
+  /// @param expires the access token's wall-clock expiry (expires_at)
+  /// @param issued_lifetime the access token's lifetime as issued (lifetime)
+  /// @param gen the refresh token's place in its chain (generation)
   stored_tokens(std::string refresh, std::string access = {}, std::string type = {},
                 std::chrono::system_clock::time_point expires = {},
                 std::chrono::seconds issued_lifetime = std::chrono::seconds{0},
@@ -47,7 +54,10 @@ struct stored_tokens {
     detail::wipe_all(refresh);
     detail::wipe_all(access);
   }
+  /// A second copy of the secrets, wiped in its own turn.
   stored_tokens(const stored_tokens&) = default;
+  /// Takes `o`'s fields, then wipes what `o` kept.
+  /// @param o the state moved from; left empty
   stored_tokens(stored_tokens&& o) noexcept
       : refresh_token(std::move(o.refresh_token)),
         access_token(std::move(o.access_token)),
@@ -57,6 +67,9 @@ struct stored_tokens {
         generation(o.generation) {
     o.wipe();
   }
+  /// Wipes this state's tokens, then copies `o`'s fields.
+  /// @param o the state copied
+  /// @return *this
   stored_tokens& operator=(const stored_tokens& o) {
     if (this != &o) {
       stored_tokens copy(o);
@@ -64,6 +77,9 @@ struct stored_tokens {
     }
     return *this;
   }
+  /// Wipes this state's tokens, takes `o`'s fields, then wipes what `o` kept.
+  /// @param o the state moved from; left empty
+  /// @return *this
   stored_tokens& operator=(stored_tokens&& o) noexcept {
     if (this != &o) {
       wipe();

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: BSL-1.0
-// Where a client keeps its tokens between refreshes and across restarts, and how clients that
-// share one refresh-token chain (threads, processes, hosts) agree on who refreshes.
+/// @file
+/// Where a client keeps its tokens between refreshes and across restarts, and how clients that
+/// share one refresh-token chain (threads, processes, hosts) agree on who refreshes.
 #ifndef NXSYS_AUTH_TOKEN_STORE_HPP
 #define NXSYS_AUTH_TOKEN_STORE_HPP
 
@@ -23,8 +24,14 @@ namespace nxsys::auth {
 /// it (an flock closed, a Redis lease deleted): hold it across request and save.
 class refresh_lease {
  public:
+  /// A lease that holds nothing (what a failed acquire hands over).
   refresh_lease() = default;
+  /// For token_store implementations: a lease released when the last copy of `hold` goes.
+  /// @param hold owns the right; its deleter releases it (closes the lock file, deletes the
+  ///   Redis key)
   explicit refresh_lease(std::shared_ptr<void> hold) noexcept : hold_(std::move(hold)) {}
+  /// Lets go of this copy's share of the right: it is released when no other copy holds it.
+  /// Idempotent.
   void release() noexcept { hold_.reset(); }
 
  private:
@@ -37,6 +44,7 @@ class refresh_lease {
 ///     refreshed meanwhile, and then no request is needed;
 ///  3. async_save: a compare-and-set keyed on the refresh token the refresh used, so that a
 ///     holder that lost its lease can never overwrite a newer chain (fencing).
+///
 /// Handlers complete on their associated executor, never inline. Operations may be called
 /// concurrently from any thread. Implementations must not block the caller's thread.
 ///
@@ -45,16 +53,46 @@ class refresh_lease {
 /// client folds it into the refresh's error, its log and on_refresh. Never a token in it.
 /// Every operation must complete its handler exactly once: a store that drops a handler (or
 /// throws from an operation) makes the client's refresh end with errc::internal.
+///
+/// To write a store, derive from this class and implement do_load(), do_acquire() and
+/// do_save(); the async_* templates only forward to them.
 class token_store {
  public:
+  /// Handler signature of async_load() and do_load(): the error, the stored state (nullopt when
+  /// nothing was stored yet) and what the store saw.
   using load_signature = void(boost::system::error_code, std::optional<stored_tokens>, diagnostics);
+  /// Handler signature of async_acquire() and do_acquire(): the error, the lease (empty on
+  /// failure) and what the store saw.
   using acquire_signature = void(boost::system::error_code, refresh_lease, diagnostics);
+  /// Handler signature of async_save() and do_save(): the error and what the store saw.
   using save_signature = void(boost::system::error_code, diagnostics);
 
   virtual ~token_store() = default;
 
-  /// The stored state; nullopt when nothing was stored yet. Errors: errc::store_corrupt for
-  /// an unreadable state (never silently ignored), errc::store_failed for I/O failures.
+  /// The stored state; nullopt when nothing was stored yet.
+  ///
+  /// @par Handler signature
+  /// `void(boost::system::error_code, std::optional<stored_tokens>, diagnostics)`
+  /// (load_signature)
+  ///
+  /// @par Executor
+  /// The handler runs on its associated executor, never inline inside this call; each store
+  /// says where a handler with none runs.
+  ///
+  /// @par Cancellation
+  /// None: the client never cancels a load, and the stores of this library ignore a
+  /// cancellation slot here (a load ends by itself: file I/O, or one Redis command within its
+  /// command_timeout).
+  ///
+  /// @par Errors
+  /// errc::store_corrupt for an unreadable state (never silently ignored),
+  /// errc::store_failed for I/O failures.
+  ///
+  /// @par Thread safety
+  /// May be called from any thread, concurrently with the other operations.
+  ///
+  /// @param token an Asio completion token
+  /// @return what `token` makes of the operation
   template <class CompletionToken>
   auto async_load(CompletionToken&& token) {
     return boost::asio::async_initiate<CompletionToken, load_signature>(
@@ -62,8 +100,30 @@ class token_store {
   }
 
   /// Waits until this caller may refresh, at most until `deadline` (errc::store_busy then).
-  /// Cancellation (the handler's slot, any type): a waiting acquire ends with
-  /// operation_aborted.
+  ///
+  /// @par Handler signature
+  /// `void(boost::system::error_code, refresh_lease, diagnostics)` (acquire_signature). Hold
+  /// the lease across request and save; dropping its last copy releases it.
+  ///
+  /// @par Executor
+  /// The handler runs on its associated executor, never inline inside this call; each store
+  /// says where a handler with none runs.
+  ///
+  /// @par Cancellation
+  /// The handler's slot, any type: a waiting acquire ends with
+  /// operation_aborted. (The client cancels its acquire when it is destroyed.)
+  ///
+  /// @par Errors
+  /// errc::store_busy when `deadline` passes while another holder keeps the right;
+  /// errc::store_failed when the store cannot be reached or locked; operation_aborted on
+  /// cancellation or when the store is destroyed.
+  ///
+  /// @par Thread safety
+  /// May be called from any thread, concurrently with the other operations.
+  ///
+  /// @param deadline when to give up waiting, on steady_clock
+  /// @param token an Asio completion token
+  /// @return what `token` makes of the operation
   template <class CompletionToken>
   auto async_acquire(std::chrono::steady_clock::time_point deadline, CompletionToken&& token) {
     return boost::asio::async_initiate<CompletionToken, acquire_signature>(
@@ -72,6 +132,30 @@ class token_store {
 
   /// Stores `next` if the stored refresh token is still `expected` (or nothing is stored):
   /// errc::store_conflict otherwise, and the stored state is left alone.
+  ///
+  /// @par Handler signature
+  /// `void(boost::system::error_code, diagnostics)` (save_signature)
+  ///
+  /// @par Executor
+  /// The handler runs on its associated executor, never inline inside this call; each store
+  /// says where a handler with none runs.
+  ///
+  /// @par Cancellation
+  /// None: the client never cancels a save, and the stores of this library ignore a
+  /// cancellation slot here.
+  ///
+  /// @par Errors
+  /// errc::store_conflict when another refresh token is stored; errc::store_failed for I/O
+  /// failures (a state written but not made durable included); errc::invalid_argument, with
+  /// file_store and redis_store, when `next` holds no refresh token (nothing is written).
+  ///
+  /// @par Thread safety
+  /// May be called from any thread, concurrently with the other operations.
+  ///
+  /// @param next the state to store; its tokens are wiped when the store lets go of them
+  /// @param expected the refresh token the refresh used (what the store should still hold)
+  /// @param token an Asio completion token
+  /// @return what `token` makes of the operation
   template <class CompletionToken>
   auto async_save(stored_tokens next, std::string expected, CompletionToken&& token) {
     return boost::asio::async_initiate<CompletionToken, save_signature>(
@@ -82,9 +166,81 @@ class token_store {
   }
 
  protected:
+  /// Implements async_load(): reads the stored state.
+  ///
+  /// @par Handler signature
+  /// load_signature: `void(boost::system::error_code, std::optional<stored_tokens>,
+  /// diagnostics)`, with nullopt when nothing was stored yet.
+  ///
+  /// @par Executor
+  /// Complete `h` exactly once, never inline: post it (to its associated executor, or one of
+  /// the store's for a handler with none). Never block the calling thread.
+  ///
+  /// @par Cancellation
+  /// Optional: the client never cancels a load.
+  ///
+  /// @par Errors
+  /// errc::store_corrupt for a state that cannot be parsed, errc::store_failed for an I/O
+  /// failure, with what the store saw in the diagnostics. Throwing, or dropping `h`, ends the
+  /// client's refresh with errc::internal.
+  ///
+  /// @par Thread safety
+  /// Called from any thread, concurrently with the other operations.
+  ///
+  /// @param h the caller's handler, type-erased: its associated executor and cancellation
+  ///   slot are the caller's
   virtual void do_load(boost::asio::any_completion_handler<load_signature> h) = 0;
+  /// Implements async_acquire(): grants the right to refresh to one holder at a time.
+  ///
+  /// @par Handler signature
+  /// acquire_signature: `void(boost::system::error_code, refresh_lease, diagnostics)`; the
+  /// lease releases the right when its last copy goes.
+  ///
+  /// @par Executor
+  /// Complete `h` exactly once, never inline: post it (to its associated executor, or one of
+  /// the store's for a handler with none). Never block the calling thread while waiting.
+  ///
+  /// @par Cancellation
+  /// Honour `h`'s cancellation slot (the client emits terminal when it is destroyed): a
+  /// waiting acquire ends with operation_aborted.
+  ///
+  /// @par Errors
+  /// errc::store_busy when `deadline` passes first, errc::store_failed when the store cannot
+  /// be reached or locked, operation_aborted when cancelled. Throwing, or dropping `h`, ends
+  /// the client's refresh with errc::internal.
+  ///
+  /// @par Thread safety
+  /// Called from any thread, concurrently with the other operations.
+  ///
+  /// @param deadline when to give up waiting, on steady_clock
+  /// @param h the caller's handler, type-erased: its associated executor and cancellation
+  ///   slot are the caller's
   virtual void do_acquire(std::chrono::steady_clock::time_point deadline,
                           boost::asio::any_completion_handler<acquire_signature> h) = 0;
+  /// Implements async_save(): a compare-and-set on the stored refresh token.
+  ///
+  /// @par Handler signature
+  /// save_signature: `void(boost::system::error_code, diagnostics)`.
+  ///
+  /// @par Executor
+  /// Complete `h` exactly once, never inline: post it (to its associated executor, or one of
+  /// the store's for a handler with none). Never block the calling thread.
+  ///
+  /// @par Cancellation
+  /// Optional: the client never cancels a save.
+  ///
+  /// @par Errors
+  /// errc::store_conflict, leaving the stored state alone, when another refresh token is
+  /// stored; errc::store_failed for an I/O failure. Throwing, or dropping `h`, ends the
+  /// client's refresh with errc::internal.
+  ///
+  /// @par Thread safety
+  /// Called from any thread, concurrently with the other operations.
+  ///
+  /// @param next the state to store
+  /// @param expected the refresh token that must still be stored (or nothing stored at all)
+  /// @param h the caller's handler, type-erased: its associated executor and cancellation
+  ///   slot are the caller's
   virtual void do_save(stored_tokens next, std::string expected,
                        boost::asio::any_completion_handler<save_signature> h) = 0;
 };
@@ -92,15 +248,69 @@ class token_store {
 /// Keeps the state in memory (the default store). Shared by several clients of one process, it
 /// also makes them take turns: its lease is an asynchronous mutex, and `ex` runs the timers of
 /// acquirers waiting for it (and handlers that have no associated executor).
+///
+/// Every operation completes through a post, never inline; a load or save never fails but for
+/// store_conflict. Thread safety: distinct and shared objects alike may be used from any thread.
 class memory_store final : public token_store {
  public:
+  /// @param ex runs the timers of waiting acquirers and the handlers that have no associated
+  ///   executor
   explicit memory_store(boost::asio::any_io_executor ex);
   ~memory_store() override;
 
  protected:
+  /// async_load(): a copy of the state held.
+  ///
+  /// @par Handler signature
+  /// load_signature; nullopt until the first save.
+  /// @par Executor
+  /// Posted to `ex`: the handler runs on its associated executor, or on `ex`.
+  /// @par Cancellation
+  /// Not supported (a load completes at once).
+  /// @par Errors
+  /// None: a load never fails.
+  /// @par Thread safety
+  /// Any thread, concurrently.
+  ///
+  /// @param h the caller's handler
   void do_load(boost::asio::any_completion_handler<load_signature> h) override;
+  /// async_acquire(): granted at once when no lease is out, else in arrival order as leases
+  /// are released.
+  ///
+  /// @par Handler signature
+  /// acquire_signature.
+  /// @par Executor
+  /// Posted to `ex`: the handler runs on its associated executor, or on `ex`. The deadline
+  /// timer of a waiting acquire runs on `ex`.
+  /// @par Cancellation
+  /// Any type, while it waits: it leaves the queue and completes with operation_aborted.
+  /// @par Errors
+  /// errc::store_busy (with the reason in the diagnostics) when `deadline` passes first;
+  /// operation_aborted when cancelled.
+  /// @par Thread safety
+  /// Any thread, concurrently.
+  ///
+  /// @param deadline when to give up waiting
+  /// @param h the caller's handler
   void do_acquire(std::chrono::steady_clock::time_point deadline,
                   boost::asio::any_completion_handler<acquire_signature> h) override;
+  /// async_save(): compare-and-set under the store's mutex. An empty refresh token in `next`
+  /// is not refused here.
+  ///
+  /// @par Handler signature
+  /// save_signature.
+  /// @par Executor
+  /// Posted to `ex`: the handler runs on its associated executor, or on `ex`.
+  /// @par Cancellation
+  /// Not supported (a save completes at once).
+  /// @par Errors
+  /// errc::store_conflict when another refresh token is held; nothing else.
+  /// @par Thread safety
+  /// Any thread, concurrently.
+  ///
+  /// @param next the state to keep
+  /// @param expected the refresh token that must still be held (or nothing held)
+  /// @param h the caller's handler
   void do_save(stored_tokens next, std::string expected,
                boost::asio::any_completion_handler<save_signature> h) override;
 
@@ -111,7 +321,8 @@ class memory_store final : public token_store {
 
 /// Options of file_store.
 struct file_store_options {
-  /// How often a waiting acquirer retries the lock while another process holds it.
+  /// How often a waiting acquirer retries the lock while another process holds it: the first
+  /// retry after 1 ms, each next one twice as late, at most this (1 ms or more).
   std::chrono::milliseconds lock_poll_max{20};
 };
 
@@ -120,20 +331,90 @@ struct file_store_options {
 /// any point leaves the old state or the new one, whole. Processes sharing the file take turns
 /// through an advisory lock (flock on "<path>.lock"): one refreshes, the others read its
 /// answer. File I/O runs on a private thread, never on the caller's.
+///
+/// Handlers that have no associated executor run on that private thread. A handler's own
+/// executor is kept busy (outstanding work) until the handler has run.
 class file_store final : public token_store {
  public:
   /// Reads the file if it exists: throws error_with_diagnostics(errc::store_corrupt) when it
   /// cannot be parsed, so a damaged store stops the program at start rather than falling back
   /// to a configured refresh token that was consumed long ago.
+  /// @param path the file; its directory must exist and be writable ("<path>.lock" and
+  ///   temporary files "<path>.tmp.*" go next to it)
+  /// @param opts see file_store_options
+  /// @throws error_with_diagnostics errc::store_corrupt as above; errc::store_failed when the
+  ///   file exists but cannot be read (or is not a regular file); errc::invalid_config when
+  ///   `path` is empty
   explicit file_store(std::string path, file_store_options opts = {});
+  /// Loads and saves already started finish first; waiting acquires complete with
+  /// operation_aborted within one poll interval. Blocks until then (the private thread is
+  /// joined), unless called on that thread, from a handler with no associated executor.
   ~file_store() override;
 
+  /// @return the path given to the constructor
   const std::string& path() const noexcept;
 
  protected:
+  /// async_load(): reads and parses the file on the private thread; nullopt when there is no
+  /// file.
+  ///
+  /// @par Handler signature
+  /// load_signature.
+  /// @par Executor
+  /// The handler runs on its associated executor, or on the private thread when it has none.
+  /// @par Cancellation
+  /// Not supported.
+  /// @par Errors
+  /// errc::store_failed when the file cannot be opened or read, or is not a regular file;
+  /// errc::store_corrupt when it cannot be parsed or is larger than 1 MiB.
+  /// @par Thread safety
+  /// Any thread, concurrently.
+  ///
+  /// @param h the caller's handler
   void do_load(boost::asio::any_completion_handler<load_signature> h) override;
+  /// async_acquire(): an exclusive flock on "<path>.lock", tried without blocking and polled
+  /// (see file_store_options) until `deadline`. Two acquires of one process exclude each
+  /// other too. A new holder removes temporary files a writer killed mid-save left behind.
+  ///
+  /// @par Handler signature
+  /// acquire_signature; dropping the lease's last copy closes the lock.
+  /// @par Executor
+  /// The handler runs on its associated executor, or on the private thread when it has none.
+  /// @par Cancellation
+  /// Any type, while it waits: noticed at the next poll, then operation_aborted.
+  /// @par Errors
+  /// errc::store_busy when `deadline` passes while another holder keeps the lock;
+  /// errc::store_failed when the lock file cannot be opened or locked; operation_aborted when
+  /// cancelled or when the store is destroyed.
+  /// @par Thread safety
+  /// Any thread, concurrently.
+  ///
+  /// @param deadline when to give up waiting
+  /// @param h the caller's handler
   void do_acquire(std::chrono::steady_clock::time_point deadline,
                   boost::asio::any_completion_handler<acquire_signature> h) override;
+  /// async_save(): compare-and-set, then the atomic replacement described above, on the
+  /// private thread.
+  ///
+  /// @par Handler signature
+  /// save_signature.
+  /// @par Executor
+  /// The handler runs on its associated executor, or on the private thread when it has none.
+  /// @par Cancellation
+  /// Not supported.
+  /// @par Errors
+  /// errc::invalid_argument when `next` holds no refresh token (nothing is written);
+  /// errc::store_conflict when the file holds another refresh token; errc::store_corrupt when
+  /// the file cannot be parsed; errc::store_failed for an I/O failure, a directory that could
+  /// not be fsync'ed after the rename included (the new state is in place, but not durable).
+  /// @par Thread safety
+  /// Any thread, concurrently. The saves of one process are serialized on the private thread;
+  /// across processes, the check and the rename are atomic only among holders of the lease
+  /// (as the client saves).
+  ///
+  /// @param next the state to write
+  /// @param expected the refresh token the file must still hold (or no file)
+  /// @param h the caller's handler
   void do_save(stored_tokens next, std::string expected,
                boost::asio::any_completion_handler<save_signature> h) override;
 

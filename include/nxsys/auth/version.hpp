@@ -1,14 +1,19 @@
 // SPDX-License-Identifier: BSL-1.0
-// The version of nxsys-auth, for the preprocessor and for C++. The three numbers below are the
-// only place it is written: CMakeLists.txt reads them for project(VERSION) and the packages.
+/// @file
+/// The version of nxsys-auth, for the preprocessor and for C++. The three numbers below are the
+/// only place it is written: CMakeLists.txt reads them for project(VERSION) and the packages.
 #ifndef NXSYS_AUTH_VERSION_HPP
 #define NXSYS_AUTH_VERSION_HPP
 
 #include <string_view>
 
-/// Semantic versioning; while the major version is 0, a new minor version may break the API.
+// CMakeLists.txt and scripts/docs.sh read the three lines below: their comments go above them.
+/// The major version. Semantic versioning; while the major version is 0, a new minor version
+/// may break the API.
 #define NXSYS_AUTH_VERSION_MAJOR 0
+/// The minor version.
 #define NXSYS_AUTH_VERSION_MINOR 1
+/// The patch version.
 #define NXSYS_AUTH_VERSION_PATCH 0
 
 /// One number for `#if` comparisons, like BOOST_VERSION: major * 100000 + minor * 100 + patch.

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: BSL-1.0
-// The mock Nxsys token server of nxsys::auth_testing: a real HTTP(S) server on 127.0.0.1 whose
-// POST /nxsys/oauth/token behaves like the real endpoint, with knobs to make it misbehave.
+/// @file
+/// The mock Nxsys token server of nxsys::auth_testing: a real HTTP(S) server on 127.0.0.1 whose
+/// POST /nxsys/oauth/token behaves like the real endpoint, with knobs to make it misbehave.
 #ifndef NXSYS_AUTH_TESTING_MOCK_SERVER_HPP
 #define NXSYS_AUTH_TESTING_MOCK_SERVER_HPP
 
@@ -99,14 +100,17 @@ class mock_server {
  public:
   /// Starts a server on threads of its own (`opts.threads` of them), so that a client on any
   /// executor, even one not running, can use it.
-  /// Throws boost::system::system_error when it cannot listen or load its certificate.
+  /// @param opts how the server behaves (see mock_server_options)
+  /// @throws boost::system::system_error when it cannot listen or load its certificate.
   explicit mock_server(mock_server_options opts = {});
 
   /// Starts a server whose I/O runs on `ex`, e.g. the io_context of the client under test, so
   /// that a single-threaded test needs no other thread. The execution context of `ex` must
   /// run for the server to answer, and outlive it. The server listens until stop(): until
   /// then, that context's run() does not run out of work.
-  /// Throws boost::system::system_error when it cannot listen or load its certificate.
+  /// @param ex runs the server's I/O; `opts.threads` is ignored
+  /// @param opts how the server behaves (see mock_server_options)
+  /// @throws boost::system::system_error when it cannot listen or load its certificate.
   explicit mock_server(boost::asio::any_io_executor ex, mock_server_options opts = {});
 
   /// Calls stop().
@@ -156,6 +160,7 @@ class mock_server {
   /// Drops the scripted failures not used yet.
   void clear_failures();
   /// Changes the wait before the answer of later token requests.
+  /// @param latency the new wait (mock_server_options::latency)
   void set_latency(std::chrono::milliseconds latency);
   /// @param close true: the server closes every connection after its answer
   ///   (Connection: close); false: keep-alive as the client asks
@@ -178,6 +183,7 @@ class mock_server {
   std::shared_ptr<impl> impl_;  // shared with the server's pending operations
 };
 
+/// @param s the counters, e.g. mock_server::stats()
 /// @return the counters as a JSON object, what GET /stats answers
 std::string to_json(const mock_server_stats& s);
 
