@@ -452,7 +452,11 @@ BOOST_AUTO_TEST_CASE(killed_while_rotating) {
   unsigned kills = 0, file_current = 0, file_previous = 0, iterations = 0, left_temp = 0;
   std::size_t temps = 0, max_temps = 0;
   // Only a guard against a hang: the test normally ends in seconds.
-  const auto give_up = clock_type::now() + 90s;
+  const auto give_up = clock_type::now() + 150s;
+  // A loaded machine (sanitizers, parallel tests) starts the children slowly and they refresh
+  // little in the same time: each kill that found no new refresh lets the next child live
+  // 20 ms longer (at most 400 ms), so the count needed is reached at any speed.
+  unsigned idle_kills = 0;
   while (server.stats().refreshes < min_refreshes || kills < min_kills) {
     BOOST_REQUIRE_MESSAGE(clock_type::now() < give_up, "gave up after " << kills << " kills and "
                                                                         << server.stats().refreshes
@@ -462,7 +466,8 @@ BOOST_AUTO_TEST_CASE(killed_while_rotating) {
     const bool ready = k->wait_for_line("ready", clock_type::now() + 30s);
     BOOST_REQUIRE_MESSAGE(ready, "the child did not start (" << k->describe_exit() << "):\n"
                                                              << k->output);
-    k->read_for(std::chrono::milliseconds(delay_ms(rng)));
+    const auto refreshes_before = server.stats().refreshes;
+    k->read_for(std::chrono::milliseconds(delay_ms(rng) + std::min(20u * idle_kills, 400u)));
     const bool stopped = k->exited();
     BOOST_REQUIRE_MESSAGE(!stopped, "the child stopped on its own (" << k->describe_exit() << "):\n"
                                                                      << k->output);
@@ -473,6 +478,7 @@ BOOST_AUTO_TEST_CASE(killed_while_rotating) {
                                                         << k->output);
     ++kills;
     BOOST_REQUIRE_MESSAGE(!k->has_line("fail"), k->output);
+    idle_kills = server.stats().refreshes > refreshes_before ? 0 : idle_kills + 1;
     iterations += static_cast<unsigned>(k->lines_with("iter ").size());
 
     // A request the process wrote before dying is answered (and rotates the chain) before its
