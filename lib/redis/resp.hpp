@@ -36,22 +36,13 @@ struct reply {
       : type(o.type), integer(o.integer), str(std::move(o.str)), elements(std::move(o.elements)) {
     detail::wipe_all(o.str);
   }
-  reply& operator=(const reply& o) {
-    if (this != &o) {
-      reply copy(o);
-      *this = std::move(copy);
-    }
-    return *this;
-  }
-  reply& operator=(reply&& o) noexcept {
-    if (this != &o) {
-      detail::wipe_all(str);
-      type = o.type;
-      integer = o.integer;
-      str = std::move(o.str);
-      elements = std::move(o.elements);
-      detail::wipe_all(o.str);
-    }
+  // One operator for copy and move, as in stored_tokens: `o` wipes what it keeps.
+  reply& operator=(reply o) noexcept {
+    detail::wipe_all(str);
+    type = o.type;
+    integer = o.integer;
+    str = std::move(o.str);
+    elements = std::move(o.elements);
     return *this;
   }
   ~reply() { detail::wipe_all(str); }

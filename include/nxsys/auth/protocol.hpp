@@ -56,26 +56,14 @@ struct refresh_request {
       : body(std::move(o.body)), authorization(std::move(o.authorization)) {
     o.wipe();
   }
-  /// Wipes this request's parts, then copies `o`'s.
-  /// @param o the request copied
+  /// Wipes this request's parts and takes `o`'s (one operator for copy and move, as in
+  /// stored_tokens).
+  /// @param o the request assigned
   /// @return *this
-  refresh_request& operator=(const refresh_request& o) {
-    if (this != &o) {
-      refresh_request copy(o);
-      *this = std::move(copy);
-    }
-    return *this;
-  }
-  /// Wipes this request's parts, takes `o`'s, then wipes what `o` kept.
-  /// @param o the request moved from; left empty
-  /// @return *this
-  refresh_request& operator=(refresh_request&& o) noexcept {
-    if (this != &o) {
-      wipe();
-      body = std::move(o.body);
-      authorization = std::move(o.authorization);
-      o.wipe();
-    }
+  refresh_request& operator=(refresh_request o) noexcept {
+    wipe();
+    body = std::move(o.body);
+    authorization = std::move(o.authorization);
     return *this;
   }
   ~refresh_request() { wipe(); }
@@ -165,30 +153,18 @@ struct token_response {
         extra(std::move(o.extra)) {
     o.wipe();
   }
-  /// Wipes this answer's tokens, then copies `o`'s fields.
-  /// @param o the answer copied
+  /// Wipes this answer's tokens and takes `o`'s fields (one operator for copy and move, as in
+  /// stored_tokens).
+  /// @param o the answer assigned
   /// @return *this
-  token_response& operator=(const token_response& o) {
-    if (this != &o) {
-      token_response copy(o);
-      *this = std::move(copy);
-    }
-    return *this;
-  }
-  /// Wipes this answer's tokens, takes `o`'s fields, then wipes what `o` kept.
-  /// @param o the answer moved from; left empty
-  /// @return *this
-  token_response& operator=(token_response&& o) noexcept {
-    if (this != &o) {
-      wipe();
-      access_token = std::move(o.access_token);
-      token_type = std::move(o.token_type);
-      refresh_token = std::move(o.refresh_token);
-      scope = std::move(o.scope);
-      expires_in = o.expires_in;
-      extra = std::move(o.extra);
-      o.wipe();
-    }
+  token_response& operator=(token_response o) noexcept {
+    wipe();
+    access_token = std::move(o.access_token);
+    token_type = std::move(o.token_type);
+    refresh_token = std::move(o.refresh_token);
+    scope = std::move(o.scope);
+    expires_in = o.expires_in;
+    extra = std::move(o.extra);
     return *this;
   }
   ~token_response() { wipe(); }

@@ -67,30 +67,18 @@ struct stored_tokens {
         generation(o.generation) {
     o.wipe();
   }
-  /// Wipes this state's tokens, then copies `o`'s fields.
-  /// @param o the state copied
+  /// Wipes this state's tokens and takes `o`'s fields. One operator for copy and move: `o` is a
+  /// copy, or what a move made of the source (which the move wiped), and wipes what it keeps.
+  /// @param o the state assigned
   /// @return *this
-  stored_tokens& operator=(const stored_tokens& o) {
-    if (this != &o) {
-      stored_tokens copy(o);
-      *this = std::move(copy);
-    }
-    return *this;
-  }
-  /// Wipes this state's tokens, takes `o`'s fields, then wipes what `o` kept.
-  /// @param o the state moved from; left empty
-  /// @return *this
-  stored_tokens& operator=(stored_tokens&& o) noexcept {
-    if (this != &o) {
-      wipe();
-      refresh_token = std::move(o.refresh_token);
-      access_token = std::move(o.access_token);
-      token_type = std::move(o.token_type);
-      expires_at = o.expires_at;
-      lifetime = o.lifetime;
-      generation = o.generation;
-      o.wipe();
-    }
+  stored_tokens& operator=(stored_tokens o) noexcept {
+    wipe();
+    refresh_token = std::move(o.refresh_token);
+    access_token = std::move(o.access_token);
+    token_type = std::move(o.token_type);
+    expires_at = o.expires_at;
+    lifetime = o.lifetime;
+    generation = o.generation;
     return *this;
   }
   ~stored_tokens() { wipe(); }
