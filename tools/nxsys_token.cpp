@@ -8,21 +8,18 @@
 #include <nxsys/auth/token_store.hpp>
 #include <nxsys/auth/version.hpp>
 
+#include "cli/client_flags.hpp"
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/json.hpp>
-
-#include <sys/stat.h>
 
 #include <algorithm>
 #include <charconv>
 #include <chrono>
 #include <cstdint>
-#include <cstdlib>
 #include <exception>
-#include <fstream>
 #include <iostream>
-#include <iterator>
 #include <memory>
 #include <optional>
 #include <string>
@@ -33,31 +30,20 @@ namespace {
 namespace asio = boost::asio;
 namespace auth = nxsys::auth;
 
-constexpr std::string_view usage = R"usage(usage: nxsys-token [options]
+constexpr std::string_view usage_head = R"usage(usage: nxsys-token [options]
 
 Prints a valid Nxsys access token and a newline on stdout, for shell scripts and debugging:
   curl -H "Authorization: Bearer $(nxsys-token --store ~/.nxsys-token.json)" ...
 
-Configuration (flags override the environment):
-  NXSYS_BASE_API_URL   --base-url URL       base API URL; the token URL is URL/nxsys/oauth/token
-                       --token-url URL      the full token URL (overrides the base URL)
-  NXSYS_CLIENT_ID      --client-id ID
-  NXSYS_CLIENT_SECRET  --client-secret-file FILE
-  NXSYS_REFRESH_TOKEN  --refresh-token-file FILE
-Secrets (client secret, refresh token) are taken only from the environment or from files
-(trailing newlines stripped), never as command-line values: argv is visible in ps.
+)usage";
+
+constexpr std::string_view usage = R"usage(With --store, a stored token that is still valid is printed without a request, and a rotated
+refresh token is saved before the access token is printed. Without --store every run refreshes;
+if the server rotates refresh tokens this consumes the configured one (a warning says so).
 
 Options:
-  --store FILE          keep the tokens in FILE (JSON, mode 0600; shared safely by concurrent
-                        runs): a stored token that is still valid is printed without a request,
-                        and a rotated refresh token is saved before the access token is printed.
-                        The refresh token is needed only until FILE exists.
-                        Without --store every run refreshes; if the server rotates refresh tokens
-                        this consumes the configured one (a warning says so on stderr).
   --json                print {"access_token", "token_type", "expires_in" (seconds left),
                         "from_store" (true: taken from --store without a request)}
-  --ca-file FILE        PEM bundle of trusted CAs for https (default: the system's)
-  --insecure-http       allow plain http:// to a host that is not loopback
   --timeout SECONDS     give up after this long, retries included (default 30)
   --verbose             log what the client does on stderr (never a secret or token)
   --help                show this message
@@ -84,39 +70,18 @@ enum exit_code : int {
   exit_store = 5,
 };
 
-struct usage_error {
-  std::string message;
-};
+using auth::cli::usage_error;
 
 struct options {
-  std::string base_url, token_url, client_id, client_secret, refresh_token;
-  std::string store, ca_file;
-  bool insecure_http = false, json = false, verbose = false;
+  auth::cli::client_flags client;
+  bool json = false, verbose = false;
   std::chrono::seconds timeout{30};
 };
-
-std::string env(const char* name) {
-  const char* v = std::getenv(name);
-  return v != nullptr ? v : "";
-}
-
-// A secret from a file: its content without trailing line breaks. Never quoted in errors.
-std::string read_secret(std::string_view flag, const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw usage_error{std::string(flag) + ": cannot read '" + path + "'"};
-  std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
-  if (s.empty()) throw usage_error{std::string(flag) + ": '" + path + "' is empty"};
-  return s;
-}
 
 // Returns nullopt when --help or --version was handled.
 std::optional<options> parse_args(int argc, char** argv) {
   options o;
-  o.base_url = env("NXSYS_BASE_API_URL");
-  o.client_id = env("NXSYS_CLIENT_ID");
-  o.client_secret = env("NXSYS_CLIENT_SECRET");
-  o.refresh_token = env("NXSYS_REFRESH_TOKEN");
+  o.client.read_environment();
   for (int i = 1; i < argc; ++i) {
     std::string_view arg = argv[i];
     std::optional<std::string_view> inline_value;  // --flag=value
@@ -135,34 +100,14 @@ std::optional<options> parse_args(int argc, char** argv) {
 
     if (arg == "--help" || arg == "-h") {
       flag();
-      std::cout << usage;
+      std::cout << usage_head << auth::cli::client_flags_help << usage;
       return std::nullopt;
     } else if (arg == "--version") {
       flag();
       std::cout << "nxsys-token " << auth::version_string << "\n";
       return std::nullopt;
-    } else if (arg == "--base-url") {
-      o.base_url = value();
-    } else if (arg == "--token-url") {
-      o.token_url = value();
-    } else if (arg == "--client-id") {
-      o.client_id = value();
-    } else if (arg == "--client-secret-file") {
-      o.client_secret = read_secret(arg, value());
-    } else if (arg == "--refresh-token-file") {
-      o.refresh_token = read_secret(arg, value());
-    } else if (arg == "--client-secret" || arg == "--refresh-token") {
-      throw usage_error{std::string(arg) +
-                        " is not accepted: secrets on the command line are visible in ps; use " +
-                        (arg == "--client-secret" ? "NXSYS_CLIENT_SECRET or --client-secret-file"
-                                                  : "NXSYS_REFRESH_TOKEN or --refresh-token-file")};
-    } else if (arg == "--store") {
-      o.store = value();
-    } else if (arg == "--ca-file") {
-      o.ca_file = value();
-    } else if (arg == "--insecure-http") {
-      flag();
-      o.insecure_http = true;
+    } else if (o.client.take(arg, value, flag)) {
+      // a client setting (tools/cli/client_flags.hpp)
     } else if (arg == "--timeout") {
       const std::string v = value();
       int n = 0;
@@ -183,21 +128,7 @@ std::optional<options> parse_args(int argc, char** argv) {
     }
   }
 
-  if (o.token_url.empty()) {
-    if (o.base_url.empty())
-      throw usage_error{"no token endpoint: set NXSYS_BASE_API_URL or use --base-url/--token-url"};
-    o.token_url = auth::make_token_url(o.base_url);
-  }
-  if (o.client_id.empty()) throw usage_error{"no client id: set NXSYS_CLIENT_ID or --client-id"};
-  if (o.client_secret.empty())
-    throw usage_error{"no client secret: set NXSYS_CLIENT_SECRET or use --client-secret-file"};
-  struct stat st {};
-  const bool store_exists = !o.store.empty() && ::stat(o.store.c_str(), &st) == 0;
-  if (o.refresh_token.empty() && !store_exists)
-    throw usage_error{o.store.empty()
-                          ? "no refresh token: set NXSYS_REFRESH_TOKEN or use --refresh-token-file"
-                          : "no refresh token: set NXSYS_REFRESH_TOKEN or use --refresh-token-file "
-                            "(needed until the --store file exists)"};
+  o.client.finish();
   return o;
 }
 
@@ -246,22 +177,13 @@ const char* level_name(auth::log_level l) {
 }
 
 int run(const options& o) {
-  auth::client_config cfg;
-  cfg.token_url = o.token_url;
-  cfg.client_id = o.client_id;
-  cfg.client_secret = o.client_secret;
-  cfg.refresh_token = o.refresh_token;
-  cfg.tls.ca_file = o.ca_file;
-  cfg.allow_insecure_http = o.insecure_http;
+  auto cfg = o.client.make_config();  // throws store_corrupt for a damaged --store file
   // One call per process: the whole refresh (store lease, retries, back-offs) ends by --timeout.
   cfg.refresh_deadline = o.timeout;
   cfg.connect_timeout = std::min<std::chrono::milliseconds>(cfg.connect_timeout, o.timeout);
   cfg.request_timeout = std::min<std::chrono::milliseconds>(cfg.request_timeout, o.timeout);
-  if (!o.store.empty()) {
-    cfg.store = std::make_shared<auth::file_store>(o.store);  // throws store_corrupt
-    // Tokens that could not be saved are an error: the next run would lose the chain.
-    cfg.strict_durability = true;
-  }
+  // Tokens that could not be saved are an error: the next run would lose the chain.
+  if (cfg.store) cfg.strict_durability = true;
   if (o.verbose) {
     cfg.log = [](auth::log_level l, std::string_view m) {
       std::cerr << "nxsys-token: " << level_name(l) << ": " << m << '\n';
@@ -285,7 +207,7 @@ int run(const options& o) {
   ctx.run();
   if (failure) std::rethrow_exception(failure);
 
-  if (last.refresh_token_rotated && o.store.empty())
+  if (last.refresh_token_rotated && o.client.store.empty())
     std::cerr << "nxsys-token: warning: the server rotated the refresh token and no --store was "
                  "given: the new refresh token was not saved, and the configured one is probably "
                  "no longer valid. Use --store FILE to keep the chain.\n";

@@ -11,8 +11,9 @@
 //   * limits and timeouts on what callers send, and error answers that never carry a secret;
 //   * a graceful stop on SIGINT/SIGTERM, with the final counters as one JSON line on stdout.
 //
-// The secrets (client secret, refresh token) come from the environment only: argv is visible
-// in ps. The gateway listens on 127.0.0.1 by default because anyone who can reach it uses the
+// The client settings are the ones nxsys-token takes (tools/cli/client_flags.hpp): the NXSYS_*
+// environment, flags over it, secrets only from the environment or files (argv is visible in
+// ps), and --store so that a restart continues the rotated refresh-token chain. The gateway listens on 127.0.0.1 by default because anyone who can reach it uses the
 // API with its credentials: put it on another address only behind your own access control.
 //
 //   export NXSYS_BASE_API_URL=https://api.nxsys.example NXSYS_CLIENT_ID=...
@@ -25,6 +26,8 @@
 #include <nxsys/auth/error.hpp>
 #include <nxsys/auth/session.hpp>
 #include <nxsys/auth/version.hpp>
+
+#include "cli/client_flags.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -92,12 +95,12 @@ GET /gateway/stats is answered locally with the client's and the session's count
 SIGINT or SIGTERM stops it: requests in progress are finished, then the final counters are
 printed as one JSON line on stdout.
 
-Configuration, from the environment only (secrets on the command line are visible in ps):
-  NXSYS_BASE_API_URL   base API URL; tokens come from URL/nxsys/oauth/token
-  NXSYS_CLIENT_ID
-  NXSYS_CLIENT_SECRET
-  NXSYS_REFRESH_TOKEN
+The API is at the base URL (NXSYS_BASE_API_URL or --base-url), which the gateway needs even
+with --token-url.
 
+)";
+
+constexpr std::string_view usage_options = R"(
 Options:
   --listen ADDR          address to listen on (default 127.0.0.1). Anyone who can reach the
                          gateway uses the API with its credentials.
@@ -105,7 +108,6 @@ Options:
                          printed on stdout as "listening on http://ADDR:PORT".
   --threads N            threads running the server (default: the number of cores)
   --max-connections N    connections to the API at most (default 64)
-  --ca-file FILE         PEM bundle of trusted CAs for https (default: the system's)
   --verbose              log everything the client does on stderr (never a secret or token);
                          by default only warnings and errors
   --help                 show this message
@@ -116,25 +118,16 @@ Exit status: 0 after a stop by signal, 1 on a failure, 2 for a usage or configur
 
 // ---- Configuration ------------------------------------------------------------------------
 
-struct usage_error {
-  std::string message;
-};
+using auth::cli::usage_error;
 
 struct options {
   std::string listen = "127.0.0.1";
   std::uint16_t port = 8080;
   unsigned threads = std::max(1u, std::thread::hardware_concurrency());
   std::size_t max_connections = 64;
-  std::string ca_file;
   bool verbose = false;
-  // From the environment.
-  std::string base_url, client_id, client_secret, refresh_token;
+  auth::cli::client_flags client;  // endpoint, credentials, dialect, store, TLS
 };
-
-std::string env(const char* name) {
-  const char* v = std::getenv(name);
-  return v != nullptr ? v : "";
-}
 
 template <class T>
 T parse_number(std::string_view flag, std::string_view text, T min, T max) {
@@ -149,6 +142,7 @@ T parse_number(std::string_view flag, std::string_view text, T min, T max) {
 // Returns nullopt when --help or --version was handled.
 std::optional<options> parse_args(int argc, char** argv) {
   options o;
+  o.client.read_environment();
   for (int i = 1; i < argc; ++i) {
     std::string_view arg = argv[i];
     std::optional<std::string_view> inline_value;  // --flag=value
@@ -156,14 +150,17 @@ std::optional<options> parse_args(int argc, char** argv) {
       inline_value = arg.substr(eq + 1);
       arg = arg.substr(0, eq);  // messages below never show the value: it may be a secret
     }
-    auto value = [&]() -> std::string_view {
-      if (inline_value) return *inline_value;
+    auto value = [&]() -> std::string {
+      if (inline_value) return std::string(*inline_value);
       if (i + 1 >= argc) throw usage_error{std::string(arg) + " needs a value"};
       return argv[++i];
     };
+    auto flag = [&]() {
+      if (inline_value) throw usage_error{std::string(arg) + " takes no value"};
+    };
 
     if (arg == "--help" || arg == "-h") {
-      std::cout << usage;
+      std::cout << usage << auth::cli::client_flags_help << usage_options;
       return std::nullopt;
     } else if (arg == "--version") {
       std::cout << "nxsys-gateway " << auth::version_string << "\n";
@@ -179,10 +176,10 @@ std::optional<options> parse_args(int argc, char** argv) {
       o.threads = parse_number<unsigned>(arg, value(), 1, 256);
     } else if (arg == "--max-connections") {
       o.max_connections = parse_number<std::size_t>(arg, value(), 1, 100'000);
-    } else if (arg == "--ca-file") {
-      o.ca_file = value();
+    } else if (o.client.take(arg, value, flag)) {
+      // a client setting (tools/cli/client_flags.hpp)
     } else if (arg == "--verbose" || arg == "-v") {
-      if (inline_value) throw usage_error{std::string(arg) + " takes no value"};
+      flag();
       o.verbose = true;
     } else if (arg.substr(0, 1) == "-") {
       throw usage_error{"unknown option '" + std::string(arg) + "'"};
@@ -191,16 +188,9 @@ std::optional<options> parse_args(int argc, char** argv) {
     }
   }
 
-  o.base_url = env("NXSYS_BASE_API_URL");
-  o.client_id = env("NXSYS_CLIENT_ID");
-  o.client_secret = env("NXSYS_CLIENT_SECRET");
-  o.refresh_token = env("NXSYS_REFRESH_TOKEN");
-  for (auto [name, v] : {std::pair{"NXSYS_BASE_API_URL", &o.base_url},
-                         {"NXSYS_CLIENT_ID", &o.client_id},
-                         {"NXSYS_CLIENT_SECRET", &o.client_secret},
-                         {"NXSYS_REFRESH_TOKEN", &o.refresh_token}}) {
-    if (v->empty()) throw usage_error{std::string(name) + " is not set"};
-  }
+  o.client.finish();
+  if (o.client.base_url.empty())
+    throw usage_error{"no API base URL: set NXSYS_BASE_API_URL or use --base-url"};
   return o;
 }
 
@@ -569,20 +559,16 @@ auth::log_function stderr_log(bool verbose) {
 int run(const options& o) {
   asio::io_context ctx(static_cast<int>(o.threads));
 
-  auth::client_config cfg;
-  cfg.token_url = auth::make_token_url(o.base_url);
-  cfg.client_id = o.client_id;
-  cfg.client_secret = o.client_secret;
-  cfg.refresh_token = o.refresh_token;
-  cfg.tls.ca_file = o.ca_file;
+  auto cfg = o.client.make_config();  // throws store_corrupt for a damaged --store file
   cfg.log = stderr_log(o.verbose);
   // The one client and the one session of the process: every connection on every thread uses
   // them, which is what makes the refresh a single flight. Both throw invalid_config.
   auth::client client(ctx.get_executor(), std::move(cfg));
   auth::session_config api_cfg;
-  api_cfg.base_url = o.base_url;
+  api_cfg.base_url = o.client.base_url;
   api_cfg.max_connections = o.max_connections;
-  api_cfg.tls.ca_file = o.ca_file;
+  api_cfg.tls.ca_file = o.client.ca_file;
+  api_cfg.allow_insecure_http = o.client.insecure_http;
   auth::session api(client, std::move(api_cfg));
 
   auto gw = std::make_shared<gateway>(client, api);
