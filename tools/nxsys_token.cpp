@@ -43,7 +43,8 @@ if the server rotates refresh tokens this consumes the configured one (a warning
 
 Options:
   --json                print {"access_token", "token_type", "expires_in" (seconds left),
-                        "from_store" (true: taken from --store without a request)}
+                        "from_store" (true: taken from --store without a request),
+                        "scope" (when the server named one)}
   --timeout SECONDS     give up after this long, retries included (default 30)
   --verbose             log what the client does on stderr (never a secret or token)
   --help                show this message
@@ -220,6 +221,7 @@ int run(const options& o) {
     out["token_type"] = token.type();
     out["expires_in"] = std::max<std::int64_t>(left.count(), 0);
     out["from_store"] = last.from_store;
+    if (!token.scope().empty()) out["scope"] = token.scope();
     std::cout << boost::json::serialize(out) << '\n';
   } else {
     std::cout << token.value() << '\n';

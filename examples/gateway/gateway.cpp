@@ -13,8 +13,9 @@
 //
 // The client settings are the ones nxsys-token takes (tools/cli/client_flags.hpp): the NXSYS_*
 // environment, flags over it, secrets only from the environment or files (argv is visible in
-// ps), and --store so that a restart continues the rotated refresh-token chain. The gateway listens on 127.0.0.1 by default because anyone who can reach it uses the
-// API with its credentials: put it on another address only behind your own access control.
+// ps), and --store so that a restart continues the rotated refresh-token chain. The gateway
+// listens on 127.0.0.1 by default because anyone who can reach it uses the API with its
+// credentials: put it on another address only behind your own access control.
 //
 //   export NXSYS_BASE_API_URL=https://api.nxsys.example NXSYS_CLIENT_ID=...
 //   export NXSYS_CLIENT_SECRET=... NXSYS_REFRESH_TOKEN=...

@@ -4,7 +4,9 @@
 # reuse detection: 200 requests from parallel curl loops over about 3 s all answered 200, a
 # refresh every 0.55 to 0.75 s (never one per request, no reuse of a rotated refresh token),
 # every 401 retried once, a failed refresh answered 502 with its name, no secret in any output,
-# and SIGTERM ending it with exit 0 and its final counters. Counts and behaviour, no timings.
+# SIGTERM ending it with exit 0 and its final counters, and --store carrying a rotating chain
+# across a restart that has no refresh token (RFC 6749 names, Basic authentication, a scope).
+# Counts and behaviour, no timings.
 # Usage: gateway.sh PATH/TO/nxsys-mock-server PATH/TO/nxsys-gateway
 set -euo pipefail
 server_bin=$1
@@ -159,9 +161,58 @@ kill -INT "$refused_pid"
 rc=0; wait "$refused_pid" || rc=$?
 [ "$rc" -eq 0 ] || fail "SIGINT: exit $rc, expected 0"
 
+# --- --store across a restart, with the RFC 6749 dialect, Basic authentication and a scope ---
+# A second mock server takes snake_case names and rotates with reuse detection: a gateway
+# restarted without --store would present the rotated-away initial token and burn the chain.
+"$server_bin" --port 0 --ttl 1 --rotate --reuse-detection --snake --client-id "$client_id" \
+  --client-secret "$secret" --refresh-token "$rt0" >"$tmp/mock2.out" 2>"$tmp/mock2.err" &
+pids+=($!)
+wait_for_line "$tmp/mock2.out" '^listening on' || fail "the second mock server did not start"
+mock2="http://$(sed -n 's/^listening on //p' "$tmp/mock2.out")"
+store="$tmp/tokens.json"
+
+# run_stored NAME [ENV...]: a gateway on --store, 12 requests over about 1.5 s, then SIGTERM.
+run_stored() {
+  local name=$1; shift
+  env "$@" "$gateway_bin" --port 0 --threads 1 --base-url "$mock2" --store "$store" \
+    --dialect rfc6749 --basic-auth --scope "orders:read" >"$tmp/$name.out" 2>"$tmp/$name.err" &
+  local pid=$!
+  pids+=("$pid")
+  wait_for_line "$tmp/$name.out" '^listening on http://' || fail "$name did not start"
+  local g
+  g=$(sed -n 's/^listening on //p' "$tmp/$name.out")
+  for i in $(seq 1 12); do
+    curl -sS --max-time 30 -o /dev/null -w '%{http_code}\n' "$g/api/orders/$name-$i" || echo fail
+    sleep 0.12
+  done >"$tmp/$name.codes"
+  kill -TERM "$pid"
+  local rc=0
+  wait "$pid" || rc=$?
+  [ "$rc" -eq 0 ] || fail "$name: exit $rc after SIGTERM"
+  [ "$(grep -c '^200$' "$tmp/$name.codes")" -eq 12 ] || fail "$name: not every request answered 200"
+}
+run_stored stored1 NXSYS_CLIENT_ID="$client_id"
+[ -f "$store" ] || fail "--store: no file written"
+[ "$(stat -c %a "$store")" = 600 ] || fail "--store: mode $(stat -c %a "$store"), expected 600"
+! grep -qF -- "$rt0" "$store" || fail "--store: the initial refresh token was not replaced"
+curl -sS --max-time 10 "$mock2/stats" >"$tmp/mock2-before.json" || fail "GET /stats of mock 2"
+# The restart gets no refresh token at all: only the store can carry the chain on.
+run_stored stored2 -u NXSYS_REFRESH_TOKEN
+curl -sS --max-time 10 "$mock2/stats" >"$tmp/mock2-stats.json" || fail "GET /stats of mock 2"
+echo "store restart: mock $(cat "$tmp/mock2-stats.json")"
+python3 - "$tmp/mock2-before.json" "$tmp/mock2-stats.json" <<'PYEND' || fail "--store: the counters are wrong"
+import json, sys
+before = json.load(open(sys.argv[1]))["refreshes"]
+m = json.load(open(sys.argv[2]))
+assert m["reuse_detected"] == 0, "a rotated-away refresh token was presented again"
+assert m["errors"] == 0, m
+assert before >= 1 and m["refreshes"] > before, "the restarted gateway did not refresh"
+assert m["basic_auth_requests"] == m["refreshes"], "not every refresh used Basic authentication"
+PYEND
+
 # --- no secret anywhere: client secret, refresh tokens (given or rotated), access tokens ---
 all=$(cat "$tmp"/gateway.out "$tmp"/gateway.err "$tmp"/refused.out "$tmp"/refused.err \
-  "$tmp"/refused-body.json "$tmp"/gateway-stats.json)
+  "$tmp"/refused-body.json "$tmp"/gateway-stats.json "$tmp"/stored?.out "$tmp"/stored?.err)
 for s in "$secret" "$rt0" "rt-refused-$$"; do
   ! grep -qF -- "$s" <<<"$all" || fail "a secret appeared in the gateway's output"
 done

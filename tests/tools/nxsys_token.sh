@@ -136,6 +136,28 @@ run corrupt "$token_bin" --store "$tmp/corrupt.json"
 expect corrupt 5
 stderr_has corrupt "token store corrupt"
 
+# --- the RFC 6749 dialect (snake_case answers), Basic authentication, a scope, --token-url,
+# and the secrets from files ---
+start_server snake --snake --client-id cli-test --client-secret "$secret" --refresh-token "$rt0"
+snake=$base
+printf '%s\n' "$secret" >"$tmp/secret.txt"
+printf '%s\n' "$rt0" >"$tmp/rt.txt"
+run token_url env -u NXSYS_BASE_API_URL "$token_bin" --token-url "$snake/nxsys/oauth/token"
+expect_token token_url
+run snake_body env -u NXSYS_CLIENT_SECRET -u NXSYS_REFRESH_TOKEN "$token_bin" --base-url "$snake" \
+  --dialect rfc6749 --client-secret-file "$tmp/secret.txt" --refresh-token-file "$tmp/rt.txt"
+expect_token snake_body
+run snake_basic "$token_bin" --base-url "$snake" --dialect=rfc6749 --basic-auth --scope "a b" --json
+expect snake_basic 0
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["scope"] == "a b", d' \
+  "$tmp/runs/snake_basic.out" || fail "snake_basic: the scope did not come back"
+[ "$(curl -sS --max-time 5 "$snake/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["basic_auth_requests"])')" -eq 1 ] \
+  || fail "snake_basic: no Basic authentication"
+run bad_dialect "$token_bin" --dialect oauth
+expect bad_dialect 2
+run basic_value "$token_bin" --basic-auth=yes
+expect basic_value 2
+
 # --- a rotating server, with --store ---
 start_server rotating --rotate --client-id cli-test --client-secret "$secret" --refresh-token "$rt0"
 rot=$base
