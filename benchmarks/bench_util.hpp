@@ -5,6 +5,7 @@
 #define NXSYS_AUTH_BENCHMARKS_BENCH_UTIL_HPP
 
 #include <nxsys/auth.hpp>
+#include <nxsys/auth/testing/manual_clock.hpp>
 #include <nxsys/auth/testing/mock_server.hpp>
 
 #include <boost/json.hpp>
@@ -14,9 +15,9 @@
 #include <algorithm>
 #include <array>
 #include <bit>
-#include <cstdint>
 #include <charconv>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <fstream>
 #include <stdexcept>

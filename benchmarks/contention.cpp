@@ -61,12 +61,12 @@ namespace {
 
 // The clock of every client and of the serialized cache. jump_clock() makes every token
 // issued so far expired, which is how each measured burst starts.
-std::atomic<steady::rep> clock_offset{0};
+const auto bench_clock = std::make_shared<na::testing::manual_clock>();
 steady::time_point bench_now() {
-  return steady::now() + steady::duration(clock_offset.load());
+  return bench_clock->now();
 }
 void jump_clock() {
-  clock_offset += std::chrono::duration_cast<steady::duration>(std::chrono::hours(4)).count();
+  bench_clock->advance(std::chrono::hours(4));
 }
 
 struct options {
@@ -116,8 +116,8 @@ na::testing::mock_server_options server_options(int latency_ms, bool rotate) {
 
 na::client_config bench_config(const na::testing::mock_server& server) {
   auto cfg = bench::config_for(server);
-  cfg.clock = &bench_now;
-  cfg.request_timeout = std::chrono::seconds(60);
+  cfg.clock = bench_clock;
+  cfg.http.request_timeout = std::chrono::seconds(60);
   return cfg;
 }
 
@@ -214,7 +214,7 @@ cell run_herd(int n, unsigned threads, int latency_ms, bool rotate = false) {
   // Cold: a herd has no shared state, so each caller's refresh also opens its connection.
   // A drowned server leaves some callers hanging: they fail after 5 s, and count as failures.
   auto cfg = bench_config(server);
-  cfg.connect_timeout = cfg.request_timeout = std::chrono::seconds(5);
+  cfg.http.connect_timeout = cfg.http.request_timeout = std::chrono::seconds(5);
   for (int i = 0; i < n; ++i)
     clients.push_back(std::make_unique<na::client>(ctx.get_executor(), cfg));
   const auto before = server.stats();
@@ -492,8 +492,8 @@ bench::target_list check_targets(const std::vector<cell>& cells,
             fmt("%.2f", c.wake_ns / fl->wake_ns), "<= 1", c.wake_ns <= fl->wake_ns);
   }
   if (mem)
-    v.add(fmt("SDK heap per waiting call, N=%.0f", mem->n),
-          fmt("%.0f B", mem->sdk_bytes_per_call), "<= 512 B", mem->sdk_bytes_per_call <= 512);
+    v.add(fmt("SDK heap per waiting call, N=%.0f", mem->n), fmt("%.0f B", mem->sdk_bytes_per_call),
+          "<= 512 B", mem->sdk_bytes_per_call <= 512);
   for (const auto& h : cells) {
     if (h.design != "herd" || h.n != 10000) continue;
     const cell* s = find("single-flight", h.n, h.latency_ms, h.threads);

@@ -99,7 +99,9 @@ struct alignas(64) caller_log {
   std::string first_error;
   bench::histogram latency;
 
-  void count() { requests.store(requests.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed); }
+  void count() {
+    requests.store(requests.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  }
   void record(steady::time_point t0, steady::time_point t1) {
     const auto ns = static_cast<std::uint64_t>(
         std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0).count());
@@ -146,9 +148,8 @@ std::string bearer_of(const na::access_token& t) {
   return h;
 }
 
-asio::awaitable<void> baseline_caller(na::client& client, const target_info& target,
-                                      token_call how, caller_log& log,
-                                      steady::time_point deadline) {
+asio::awaitable<void> baseline_caller(na::client& client, const target_info& target, token_call how,
+                                      caller_log& log, steady::time_point deadline) {
   beast::tcp_stream stream(co_await asio::this_coro::executor);
   beast::flat_buffer buffer;
   for (;;) {
@@ -473,13 +474,12 @@ json::object to_json(const design_result& r, bool with_session) {
       {"requests_per_s_by_round", std::move(rounds)},
       {"errors", r.errors},
       {"not_200", r.not_ok},
-      {"latency_us",
-       json::object{{"mean", r.mean_us()},
-                    {"p50", r.quantile_us(0.50)},
-                    {"p99", r.quantile_us(0.99)},
-                    {"p999", r.quantile_us(0.999)},
-                    {"max", static_cast<double>(r.max_ns) / 1e3},
-                    {"count", r.latency.count()}}},
+      {"latency_us", json::object{{"mean", r.mean_us()},
+                                  {"p50", r.quantile_us(0.50)},
+                                  {"p99", r.quantile_us(0.99)},
+                                  {"p999", r.quantile_us(0.999)},
+                                  {"max", static_cast<double>(r.max_ns) / 1e3},
+                                  {"count", r.latency.count()}}},
       {"client_threads_cpu_us_per_request", r.us_per_request(r.client_cpu.total())},
       {"client_threads_user_s", r.client_cpu.user_s},
       {"client_threads_sys_s", r.client_cpu.sys_s},
@@ -530,9 +530,10 @@ int main(int argc, char** argv) try {
   std::printf("Mock server in-process (%d thread%s), tokens live %d s. The client side, the\n",
               o.server_threads, o.server_threads == 1 ? "" : "s", o.ttl_s);
   const std::string load_before = load_average();
-  std::printf("server and whatever else runs share this machine's %ld cores (load average\n"
-              "%s now).\n\n",
-              sysconf(_SC_NPROCESSORS_ONLN), load_before.c_str());
+  std::printf(
+      "server and whatever else runs share this machine's %ld cores (load average\n"
+      "%s now).\n\n",
+      sysconf(_SC_NPROCESSORS_ONLN), load_before.c_str());
   std::fflush(stdout);
 
   // The first token, outside the measured phases: neither design pays for it.
@@ -564,12 +565,11 @@ int main(int argc, char** argv) try {
     na::session_config sc;
     sc.base_url = server.base_url();
     sc.max_connections = static_cast<std::size_t>(o.connections);
-    sc.connect_timeout = connect_timeout;
-    sc.request_timeout = request_timeout;
+    sc.http.connect_timeout = connect_timeout;
+    sc.http.request_timeout = request_timeout;
     na::session s(ctx.get_executor(), client, sc);
-    run_phase(ctx, o, server, sess, progress, round, [&s](caller_log& log, steady::time_point d) {
-      return session_caller(s, log, d);
-    });
+    run_phase(ctx, o, server, sess, progress, round,
+              [&s](caller_log& log, steady::time_point d) { return session_caller(s, log, d); });
     add(sess.session, s.stats());
   };
   auto run_baseline = [&](std::size_t round) {
@@ -622,12 +622,12 @@ int main(int argc, char** argv) try {
     fail("baseline: the server saw " + std::to_string(base.server_api_requests) +
          " API requests for " + std::to_string(base.requests) + " calls");
   // Each round's session is new: at most C connections each.
-  if (st.connections_opened > static_cast<std::uint64_t>(o.connections) *
-                                  static_cast<std::uint64_t>(o.rounds))
-    fail("session: " + std::to_string(st.connections_opened) + " connections opened, C = " +
-         std::to_string(o.connections) + " per session");
-  if (base.connections > static_cast<std::uint64_t>(o.coroutines) *
-                             static_cast<std::uint64_t>(o.rounds))
+  if (st.connections_opened >
+      static_cast<std::uint64_t>(o.connections) * static_cast<std::uint64_t>(o.rounds))
+    fail("session: " + std::to_string(st.connections_opened) +
+         " connections opened, C = " + std::to_string(o.connections) + " per session");
+  if (base.connections >
+      static_cast<std::uint64_t>(o.coroutines) * static_cast<std::uint64_t>(o.rounds))
     fail("baseline: " + std::to_string(base.connections) + " connections opened for " +
          std::to_string(o.coroutines) + " coroutines");
   // A token is refreshed once 3/4 of its life is used (earlier in the background, from 0.6):
@@ -638,8 +638,8 @@ int main(int argc, char** argv) try {
       long_lived ? std::uint64_t{1}
                  : 1 + static_cast<std::uint64_t>(std::floor(run_seconds / (0.5 * o.ttl_s)));
   if (long_lived ? ss.refreshes != 1 : ss.refreshes > max_refreshes)
-    fail(std::to_string(ss.refreshes) + " refreshes in " + fixed(run_seconds, 1) +
-         " s with " + std::to_string(o.ttl_s) + " s tokens (expected " +
+    fail(std::to_string(ss.refreshes) + " refreshes in " + fixed(run_seconds, 1) + " s with " +
+         std::to_string(o.ttl_s) + " s tokens (expected " +
          (long_lived ? "1" : "at most " + std::to_string(max_refreshes)) + ")");
   if (ss.reuse_detected)
     fail(std::to_string(ss.reuse_detected) + " rotated refresh tokens presented again");
@@ -649,18 +649,17 @@ int main(int argc, char** argv) try {
   // Only from a run of both designs (each completed requests, or a check failed).
   const bool both = sess.requests > 0 && base.requests > 0;
   const double overhead_us = both ? 1e6 / sess.rps() - 1e6 / base.rps() : 0.0;
-  const double client_cpu_overhead_us =
-      both ? sess.us_per_request(sess.client_cpu.total()) -
-                 base.us_per_request(base.client_cpu.total())
-           : 0.0;
-  const double process_cpu_overhead_us =
-      both ? sess.us_per_request(sess.process_cpu.total()) -
-                 base.us_per_request(base.process_cpu.total())
-           : 0.0;
-  std::printf("coroutines M %d, client threads T %d, max_connections C %d, server threads %d,\n"
-              "token ttl %d s, %d s per phase, %d round%s\n\n",
-              o.coroutines, o.threads, o.connections, o.server_threads, o.ttl_s, o.seconds,
-              o.rounds, o.rounds == 1 ? "" : "s");
+  const double client_cpu_overhead_us = both ? sess.us_per_request(sess.client_cpu.total()) -
+                                                   base.us_per_request(base.client_cpu.total())
+                                             : 0.0;
+  const double process_cpu_overhead_us = both ? sess.us_per_request(sess.process_cpu.total()) -
+                                                    base.us_per_request(base.process_cpu.total())
+                                              : 0.0;
+  std::printf(
+      "coroutines M %d, client threads T %d, max_connections C %d, server threads %d,\n"
+      "token ttl %d s, %d s per phase, %d round%s\n\n",
+      o.coroutines, o.threads, o.connections, o.server_threads, o.ttl_s, o.seconds, o.rounds,
+      o.rounds == 1 ? "" : "s");
   // A design not run shows "-", and then no difference.
   auto row = [&](const char* what, const std::string& a, const std::string& b,
                  const std::string& d = "") {
@@ -670,8 +669,7 @@ int main(int argc, char** argv) try {
   auto num = [](std::uint64_t v) { return std::to_string(v); };
   row("", "session", "baseline", "session - base");
   row("requests", num(sess.requests), num(base.requests));
-  row("requests/s", fixed(sess.rps(), 0), fixed(base.rps(), 0),
-      fixed(sess.rps() - base.rps(), 0));
+  row("requests/s", fixed(sess.rps(), 0), fixed(base.rps(), 0), fixed(sess.rps() - base.rps(), 0));
   for (std::size_t i = 0; i < sess.round_rps.size() && o.rounds > 1; ++i)
     row(("  requests/s, round " + std::to_string(i + 1)).c_str(), fixed(sess.round_rps[i], 0),
         fixed(base.round_rps[i], 0));
@@ -691,8 +689,7 @@ int main(int argc, char** argv) try {
       fixed(base.us_per_request(base.client_cpu.user_s), 2));
   row("  of which sys (us)", fixed(sess.us_per_request(sess.client_cpu.sys_s), 2),
       fixed(base.us_per_request(base.client_cpu.sys_s), 2));
-  row("CPU/request, whole process (us)",
-      fixed(sess.us_per_request(sess.process_cpu.total()), 2),
+  row("CPU/request, whole process (us)", fixed(sess.us_per_request(sess.process_cpu.total()), 2),
       fixed(base.us_per_request(base.process_cpu.total()), 2), fixed(process_cpu_overhead_us, 2));
   row("client CPU use (cores)", fixed(sess.client_cpu.total() / sess.seconds, 2),
       fixed(base.client_cpu.total() / base.seconds, 2));
@@ -701,8 +698,7 @@ int main(int argc, char** argv) try {
   row("connections opened", num(st.connections_opened), num(base.connections));
   row("server: connections accepted", num(sess.server_connections), num(base.server_connections));
   row("server: API requests", num(sess.server_api_requests), num(base.server_api_requests));
-  row("server: 401 answers", num(sess.server_api_unauthorized),
-      num(base.server_api_unauthorized));
+  row("server: 401 answers", num(sess.server_api_unauthorized), num(base.server_api_unauthorized));
   row("401s retried", num(st.unauthorized_retries), num(base.retried_401));
   row("  of which invalidated the token", num(st.tokens_invalidated), num(base.invalidated));
   row("refreshes during the phases", num(sess.server_refreshes), num(base.server_refreshes));
@@ -720,53 +716,54 @@ int main(int argc, char** argv) try {
       static_cast<unsigned long long>(st.connections_reused),
       static_cast<unsigned long long>(st.stale_connection_retries),
       static_cast<unsigned long long>(st.waited_for_connection));
-  std::printf("token endpoint: %llu refreshes in %.1f s (%s), %llu reuse detected, %llu errors; "
-              "client: %llu refreshes ahead, %llu invalidations\n",
-              static_cast<unsigned long long>(ss.refreshes), run_seconds,
-              long_lived ? "expected 1" : ("at most " + std::to_string(max_refreshes)).c_str(),
-              static_cast<unsigned long long>(ss.reuse_detected),
-              static_cast<unsigned long long>(ss.errors),
-              static_cast<unsigned long long>(cs.refreshes_ahead),
-              static_cast<unsigned long long>(cs.invalidations));
+  std::printf(
+      "token endpoint: %llu refreshes in %.1f s (%s), %llu reuse detected, %llu errors; "
+      "client: %llu refreshes ahead, %llu invalidations\n",
+      static_cast<unsigned long long>(ss.refreshes), run_seconds,
+      long_lived ? "expected 1" : ("at most " + std::to_string(max_refreshes)).c_str(),
+      static_cast<unsigned long long>(ss.reuse_detected),
+      static_cast<unsigned long long>(ss.errors),
+      static_cast<unsigned long long>(cs.refreshes_ahead),
+      static_cast<unsigned long long>(cs.invalidations));
   if (both)
-    std::printf("session overhead per request: %.2f us of throughput (1/rps difference), %.2f us "
-                "of client-thread CPU, %.2f us of process CPU\n",
-                overhead_us, client_cpu_overhead_us, process_cpu_overhead_us);
-  std::printf("(latency from before the token is asked for to the answer; percentiles within "
-              "3%%, the max exact.\n The mock server runs in this process on the same %ld cores: "
-              "whole-process CPU includes it. Load average\n %s before, %s after.)\n",
-              sysconf(_SC_NPROCESSORS_ONLN), load_before.c_str(), load_after.c_str());
+    std::printf(
+        "session overhead per request: %.2f us of throughput (1/rps difference), %.2f us "
+        "of client-thread CPU, %.2f us of process CPU\n",
+        overhead_us, client_cpu_overhead_us, process_cpu_overhead_us);
+  std::printf(
+      "(latency from before the token is asked for to the answer; percentiles within "
+      "3%%, the max exact.\n The mock server runs in this process on the same %ld cores: "
+      "whole-process CPU includes it. Load average\n %s before, %s after.)\n",
+      sysconf(_SC_NPROCESSORS_ONLN), load_before.c_str(), load_after.c_str());
 
   if (!o.json_path.empty()) {
     json::array fails;
     for (const auto& f : failures) fails.emplace_back(f);
     bench::write_json(
-        o.json_path,
-        json::object{
-            {"benchmark", "session"},
-            {"machine", bench::machine_info()},
-            {"seconds", o.seconds},
-            {"coroutines", o.coroutines},
-            {"threads", o.threads},
-            {"max_connections", o.connections},
-            {"server_threads", o.server_threads},
-            {"ttl_s", o.ttl_s},
-            {"rounds", o.rounds},
-            {"baseline_token",
-             o.baseline_token == token_call::token ? "token" : "async_token"},
-            {"run_seconds", run_seconds},
-            {"load_average_before", load_before},
-            {"load_average_after", load_after},
-            {"session", to_json(sess, true)},
-            {"baseline", to_json(base, false)},
-            {"overhead_us_per_request", overhead_us},
-            {"client_cpu_overhead_us_per_request", client_cpu_overhead_us},
-            {"process_cpu_overhead_us_per_request", process_cpu_overhead_us},
-            {"server", json::parse(na::testing::to_json(ss))},
-            {"client_stats", bench::to_json(cs)},
-            {"max_refreshes", max_refreshes},
-            {"failures", std::move(fails)},
-            {"passed", failures.empty()}});
+        o.json_path, json::object{{"benchmark", "session"},
+                                  {"machine", bench::machine_info()},
+                                  {"seconds", o.seconds},
+                                  {"coroutines", o.coroutines},
+                                  {"threads", o.threads},
+                                  {"max_connections", o.connections},
+                                  {"server_threads", o.server_threads},
+                                  {"ttl_s", o.ttl_s},
+                                  {"rounds", o.rounds},
+                                  {"baseline_token",
+                                   o.baseline_token == token_call::token ? "token" : "async_token"},
+                                  {"run_seconds", run_seconds},
+                                  {"load_average_before", load_before},
+                                  {"load_average_after", load_after},
+                                  {"session", to_json(sess, true)},
+                                  {"baseline", to_json(base, false)},
+                                  {"overhead_us_per_request", overhead_us},
+                                  {"client_cpu_overhead_us_per_request", client_cpu_overhead_us},
+                                  {"process_cpu_overhead_us_per_request", process_cpu_overhead_us},
+                                  {"server", json::parse(na::testing::to_json(ss))},
+                                  {"client_stats", bench::to_json(cs)},
+                                  {"max_refreshes", max_refreshes},
+                                  {"failures", std::move(fails)},
+                                  {"passed", failures.empty()}});
   }
   for (const auto& f : failures)
     std::fprintf(stderr, "nxsys-session-bench: FAILED: %s\n", f.c_str());

@@ -164,7 +164,7 @@ int main(int argc, char** argv) try {
   auto cfg = bench::config_for(server, so);
   if (!o.store_file.empty()) {
     std::remove(o.store_file.c_str());  // a previous run's chain is not this server's
-    cfg.store = std::make_shared<na::file_store>(o.store_file);
+    cfg.storage.store = std::make_shared<na::file_store>(o.store_file);
   }
   na::client client(ctx.get_executor(), cfg);
 
@@ -309,13 +309,13 @@ int main(int argc, char** argv) try {
       std::printf(" %s: %llu", buckets[i],
                   static_cast<unsigned long long>(cs.waiters_per_refresh_histogram[i]));
   std::printf("\n");
-  std::printf("refresh-ahead: %llu background refreshes, %llu calls served the current token "
-              "inside the window; %llu retries; store: %llu saves, %llu save failures\n",
-              static_cast<unsigned long long>(cs.refreshes_ahead),
-              static_cast<unsigned long long>(cs.stale_tokens_served),
-              static_cast<unsigned long long>(cs.retries),
-              static_cast<unsigned long long>(cs.store_saves),
-              static_cast<unsigned long long>(cs.store_save_failures));
+  std::printf(
+      "refresh-ahead: %llu background refreshes, %llu calls served the current token "
+      "inside the window; %llu retries; store: %llu saves, %llu save failures\n",
+      static_cast<unsigned long long>(cs.refreshes_ahead),
+      static_cast<unsigned long long>(cs.stale_tokens_served),
+      static_cast<unsigned long long>(cs.retries), static_cast<unsigned long long>(cs.store_saves),
+      static_cast<unsigned long long>(cs.store_save_failures));
   for (const auto& [reason, n] : cs.refreshes_failed_by_reason)
     std::printf("failed refreshes, %s: %llu\n", reason.c_str(), static_cast<unsigned long long>(n));
   std::printf("(waits from the call to its result; percentiles within 3%%, the longest exact)\n");

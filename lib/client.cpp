@@ -82,33 +82,14 @@ constexpr std::size_t replicas_per_thread = 4;
 thread_local std::array<replica, replicas_per_thread> tls_replicas;
 thread_local std::size_t tls_next_victim = 0;
 
-client_config validated(client_config cfg, protocol::endpoint& ep) {
+// The token URL's parts, once validate() accepted the configuration.
+protocol::endpoint checked_endpoint(const client_config& cfg) {
   diagnostics diag;
-  auto bad = [&](const char* what) {
-    diag.client_message = what;
-    throw error_with_diagnostics(make_error_code(errc::invalid_config), diag);
-  };
-  if (auto ec = protocol::parse_token_url(cfg.token_url, cfg.allow_insecure_http, ep, diag))
-    throw error_with_diagnostics(ec, diag);
-  if (cfg.client_id.empty()) bad("client_id is empty");
-  // With a store, the refresh token may come from it (a restarted process).
-  if (cfg.refresh_token.empty() && !cfg.store) bad("refresh_token is empty and no store is set");
-  if (cfg.refresh_leeway.count() < 0) bad("refresh_leeway is negative");
-  if (!(cfg.leeway_max_fraction >= 0.0 && cfg.leeway_max_fraction < 1.0))
-    bad("leeway_max_fraction must be in [0, 1)");
-  if (cfg.default_lifetime.count() <= 0) bad("default_lifetime must be positive");
-  if (cfg.connect_timeout.count() <= 0 || cfg.request_timeout.count() <= 0)
-    bad("timeouts must be positive");
-  if (cfg.max_response_bytes < 256) bad("max_response_bytes is below 256");
-  if (cfg.min_retry_spacing.count() < 0) bad("min_retry_spacing is negative");
-  if (!(cfg.refresh_ahead_fraction >= 0.0 && cfg.refresh_ahead_fraction < 1.0))
-    bad("refresh_ahead_fraction must be in [0, 1)");
-  if (cfg.retry.max_attempts < 1) bad("retry.max_attempts must be at least 1");
-  if (cfg.retry.initial_backoff.count() < 0 || cfg.retry.max_backoff < cfg.retry.initial_backoff)
-    bad("retry back-offs must satisfy 0 <= initial_backoff <= max_backoff");
-  if (cfg.refresh_deadline.count() <= 0) bad("refresh_deadline must be positive");
-  if (cfg.store_retry_interval.count() <= 0) bad("store_retry_interval must be positive");
-  return cfg;
+  if (auto ec = cfg.validate(&diag)) throw error_with_diagnostics(ec, std::move(diag));
+  protocol::endpoint ep;
+  if (auto ec = protocol::parse_token_url(cfg.token_url, cfg.http.allow_insecure_http, ep, diag))
+    throw error_with_diagnostics(ec, std::move(diag));
+  return ep;
 }
 
 }  // namespace
@@ -130,26 +111,25 @@ client_impl::client_impl(asio::any_io_executor ex, client_config cfg, protocol::
       strand_(asio::make_strand(ex_)),
       cfg_(std::move(cfg)),
       uid_(next_client_uid.fetch_add(1, std::memory_order_relaxed)),
-      store_(cfg_.store ? cfg_.store : std::make_shared<memory_store>(ex_)),
-      machine_(refresh_policy::from(cfg_), std::move(cfg_.refresh_token),
+      clock_(cfg_.clock.get()),
+      store_(cfg_.storage.store ? cfg_.storage.store : std::make_shared<memory_store>(ex_)),
+      machine_(machine_policy::from(cfg_), std::string(cfg_.refresh_token.view()),
                std::random_device{}() ^ uid_),
       wait_timer_(strand_),
       watchdog_(strand_),
       flight_(ex_),
-      transport_(strand_, std::move(ep), cfg_) {
-  wipe_all(cfg_.refresh_token);  // what the move left in its short-string buffer
-  secret_encoded_ = secret_string(protocol::form_urlencode(cfg_.client_secret));
+      transport_(strand_, std::move(ep), cfg_.http) {
+  cfg_.refresh_token.wipe();  // the machine holds it now
+  secret_encoded_ = secret_string(protocol::form_urlencode(cfg_.client_secret.view()));
 }
 
-client_impl::~client_impl() {
-  wipe_all(cfg_.client_secret);
-}
+client_impl::~client_impl() = default;
 
 // A logger that throws must not break a refresh.
 void client_impl::log(log_level level, std::string_view message) const noexcept {
-  if (!cfg_.log) return;
+  if (!cfg_.observers.log) return;
   try {
-    cfg_.log(level, message);
+    cfg_.observers.log(level, message);
   } catch (...) {
   }
 }
@@ -157,7 +137,7 @@ void client_impl::log(log_level level, std::string_view message) const noexcept 
 // now() < deadline, read cheaply: the coarse clock settles it unless the deadline is within
 // coarse_margin (it can only lag, so a deadline it has passed is passed).
 bool client_impl::before(clock_type::time_point deadline) const noexcept {
-  if (cfg_.clock) return cfg_.clock() < deadline;
+  if (clock_ != nullptr) return clock_->now() < deadline;
   if (coarse_clock_usable) {
     const auto coarse = coarse_now();
     if (coarse + coarse_margin < deadline) return true;
@@ -375,9 +355,9 @@ void client_impl::deliver(completion c, token_flight::batch waiters,
   } else {
     waiters.complete(c.ec, flight_result{{}, c.diag});
   }
-  if (cfg_.on_refresh) {
+  if (cfg_.observers.on_refresh) {
     try {
-      cfg_.on_refresh(e);
+      cfg_.observers.on_refresh(e);
     } catch (...) {
     }
   }
@@ -420,8 +400,7 @@ void wait_for_token(client_impl& impl, std::unique_ptr<token_flight::waiter> w) 
 }  // namespace detail
 
 client::client(boost::asio::any_io_executor ex, client_config cfg) {
-  protocol::endpoint ep;
-  cfg = detail::validated(std::move(cfg), ep);
+  auto ep = detail::checked_endpoint(cfg);
   impl_ = std::make_shared<detail::client_impl>(std::move(ex), std::move(cfg), std::move(ep));
 }
 

@@ -56,7 +56,7 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
 
  private:
   clock_type::time_point now() const noexcept {
-    return cfg_.clock ? cfg_.clock() : clock_type::now();
+    return clock_ != nullptr ? clock_->now() : clock_type::now();
   }
   instant now_instant() const noexcept { return {now(), std::chrono::system_clock::now()}; }
   bool before(clock_type::time_point deadline) const noexcept;
@@ -86,9 +86,10 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
 
   boost::asio::any_io_executor ex_;
   boost::asio::strand<boost::asio::any_io_executor> strand_;
-  client_config cfg_;             // immutable after construction (its refresh_token is moved out)
+  client_config cfg_;  // immutable after construction (its refresh_token is wiped: the machine's)
   secret_string secret_encoded_;  // as it appears in the request body, for redaction
   const std::uint64_t uid_;
+  const clock_source* clock_;  // cfg_.clock's, or nullptr: steady_clock
   std::shared_ptr<token_store> store_;
 
   // Written only under mu_; read without it by the fast path.

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: BSL-1.0
 // One Beast HTTP/1.1 connection over TCP or TLS, with timeouts, answer limits and host checks.
 #include "connection.hpp"
+
 #include "completion_tokens.hpp"
 #include "secret_string.hpp"
 
@@ -71,12 +72,16 @@ void wipe_authorization(http::fields& h) noexcept {
   }
 }
 
-origin::origin(protocol::endpoint ep, connection_limits limits, const tls_options& tls)
-    : ep_(std::move(ep)), limits_(limits), verify_peer_(tls.verify_peer) {
+origin::origin(protocol::endpoint ep, const http_options& http,
+               std::size_t default_max_response_bytes)
+    : ep_(std::move(ep)),
+      limits_{http.connect_timeout, http.request_timeout, http.max_idle_connection,
+              http.max_response_bytes != 0 ? http.max_response_bytes : default_max_response_bytes},
+      verify_peer_(http.tls.verify_peer) {
   const bool v6 = ep_.host.find(':') != std::string::npos;
   host_header_ = v6 ? "[" + ep_.host + "]" : ep_.host;
   if (ep_.port != (ep_.tls ? "443" : "80")) host_header_ += ":" + ep_.port;
-  if (ep_.tls) ssl_ctx_.emplace(make_ssl_context(tls));
+  if (ep_.tls) ssl_ctx_.emplace(make_ssl_context(http.tls));
 }
 
 http_connection::http_connection(asio::any_io_executor ex, const origin& o)

@@ -4,8 +4,8 @@
 #ifndef NXSYS_AUTH_LIB_CONNECTION_HPP
 #define NXSYS_AUTH_LIB_CONNECTION_HPP
 
-#include <nxsys/auth/config.hpp>
 #include <nxsys/auth/error.hpp>
+#include <nxsys/auth/http_options.hpp>
 #include <nxsys/auth/protocol.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
@@ -28,6 +28,8 @@ namespace nxsys::auth::detail {
 
 using steady_time = std::chrono::steady_clock::time_point;
 
+/// The limits of http_options that every connection to an origin reads, with the owner's
+/// default answer size filled in.
 struct connection_limits {
   std::chrono::milliseconds connect_timeout;  ///< resolve + connect + TLS handshake
   std::chrono::milliseconds request_timeout;  ///< write the request + read the answer
@@ -35,13 +37,18 @@ struct connection_limits {
   std::size_t max_response_bytes;             ///< headers + body of an answer
 };
 
+/// Answer sizes when http_options::max_response_bytes is 0.
+inline constexpr std::size_t default_token_response_bytes = 64 * 1024;
+inline constexpr std::size_t default_api_response_bytes = 8 * 1024 * 1024;
+
 /// Where connections go, with the limits and TLS context every connection to it shares. Not
 /// copied or moved: connections keep a reference. Thread safety: const after construction
 /// (the SSL context is only used to create SSL objects, which OpenSSL allows concurrently).
 class origin {
  public:
-  /// Throws error_with_diagnostics(invalid_config) when the TLS options cannot be used.
-  origin(protocol::endpoint ep, connection_limits limits, const tls_options& tls);
+  /// `default_max_response_bytes` stands for a max_response_bytes of 0. Throws
+  /// error_with_diagnostics(invalid_config) when the TLS options cannot be used.
+  origin(protocol::endpoint ep, const http_options& http, std::size_t default_max_response_bytes);
   origin(const origin&) = delete;
   origin& operator=(const origin&) = delete;
 

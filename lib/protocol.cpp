@@ -4,8 +4,8 @@
 
 #include "diag.hpp"
 #include "secret_string.hpp"
-#include "wiping_json.hpp"
 #include "text.hpp"
+#include "wiping_json.hpp"
 
 #include <boost/json/object.hpp>
 #include <boost/json/parse.hpp>
@@ -156,8 +156,8 @@ std::string form_urlencode(std::string_view s) {
 
 std::string build_refresh_body(std::string_view refresh_token, std::string_view client_id,
                                std::string_view client_secret) {
-  auto r = build_refresh_request(dialect::nxsys, client_authentication::request_body,
-                                 refresh_token, client_id, client_secret);
+  auto r = build_refresh_request(dialect::nxsys, client_authentication::request_body, refresh_token,
+                                 client_id, client_secret);
   return std::exchange(r.body, {});
 }
 
@@ -184,8 +184,8 @@ refresh_request build_refresh_request(dialect d, client_authentication auth,
   const bool rfc = d == dialect::rfc6749;
   refresh_request r;
   // Room for every parameter at its longest, so that the body never reallocates.
-  r.body.reserve(96 + 3 * (refresh_token.size() + client_id.size() + client_secret.size() +
-                           scope.size()));
+  r.body.reserve(
+      96 + 3 * (refresh_token.size() + client_id.size() + client_secret.size() + scope.size()));
   auto add = [&](std::string_view name, std::string_view value) {
     if (!r.body.empty()) r.body += '&';
     r.body += name;
@@ -257,8 +257,9 @@ error_code parse_url(std::string_view url, std::string_view name, std::string_vi
   }
   if (!out.tls && !out.loopback && !allow_insecure_http)
     return fail(errc::invalid_config, diag,
-                "plain http:// to a non-loopback host would send the " + std::string(secret_kind) +
-                    " unencrypted; use https:// or set allow_insecure_http");
+                std::string(name) + ": plain http:// to a non-loopback host would send the " +
+                    std::string(secret_kind) +
+                    " unencrypted; use https:// or set http.allow_insecure_http");
   return {};
 }
 

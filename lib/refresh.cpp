@@ -135,7 +135,7 @@ void client_impl::arm_watchdog(std::uint64_t serial) {
     }
     self->watchdog_serial_ = serial;
     // A little past the deadline, so that a step bounded by it reports its own error first.
-    self->watchdog_.expires_after(self->cfg_.refresh_deadline + std::chrono::milliseconds(500));
+    self->watchdog_.expires_after(self->cfg_.refresh.deadline + std::chrono::milliseconds(500));
     self->watchdog_.async_wait([self, serial](error_code ec) {
       if (ec) return;  // cancelled: the flight completed, or the client is gone
       self->advance(
@@ -228,7 +228,7 @@ asio::awaitable<action> client_impl::request(action a) {
   log(log_level::debug, "refreshing the access token");
   auto req =
       protocol::build_refresh_request(cfg_.dialect, cfg_.authentication, a.refresh_token.view(),
-                                      cfg_.client_id, cfg_.client_secret, cfg_.scope);
+                                      cfg_.client_id, cfg_.client_secret.view(), cfg_.scope);
   // I6: the Basic credential is a secret too: a server echoing the header must not leak it.
   const std::string_view basic = req.authorization;
   const auto sent = now();
@@ -244,7 +244,7 @@ asio::awaitable<action> client_impl::request(action a) {
         basic.substr(std::min<std::size_t>(basic.find(' ') + 1, basic.size()));
     ec = protocol::parse_token_response(
         answer.status, answer.body.view(), tr, diag,
-        {a.refresh_token.view(), rt_encoded.view(), cfg_.client_secret, secret_encoded_.view(),
+        {a.refresh_token.view(), rt_encoded.view(), cfg_.client_secret.view(), secret_encoded_.view(),
          basic, basic_credentials});
     if (ec)
       retry_after =

@@ -50,24 +50,24 @@ std::string reason_of(const error_code& ec) {
 
 }  // namespace
 
-refresh_policy refresh_policy::from(const client_config& cfg) {
-  refresh_policy p;
-  p.refresh_leeway = cfg.refresh_leeway;
-  p.leeway_max_fraction = cfg.leeway_max_fraction;
-  p.default_lifetime = cfg.default_lifetime;
-  p.min_retry_spacing = cfg.min_retry_spacing;
-  p.serve_valid_token_on_failure = cfg.serve_valid_token_on_failure;
-  p.refresh_ahead_fraction = cfg.refresh_ahead_fraction;
-  p.max_attempts = cfg.retry.max_attempts;
-  p.initial_backoff = cfg.retry.initial_backoff;
-  p.max_backoff = cfg.retry.max_backoff;
-  p.refresh_deadline = cfg.refresh_deadline;
-  p.strict_durability = cfg.strict_durability;
-  p.store_retry_interval = cfg.store_retry_interval;
+machine_policy machine_policy::from(const client_config& cfg) {
+  machine_policy p;
+  p.refresh_leeway = cfg.refresh.leeway;
+  p.leeway_max_fraction = cfg.refresh.leeway_max_fraction;
+  p.default_lifetime = cfg.refresh.default_lifetime;
+  p.min_retry_spacing = cfg.refresh.min_retry_spacing;
+  p.serve_valid_token_on_failure = cfg.refresh.serve_valid_token_on_failure;
+  p.refresh_ahead_fraction = cfg.refresh.ahead_fraction;
+  p.max_attempts = cfg.refresh.retry.max_attempts;
+  p.initial_backoff = cfg.refresh.retry.initial_backoff;
+  p.max_backoff = cfg.refresh.retry.max_backoff;
+  p.refresh_deadline = cfg.refresh.deadline;
+  p.strict_durability = cfg.storage.strict_durability;
+  p.store_retry_interval = cfg.storage.retry_interval;
   return p;
 }
 
-refresh_machine::refresh_machine(refresh_policy policy, std::string initial_refresh_token,
+refresh_machine::refresh_machine(machine_policy policy, std::string initial_refresh_token,
                                  std::uint64_t seed)
     : policy_(policy),
       rng_(seed),
@@ -292,7 +292,6 @@ void refresh_machine::mark_spent(std::string_view rt) {
 
 // What the store holds, against what we hold (I2, I6).
 action refresh_machine::reconcile(std::optional<stored_tokens> stored, instant now) {
-
   if (stored) {
     const auto& s = *stored;
     // I6: what a store hands us goes into headers (the access token) or the request body.

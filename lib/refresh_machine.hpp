@@ -101,8 +101,8 @@ constexpr std::chrono::milliseconds backoff_cap(unsigned attempt, std::chrono::m
 
 // -- Inputs and outputs.
 
-/// The policy part of client_config.
-struct refresh_policy {
+/// client_config::refresh and the durability of client_config::storage, as the machine uses them.
+struct machine_policy {
   clock_type::duration refresh_leeway{std::chrono::seconds(30)};
   double leeway_max_fraction = 0.25;
   clock_type::duration default_lifetime{std::chrono::seconds(3600)};
@@ -116,7 +116,7 @@ struct refresh_policy {
   bool strict_durability = false;
   std::chrono::milliseconds store_retry_interval{1'000};
 
-  static refresh_policy from(const client_config& cfg);
+  static machine_policy from(const client_config& cfg);
 };
 
 /// Now, on both clocks: steady for expiry and waits, wall for what a store keeps.
@@ -189,7 +189,7 @@ struct destroy_decision {
 class refresh_machine {
  public:
   /// `seed` drives the back-off jitter (a pure function of the inputs, for tests).
-  refresh_machine(refresh_policy policy, std::string initial_refresh_token, std::uint64_t seed);
+  refresh_machine(machine_policy policy, std::string initial_refresh_token, std::uint64_t seed);
   ~refresh_machine();
   refresh_machine(const refresh_machine&) = delete;
   refresh_machine& operator=(const refresh_machine&) = delete;
@@ -286,7 +286,7 @@ class refresh_machine {
   std::chrono::milliseconds jitter(std::chrono::milliseconds cap);
   void count_failure(const boost::system::error_code& ec);
 
-  refresh_policy policy_;
+  machine_policy policy_;
   std::mt19937_64 rng_;
 
   // -- The chain.

@@ -41,7 +41,6 @@ using response_type = session::response_type;
 
 namespace {
 
-
 // RFC 9110 §9.2.2: sending these twice has the effect of sending them once.
 bool idempotent(http::verb v) noexcept {
   switch (v) {
@@ -75,29 +74,18 @@ std::string authorization_of(const access_token& t) {
 }
 
 session_config checked(session_config cfg) {
-  auto bad = [](const char* what) {
-    diagnostics d;
-    d.client_message = what;
-    throw error_with_diagnostics(make_error_code(errc::invalid_config), std::move(d));
-  };
-  if (cfg.max_connections < 1) bad("max_connections must be at least 1");
-  if (cfg.connect_timeout.count() <= 0 || cfg.request_timeout.count() <= 0 ||
-      cfg.max_idle_connection.count() < 0)
-    bad("timeouts must be positive");
-  if (cfg.max_response_bytes < 256) bad("max_response_bytes is below 256");
+  diagnostics diag;
+  if (auto ec = cfg.validate(&diag)) throw error_with_diagnostics(ec, std::move(diag));
   return cfg;
 }
 
+// The base URL's parts (validate() has checked it).
 protocol::endpoint endpoint_of(const session_config& cfg) {
   protocol::endpoint ep;
   diagnostics diag;
   if (auto ec = protocol::parse_url(cfg.base_url, "base_url", "bearer token",
-                                    cfg.allow_insecure_http, ep, diag))
+                                    cfg.http.allow_insecure_http, ep, diag))
     throw error_with_diagnostics(ec, std::move(diag));
-  if (ep.target.find('?') != std::string::npos) {
-    diag.client_message = "base_url must not hold a query";
-    throw error_with_diagnostics(make_error_code(errc::invalid_config), std::move(diag));
-  }
   return ep;
 }
 
@@ -153,10 +141,7 @@ class session_impl : public std::enable_shared_from_this<session_impl> {
       : ex_(std::move(ex)),
         client_(std::move(c)),
         cfg_(checked(std::move(cfg))),
-        origin_(endpoint_of(cfg_),
-                connection_limits{cfg_.connect_timeout, cfg_.request_timeout,
-                                  cfg_.max_idle_connection, cfg_.max_response_bytes},
-                cfg_.tls) {
+        origin_(endpoint_of(cfg_), cfg_.http, default_api_response_bytes) {
     const auto& target = origin_.endpoint().target;
     prefix_ = target == "/" ? std::string() : target;
     if (!prefix_.empty() && prefix_.back() == '/') prefix_.pop_back();
@@ -341,7 +326,7 @@ asio::awaitable<std::tuple<error_code, std::unique_ptr<http_connection>>> sessio
     // Idle connections past max_idle would be reopened anyway: close them (the oldest first).
     const auto now = std::chrono::steady_clock::now();
     auto stale = std::find_if(idle_.begin(), idle_.end(), [&](const auto& c) {
-      return now - c->last_used() <= cfg_.max_idle_connection;
+      return now - c->last_used() <= cfg_.http.max_idle_connection;
     });
     slots_ -= static_cast<std::size_t>(stale - idle_.begin());
     idle_.erase(idle_.begin(), stale);

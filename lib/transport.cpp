@@ -15,12 +15,8 @@ namespace http = boost::beast::http;
 using boost::system::error_code;
 
 http_transport::http_transport(asio::any_io_executor ex, protocol::endpoint ep,
-                               const client_config& cfg)
-    : origin_(std::move(ep),
-              connection_limits{cfg.connect_timeout, cfg.request_timeout, cfg.max_idle_connection,
-                                cfg.max_response_bytes},
-              cfg.tls),
-      conn_(std::move(ex), origin_) {}
+                               const http_options& http)
+    : origin_(std::move(ep), http, default_token_response_bytes), conn_(std::move(ex), origin_) {}
 
 http_transport::~http_transport() = default;
 

@@ -22,7 +22,7 @@ struct http_answer {
 
 class http_transport {
  public:
-  http_transport(boost::asio::any_io_executor ex, protocol::endpoint ep, const client_config& cfg);
+  http_transport(boost::asio::any_io_executor ex, protocol::endpoint ep, const http_options& http);
   ~http_transport();
 
   /// POSTs `form`'s application/x-www-form-urlencoded body to the endpoint's target, with its

@@ -37,7 +37,8 @@ Prints a valid Nxsys access token and a newline on stdout, for shell scripts and
 
 )usage";
 
-constexpr std::string_view usage = R"usage(With --store, a stored token that is still valid is printed without a request, and a rotated
+constexpr std::string_view usage =
+    R"usage(With --store, a stored token that is still valid is printed without a request, and a rotated
 refresh token is saved before the access token is printed. Without --store every run refreshes;
 if the server rotates refresh tokens this consumes the configured one (a warning says so).
 
@@ -180,18 +181,20 @@ const char* level_name(auth::log_level l) {
 int run(const options& o) {
   auto cfg = o.client.make_config();  // throws store_corrupt for a damaged --store file
   // One call per process: the whole refresh (store lease, retries, back-offs) ends by --timeout.
-  cfg.refresh_deadline = o.timeout;
-  cfg.connect_timeout = std::min<std::chrono::milliseconds>(cfg.connect_timeout, o.timeout);
-  cfg.request_timeout = std::min<std::chrono::milliseconds>(cfg.request_timeout, o.timeout);
+  cfg.refresh.deadline = o.timeout;
+  cfg.http.connect_timeout =
+      std::min<std::chrono::milliseconds>(cfg.http.connect_timeout, o.timeout);
+  cfg.http.request_timeout =
+      std::min<std::chrono::milliseconds>(cfg.http.request_timeout, o.timeout);
   // Tokens that could not be saved are an error: the next run would lose the chain.
-  if (cfg.store) cfg.strict_durability = true;
+  if (cfg.storage.store) cfg.storage.strict_durability = true;
   if (o.verbose) {
-    cfg.log = [](auth::log_level l, std::string_view m) {
+    cfg.observers.log = [](auth::log_level l, std::string_view m) {
       std::cerr << "nxsys-token: " << level_name(l) << ": " << m << '\n';
     };
   }
   auth::refresh_event last;  // the run's refresh, if it got that far
-  cfg.on_refresh = [&last](const auth::refresh_event& e) { last = e; };
+  cfg.observers.on_refresh = [&last](const auth::refresh_event& e) { last = e; };
 
   asio::io_context ctx;
   std::optional<auth::client> client;

@@ -561,15 +561,15 @@ int run(const options& o) {
   asio::io_context ctx(static_cast<int>(o.threads));
 
   auto cfg = o.client.make_config();  // throws store_corrupt for a damaged --store file
-  cfg.log = stderr_log(o.verbose);
+  cfg.observers.log = stderr_log(o.verbose);
   // The one client and the one session of the process: every connection on every thread uses
   // them, which is what makes the refresh a single flight. Both throw invalid_config.
   auth::client client(ctx.get_executor(), std::move(cfg));
   auth::session_config api_cfg;
   api_cfg.base_url = o.client.base_url;
   api_cfg.max_connections = o.max_connections;
-  api_cfg.tls.ca_file = o.client.ca_file;
-  api_cfg.allow_insecure_http = o.client.insecure_http;
+  api_cfg.http.tls.ca_file = o.client.ca_file;
+  api_cfg.http.allow_insecure_http = o.client.insecure_http;
   auth::session api(client, std::move(api_cfg));
 
   auto gw = std::make_shared<gateway>(client, api);

@@ -18,7 +18,9 @@
 #include <nxsys/auth/client.hpp>
 #include <nxsys/auth/config.hpp>
 #include <nxsys/auth/error.hpp>
+#include <nxsys/auth/http_options.hpp>
 #include <nxsys/auth/protocol.hpp>
+#include <nxsys/auth/secret.hpp>
 #include <nxsys/auth/session.hpp>
 #include <nxsys/auth/stats.hpp>
 #include <nxsys/auth/stored_tokens.hpp>

@@ -5,6 +5,7 @@
 #define NXSYS_AUTH_TESTS_COMMON_HELPERS_HPP
 
 #include <nxsys/auth.hpp>
+#include <nxsys/auth/testing/manual_clock.hpp>
 #include <nxsys/auth/testing/mock_server.hpp>
 
 #include <boost/asio/co_spawn.hpp>
@@ -43,16 +44,16 @@ inline client_config config_for(const mock_server& server, const mock_server_opt
   cfg.client_id = opts.client_id;
   cfg.client_secret = opts.client_secret;
   cfg.refresh_token = opts.initial_refresh_token;
-  cfg.tls.ca_file = test_data_dir() + "/ca.pem";
-  cfg.connect_timeout = std::chrono::seconds(5);
-  cfg.request_timeout = std::chrono::seconds(20);
+  cfg.http.tls.ca_file = test_data_dir() + "/ca.pem";
+  cfg.http.connect_timeout = std::chrono::seconds(5);
+  cfg.http.request_timeout = std::chrono::seconds(20);
   // Most tests script a failure and expect the next call to try again; the spacing after a
   // failure has its own tests.
-  cfg.min_retry_spacing = std::chrono::milliseconds(0);
+  cfg.refresh.min_retry_spacing = std::chrono::milliseconds(0);
   // Likewise one request per refresh and no background refresh, so tests count requests
   // exactly; retries and refresh-ahead have their own tests.
-  cfg.retry.max_attempts = 1;
-  cfg.refresh_ahead_fraction = 0;
+  cfg.refresh.retry.max_attempts = 1;
+  cfg.refresh.ahead_fraction = 0;
   return cfg;
 }
 
@@ -260,15 +261,6 @@ inline bool eventually(Pred pred, std::chrono::milliseconds limit = std::chrono:
   }
   return true;
 }
-
-/// A steady clock that tests move forward by hand (client_config::clock).
-struct manual_clock {
-  static inline std::atomic<std::chrono::steady_clock::duration::rep> offset{0};
-  static std::chrono::steady_clock::time_point now() {
-    return std::chrono::steady_clock::now() + std::chrono::steady_clock::duration(offset.load());
-  }
-  static void advance(std::chrono::steady_clock::duration d) { offset += d.count(); }
-};
 
 }  // namespace nxsys::auth::testing
 

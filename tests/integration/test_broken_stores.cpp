@@ -64,8 +64,8 @@ BOOST_AUTO_TEST_CASE(a_store_that_never_answers_ends_the_refresh_at_its_deadline
   auto store = std::make_shared<broken_store>(ctx.get_executor());
   store->on_load = fault::hang;
   auto cfg = config_for(server, rotating());
-  cfg.store = store;
-  cfg.refresh_deadline = 300ms;
+  cfg.storage.store = store;
+  cfg.refresh.deadline = 300ms;
   na::client c(ctx.get_executor(), cfg);
   const auto a = token_until_done(ctx, c);
   BOOST_TEST(a.ec == na::errc::timeout);
@@ -90,7 +90,7 @@ BOOST_AUTO_TEST_CASE(a_store_that_drops_its_handler_fails_the_refresh_with_inter
   auto store = std::make_shared<broken_store>(ctx.get_executor());
   store->on_load = fault::drop;
   auto cfg = config_for(server, rotating());
-  cfg.store = store;
+  cfg.storage.store = store;
   na::client c(ctx.get_executor(), cfg);
   const auto a = token_until_done(ctx, c);
   BOOST_TEST(a.ec == na::errc::internal);
@@ -107,16 +107,16 @@ BOOST_AUTO_TEST_CASE(a_store_whose_save_throws_keeps_the_tokens_pending_and_says
   auto store = std::make_shared<broken_store>(ctx.get_executor());
   store->on_save = fault::throw_;
   auto cfg = config_for(server, rotating());
-  cfg.store = store;
-  cfg.store_retry_interval = 50ms;
+  cfg.storage.store = store;
+  cfg.storage.retry_interval = 50ms;
   std::mutex mu;
   std::vector<std::string> logs;
   std::vector<na::refresh_event> events;
-  cfg.log = [&](na::log_level, std::string_view m) {
+  cfg.observers.log = [&](na::log_level, std::string_view m) {
     std::lock_guard lk(mu);
     logs.emplace_back(m);
   };
-  cfg.on_refresh = [&](const na::refresh_event& e) {
+  cfg.observers.on_refresh = [&](const na::refresh_event& e) {
     std::lock_guard lk(mu);
     events.push_back(e);
   };
@@ -158,7 +158,7 @@ BOOST_AUTO_TEST_CASE(a_store_whose_load_throws_fails_the_refresh_with_internal) 
   auto store = std::make_shared<broken_store>(ctx.get_executor());
   store->on_load = fault::throw_;
   auto cfg = config_for(server, rotating());
-  cfg.store = store;
+  cfg.storage.store = store;
   na::client c(ctx.get_executor(), cfg);
   const auto a = token_until_done(ctx, c);
   BOOST_TEST(a.ec == na::errc::internal);

@@ -137,7 +137,7 @@ std::uint64_t continue_with_new_client(asio::io_context& ctx, mock_server& serve
                                        const std::shared_ptr<na::token_store>& store) {
   const auto before = server.stats().refreshes;
   auto cfg = config_for(server, rotating());
-  cfg.store = store;
+  cfg.storage.store = store;
   na::client c(ctx.get_executor(), cfg);
   const auto first = try_token(ctx, c);
   BOOST_TEST(!first.ec, first.what);
@@ -157,8 +157,8 @@ void saves_fail_for_three_rotations(asio::io_context& ctx, mock_server& server,
                                     const std::shared_ptr<na::token_store>& store,
                                     const std::function<void(bool)>& set_broken) {
   auto cfg = config_for(server, rotating());
-  cfg.store = store;
-  cfg.store_retry_interval = 50ms;
+  cfg.storage.store = store;
+  cfg.storage.retry_interval = 50ms;
   na::client c(ctx.get_executor(), cfg);
   BOOST_REQUIRE(!try_token(ctx, c).ec);
   BOOST_REQUIRE(stored_refresh_token(ctx, *store) == server.current_refresh_token());
@@ -280,7 +280,7 @@ BOOST_AUTO_TEST_CASE(a_client_destroyed_before_its_request_is_written_sends_noth
   asio::io_context ctx;
   auto store = std::make_shared<na::memory_store>(ctx.get_executor());
   auto cfg = config_for(server, rotating());
-  cfg.store = store;
+  cfg.storage.store = store;
   error_code waiter_ec;
   bool called = false;
   {
@@ -307,7 +307,7 @@ BOOST_AUTO_TEST_CASE(a_client_destroyed_after_the_write_saves_the_answer_that_co
   asio::io_context ctx;
   auto store = std::make_shared<na::memory_store>(ctx.get_executor());
   auto cfg = config_for(server, rotating());
-  cfg.store = store;
+  cfg.storage.store = store;
   error_code waiter_ec;
   std::optional<na::client> c(std::in_place, ctx.get_executor(), cfg);
   c->async_token([&](error_code ec, na::access_token) { waiter_ec = ec; });
@@ -329,7 +329,7 @@ BOOST_AUTO_TEST_CASE(a_client_destroyed_after_the_answer_and_before_the_save_sti
   asio::io_context ctx;
   auto store = std::make_shared<scripted_store>(ctx.get_executor());
   auto cfg = config_for(server, rotating());
-  cfg.store = store;
+  cfg.storage.store = store;
   error_code waiter_ec;
   std::optional<na::client> c(std::in_place, ctx.get_executor(), cfg);
   c->async_token([&](error_code ec, na::access_token) { waiter_ec = ec; });
@@ -351,7 +351,7 @@ BOOST_AUTO_TEST_CASE(a_client_destroyed_during_the_save_lets_the_save_finish) {
   auto store = std::make_shared<scripted_store>(ctx.get_executor());
   store->save_delay = 200ms;
   auto cfg = config_for(server, rotating());
-  cfg.store = store;
+  cfg.storage.store = store;
   error_code waiter_ec;
   std::optional<na::client> c(std::in_place, ctx.get_executor(), cfg);
   c->async_token([&](error_code ec, na::access_token) { waiter_ec = ec; });
@@ -375,9 +375,9 @@ BOOST_AUTO_TEST_CASE(strict_durability_with_failing_saves_fails_the_waiter_and_k
   temp_directory dir;
   const auto path = (dir.path / "tokens.json").string();
   auto cfg = config_for(server, rotating());
-  cfg.store = std::make_shared<na::file_store>(path);
-  cfg.strict_durability = true;
-  cfg.store_retry_interval = 200ms;
+  cfg.storage.store = std::make_shared<na::file_store>(path);
+  cfg.storage.strict_durability = true;
+  cfg.storage.retry_interval = 200ms;
   std::optional<na::client> c(std::in_place, ctx.get_executor(), cfg);
   std::optional<file_size_limit> limit(std::in_place);
   const auto a = token_until_done(ctx, *c);
@@ -415,9 +415,9 @@ BOOST_AUTO_TEST_CASE(an_answer_lost_after_a_rotation_is_explained_and_a_grace_re
       asio::io_context ctx;
       auto store = std::make_shared<na::memory_store>(ctx.get_executor());
       auto cfg = config_for(server, opts);
-      cfg.store = store;
-      cfg.request_timeout = 300ms;
-      cfg.retry.max_attempts = 2;
+      cfg.storage.store = store;
+      cfg.http.request_timeout = 300ms;
+      cfg.refresh.retry.max_attempts = 2;
       na::client c(ctx.get_executor(), cfg);
       attempt a;
       bool done = false;
@@ -465,8 +465,8 @@ BOOST_AUTO_TEST_CASE(a_429_retry_after_holds_for_a_thousand_looping_callers) {
   asio::io_context ctx;
   auto store = std::make_shared<na::memory_store>(ctx.get_executor());
   auto cfg = config_for(server, rotating());
-  cfg.store = store;
-  cfg.min_retry_spacing = 1s;  // the client's default (config_for turns it off)
+  cfg.storage.store = store;
+  cfg.refresh.min_retry_spacing = 1s;  // the client's default (config_for turns it off)
   na::client c(ctx.get_executor(), cfg);
   server.fail_next(
       {429, R"({"error":"temporarily_unavailable"})", "application/json", {{"Retry-After", "5"}}},
@@ -508,8 +508,8 @@ BOOST_AUTO_TEST_CASE(after_invalid_grant_a_thousand_looping_callers_send_nothing
   asio::io_context ctx;
   auto store = std::make_shared<na::memory_store>(ctx.get_executor());
   auto cfg = config_for(server, rotating());
-  cfg.store = store;
-  cfg.min_retry_spacing = 1s;
+  cfg.storage.store = store;
+  cfg.refresh.min_retry_spacing = 1s;
   na::client c(ctx.get_executor(), cfg);
   const std::string words = "the grant was revoked by its owner";
   server.fail_next({400,
@@ -564,7 +564,7 @@ BOOST_AUTO_TEST_CASE(a_stored_access_token_holding_cr_lf_is_store_corrupt_and_ne
   auto store = std::make_shared<na::file_store>(path);
   write_injecting_file();
   auto cfg = config_for(server, rotating());
-  cfg.store = store;
+  cfg.storage.store = store;
   {
     na::client c(ctx.get_executor(), cfg);
     const auto a = try_token(ctx, c);
@@ -580,7 +580,7 @@ BOOST_AUTO_TEST_CASE(a_stored_access_token_holding_cr_lf_is_store_corrupt_and_ne
   // A store of the application's own that hands over such a value: the same.
   auto own = std::make_shared<scripted_store>(ctx.get_executor());
   own->load_instead = injecting_state();
-  cfg.store = own;
+  cfg.storage.store = own;
   mock_server other(rotating());
   cfg.token_url = other.token_url();
   na::client c(ctx.get_executor(), cfg);
@@ -603,11 +603,11 @@ BOOST_AUTO_TEST_CASE(a_server_echoing_the_basic_credential_gets_it_into_no_log_a
   asio::io_context ctx;
   auto store = std::make_shared<na::memory_store>(ctx.get_executor());
   auto cfg = config_for(server, opts);
-  cfg.store = store;
+  cfg.storage.store = store;
   cfg.authentication = na::client_authentication::http_basic;
   std::mutex mu;
   std::vector<std::string> lines;
-  cfg.log = [&](na::log_level, std::string_view m) {
+  cfg.observers.log = [&](na::log_level, std::string_view m) {
     std::lock_guard lk(mu);
     lines.emplace_back(m);
   };

@@ -79,7 +79,7 @@ BOOST_AUTO_TEST_CASE(an_answer_without_expiry_gets_the_default_lifetime) {
   mock_server server(opts);
   asio::io_context ctx;
   auto cfg = config_for(server, opts);
-  cfg.default_lifetime = std::chrono::seconds(600);
+  cfg.refresh.default_lifetime = std::chrono::seconds(600);
   na::client c(ctx.get_executor(), cfg);
   auto t = get_token(ctx, c);
   const auto left = t.expires_at() - std::chrono::steady_clock::now();
@@ -211,7 +211,8 @@ BOOST_AUTO_TEST_CASE(fifty_expiries_with_a_rotating_server_chain_the_refresh_tok
   mock_server server(opts);
   asio::io_context ctx;
   auto cfg = config_for(server, opts);
-  cfg.clock = &manual_clock::now;
+  auto clk = std::make_shared<manual_clock>();
+  cfg.clock = clk;
   na::client c(ctx.get_executor(), cfg);
   std::string last;
   for (int i = 0; i < 50; ++i) {
@@ -219,10 +220,10 @@ BOOST_AUTO_TEST_CASE(fifty_expiries_with_a_rotating_server_chain_the_refresh_tok
     BOOST_TEST(t.value() != last);
     last = std::string(t.value());
     // Still fresh just before the refresh point, so no refresh...
-    manual_clock::advance(std::chrono::seconds(40));
+    clk->advance(std::chrono::seconds(40));
     BOOST_TEST(get_token(ctx, c).value() == last);
     // ...and expired a little later.
-    manual_clock::advance(std::chrono::seconds(25));
+    clk->advance(std::chrono::seconds(25));
   }
   BOOST_TEST(server.stats().refreshes == 50u);
   BOOST_TEST(server.stats().reuse_detected == 0u);
@@ -244,16 +245,43 @@ BOOST_AUTO_TEST_CASE(a_short_lived_token_is_not_refreshed_on_every_call) {
   mock_server server(opts);
   asio::io_context ctx;
   auto cfg = config_for(server, opts);
-  cfg.clock = &manual_clock::now;
-  cfg.refresh_leeway = std::chrono::seconds(30);  // longer than the token lives
+  auto clk = std::make_shared<manual_clock>();
+  cfg.clock = clk;
+  cfg.refresh.leeway = std::chrono::seconds(30);  // longer than the token lives
   na::client c(ctx.get_executor(), cfg);
   get_token(ctx, c);
-  manual_clock::advance(std::chrono::milliseconds(1200));
+  clk->advance(std::chrono::milliseconds(1200));
   get_token(ctx, c);
-  BOOST_TEST(server.stats().refreshes == 1u);             // leeway capped at a fraction of 2 s
-  manual_clock::advance(std::chrono::milliseconds(500));  // 1.7 s: inside the capped leeway
+  BOOST_TEST(server.stats().refreshes == 1u);    // leeway capped at a fraction of 2 s
+  clk->advance(std::chrono::milliseconds(500));  // 1.7 s: inside the capped leeway
   get_token(ctx, c);
   BOOST_TEST(server.stats().refreshes == 2u);
+}
+
+// Each client reads its own clock object: moving one client's time leaves another's alone
+// (the clock used to be a function pointer, which forced one global clock on every test).
+BOOST_AUTO_TEST_CASE(each_client_keeps_its_own_clock) {
+  mock_server_options opts;
+  opts.ttl = std::chrono::seconds(60);
+  mock_server server(opts);
+  asio::io_context ctx;
+  auto fast = std::make_shared<manual_clock>();
+  auto slow = std::make_shared<manual_clock>();
+  auto cfg_fast = config_for(server, opts);
+  cfg_fast.clock = fast;
+  auto cfg_slow = config_for(server, opts);
+  cfg_slow.clock = slow;
+  na::client a(ctx.get_executor(), cfg_fast);
+  na::client b(ctx.get_executor(), cfg_slow);
+  get_token(ctx, a);
+  const auto b_first = get_token(ctx, b);
+  BOOST_TEST(server.stats().refreshes == 2u);
+  fast->advance(std::chrono::seconds(61));  // a's token has expired, b's has not
+  get_token(ctx, a);
+  BOOST_TEST(get_token(ctx, b).serial() == b_first.serial());
+  BOOST_TEST(server.stats().refreshes == 3u);
+  BOOST_TEST(a.stats().refreshes_succeeded == 2u);
+  BOOST_TEST(b.stats().refreshes_succeeded == 1u);
 }
 
 // The steady clock itself (no test clock): the fast path reads the coarse monotonic clock,

@@ -20,8 +20,8 @@ namespace {
 void check_secrets_absent(const attempt& a, const na::client_config& cfg) {
   for (const auto* text :
        {&a.what, &a.diag.server_description, &a.diag.client_message, &a.diag.server_error}) {
-    BOOST_TEST(text->find(cfg.client_secret) == std::string::npos);
-    BOOST_TEST(text->find(cfg.refresh_token) == std::string::npos);
+    BOOST_TEST(text->find(cfg.client_secret.view()) == std::string::npos);
+    BOOST_TEST(text->find(cfg.refresh_token.view()) == std::string::npos);
   }
 }
 
@@ -99,7 +99,7 @@ BOOST_AUTO_TEST_CASE(an_oversized_answer_is_refused) {
   mock_server server;
   asio::io_context ctx;
   auto cfg = config_for(server);
-  cfg.max_response_bytes = 4096;
+  cfg.http.max_response_bytes = 4096;
   na::client c(ctx.get_executor(), cfg);
   server.fail_next(
       {200, R"({"accessToken":")" + std::string(100'000, 'a') + R"("})", "application/json", {}});
@@ -132,7 +132,7 @@ BOOST_AUTO_TEST_CASE(a_slow_server_times_out_and_the_client_recovers) {
   mock_server server;
   asio::io_context ctx;
   auto cfg = config_for(server);
-  cfg.request_timeout = std::chrono::milliseconds(200);
+  cfg.http.request_timeout = std::chrono::milliseconds(200);
   na::client c(ctx.get_executor(), cfg);
   server.set_latency(std::chrono::milliseconds(3000));
   auto a = try_token(ctx, c);
@@ -149,8 +149,9 @@ BOOST_AUTO_TEST_CASE(a_server_echoing_secrets_cannot_leak_them) {
   auto cfg = config_for(server);
   na::client c(ctx.get_executor(), cfg);
   server.fail_next({400,
-                    R"({"error":"invalid_grant","error_description":"token )" + cfg.refresh_token +
-                        " with secret " + cfg.client_secret + R"( rejected"})",
+                    R"({"error":"invalid_grant","error_description":"token )" +
+                        std::string(cfg.refresh_token.view()) + " with secret " +
+                        std::string(cfg.client_secret.view()) + R"( rejected"})",
                     "application/json",
                     {}});
   auto a = try_token(ctx, c);
@@ -181,14 +182,15 @@ BOOST_AUTO_TEST_CASE(bad_configurations_are_refused_at_construction) {
              na::errc::invalid_config);
   BOOST_TEST(!make([](auto& c) {
     c.token_url = "http://auth.example.com/t";
-    c.allow_insecure_http = true;
+    c.http.allow_insecure_http = true;
   }));
   BOOST_TEST(make([](auto& c) { c.token_url = "ftp://x/y"; }) == na::errc::invalid_config);
   BOOST_TEST(make([](auto& c) { c.token_url = "not a url"; }) == na::errc::invalid_config);
-  BOOST_TEST(make([](auto& c) { c.refresh_token.clear(); }) == na::errc::invalid_config);
+  BOOST_TEST(make([](auto& c) { c.refresh_token.wipe(); }) == na::errc::invalid_config);
   BOOST_TEST(make([](auto& c) { c.client_id.clear(); }) == na::errc::invalid_config);
-  BOOST_TEST(make([](auto& c) { c.leeway_max_fraction = 1.5; }) == na::errc::invalid_config);
-  BOOST_TEST(make([](auto& c) { c.tls.ca_file = "/nonexistent/ca.pem"; }) ==
+  BOOST_TEST(make([](auto& c) { c.refresh.leeway_max_fraction = 1.5; }) ==
+             na::errc::invalid_config);
+  BOOST_TEST(make([](auto& c) { c.http.tls.ca_file = "/nonexistent/ca.pem"; }) ==
              na::errc::invalid_config);
 }
 

@@ -145,10 +145,10 @@ na::client_config config_at(const std::string& url) {
   cfg.client_id = "test-client";
   cfg.client_secret = "test-secret";
   cfg.refresh_token = "refresh-0";
-  cfg.connect_timeout = std::chrono::seconds(2);
-  cfg.request_timeout = std::chrono::milliseconds(1500);
-  cfg.min_retry_spacing = std::chrono::milliseconds(0);  // the next call must try again
-  cfg.retry.max_attempts = 1;                            // and the error must reach the caller
+  cfg.http.connect_timeout = std::chrono::seconds(2);
+  cfg.http.request_timeout = std::chrono::milliseconds(1500);
+  cfg.refresh.min_retry_spacing = std::chrono::milliseconds(0);  // the next call must try again
+  cfg.refresh.retry.max_attempts = 1;  // and the error must reach the caller
   return cfg;
 }
 
@@ -170,7 +170,7 @@ void bad_then_good(behaviour b, na::errc expected, bool retried = false) {
   scripted_tcp_server server({b});
   asio::io_context ctx;
   auto cfg = config_at(server.token_url());
-  cfg.retry = {3, std::chrono::milliseconds(10), std::chrono::milliseconds(50)};
+  cfg.refresh.retry = {3, std::chrono::milliseconds(10), std::chrono::milliseconds(50)};
   na::client c(ctx.get_executor(), cfg);
   const auto first = try_token(ctx, c);
   BOOST_TEST(!first.ec, first.what);
@@ -299,9 +299,10 @@ BOOST_AUTO_TEST_CASE(looping_callers_cannot_storm_a_down_server) {
     port = a.local_endpoint().port();
   }  // nothing listens there now
   auto cfg = config_at("http://127.0.0.1:" + std::to_string(port) + "/nxsys/oauth/token");
-  cfg.min_retry_spacing = std::chrono::milliseconds(500);
-  cfg.retry = {3, std::chrono::milliseconds(1), std::chrono::milliseconds(4)};
-  cfg.clock = &manual_clock::now;
+  cfg.refresh.min_retry_spacing = std::chrono::milliseconds(500);
+  cfg.refresh.retry = {3, std::chrono::milliseconds(1), std::chrono::milliseconds(4)};
+  auto clk = std::make_shared<manual_clock>();
+  cfg.clock = clk;
   asio::io_context ctx(2);
   na::client c(ctx.get_executor(), cfg);
 
@@ -333,14 +334,14 @@ BOOST_AUTO_TEST_CASE(looping_callers_cannot_storm_a_down_server) {
   };
   for (int step = 0; step < 10; ++step) {
     BOOST_TEST(callers_loop_on());
-    manual_clock::advance(std::chrono::milliseconds(500));
+    clk->advance(std::chrono::milliseconds(500));
   }
   BOOST_TEST(callers_loop_on());
   const auto during = c.stats();
   mock_server_options opts;
   opts.port = port;
-  mock_server server(opts);                               // back up
-  manual_clock::advance(std::chrono::milliseconds(500));  // the spacing passes
+  mock_server server(opts);                      // back up
+  clk->advance(std::chrono::milliseconds(500));  // the spacing passes
   BOOST_TEST(eventually([&] { return successes.load() > 0; }));
   stop = true;
   for (auto& t : pool) t.join();
@@ -364,8 +365,9 @@ BOOST_AUTO_TEST_CASE(a_call_after_the_spacing_tries_again) {
   mock_server server;
   asio::io_context ctx;
   auto cfg = config_for(server);
-  cfg.min_retry_spacing = std::chrono::seconds(5);
-  cfg.clock = &manual_clock::now;
+  cfg.refresh.min_retry_spacing = std::chrono::seconds(5);
+  auto clk = std::make_shared<manual_clock>();
+  cfg.clock = clk;
   na::client c(ctx.get_executor(), cfg);
   server.fail_next({503,
                     R"({"error":"temporarily_unavailable","error_description":"down"})",
@@ -378,7 +380,7 @@ BOOST_AUTO_TEST_CASE(a_call_after_the_spacing_tries_again) {
   BOOST_TEST(fast.diag.server_description == "down");
   BOOST_TEST(server.stats().requests == 1u);
   BOOST_TEST(c.stats().calls_failed_fast == 1u);
-  manual_clock::advance(std::chrono::seconds(5));
+  clk->advance(std::chrono::seconds(5));
   BOOST_TEST(!try_token(ctx, c).ec);
   BOOST_TEST(server.stats().requests == 2u);
 }

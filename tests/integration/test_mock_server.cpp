@@ -83,10 +83,10 @@ BOOST_AUTO_TEST_CASE(the_built_in_certificate_is_trusted_through_ca_file_while_i
     ca = server.ca_file();
     BOOST_REQUIRE(!ca.empty());
     auto cfg = config_for(server);
-    cfg.tls.ca_file = ca;
+    cfg.http.tls.ca_file = ca;
     BOOST_TEST(!fetch(cfg));
     // The compiled-in certificate is testing/data's, which the other TLS tests trust.
-    cfg.tls.ca_file = test_data_dir() + "/ca.pem";
+    cfg.http.tls.ca_file = test_data_dir() + "/ca.pem";
     BOOST_TEST(!fetch(cfg));
     BOOST_TEST(server.stats().refreshes == 2u);
   }

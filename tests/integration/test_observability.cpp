@@ -64,15 +64,16 @@ BOOST_AUTO_TEST_CASE(a_rotating_run_logs_each_refresh_and_no_token) {
   asio::io_context ctx;
   captured_log log;
   auto cfg = config_for(server, opts);
-  cfg.clock = &manual_clock::now;
-  cfg.log = log.sink();
+  auto clk = std::make_shared<manual_clock>();
+  cfg.clock = clk;
+  cfg.observers.log = log.sink();
   std::vector<std::string> secrets{opts.client_secret, opts.initial_refresh_token};
   {
     na::client c(ctx.get_executor(), cfg);
     for (int i = 0; i < 3; ++i) {
       secrets.emplace_back(get_token(ctx, c).value());
       secrets.push_back(server.current_refresh_token());
-      manual_clock::advance(std::chrono::hours(2));  // past the 1 h token's expiry
+      clk->advance(std::chrono::hours(2));  // past the 1 h token's expiry
     }
   }
   BOOST_TEST(log.count(na::log_level::info, "access token refreshed") == 3);
@@ -89,7 +90,7 @@ BOOST_AUTO_TEST_CASE(failures_echoing_every_credential_leak_none) {
   asio::io_context ctx;
   captured_log log;
   auto cfg = config_for(server, opts);
-  cfg.log = log.sink();
+  cfg.observers.log = log.sink();
   na::client c(ctx.get_executor(), cfg);
   const std::string echo = "token " + opts.initial_refresh_token + " (" +
                            na::protocol::form_urlencode(opts.initial_refresh_token) +
@@ -134,13 +135,13 @@ BOOST_AUTO_TEST_CASE(retries_and_storage_log_no_secret) {
   const std::string path = dir + "/tokens.json";
   captured_log log;
   auto cfg = config_for(server, opts);
-  cfg.log = log.sink();
-  cfg.retry = {3, std::chrono::milliseconds(1), std::chrono::milliseconds(5)};
+  cfg.observers.log = log.sink();
+  cfg.refresh.retry = {3, std::chrono::milliseconds(1), std::chrono::milliseconds(5)};
   std::vector<std::string> secrets{opts.client_secret, opts.initial_refresh_token};
   std::vector<std::string> messages;
   {
     asio::io_context ctx;
-    cfg.store = std::make_shared<na::file_store>(path);
+    cfg.storage.store = std::make_shared<na::file_store>(path);
     na::client c(ctx.get_executor(), cfg);
     const std::string echo =
         "you sent " + opts.initial_refresh_token + " and " + opts.client_secret;
@@ -158,7 +159,7 @@ BOOST_AUTO_TEST_CASE(retries_and_storage_log_no_secret) {
   }
   {
     asio::io_context ctx;  // a restart: the token comes from the file
-    cfg.store = std::make_shared<na::file_store>(path);
+    cfg.storage.store = std::make_shared<na::file_store>(path);
     na::client c(ctx.get_executor(), cfg);
     BOOST_TEST(get_token(ctx, c).value() == secrets[secrets.size() - 2]);  // the last access token
     BOOST_TEST(c.stats().tokens_from_store == 1u);
@@ -185,7 +186,9 @@ BOOST_AUTO_TEST_CASE(a_throwing_logger_does_not_break_the_refresh) {
   mock_server server;
   asio::io_context ctx;
   auto cfg = config_for(server);
-  cfg.log = [](na::log_level, std::string_view) { throw std::runtime_error("log sink full"); };
+  cfg.observers.log = [](na::log_level, std::string_view) {
+    throw std::runtime_error("log sink full");
+  };
   na::client c(ctx.get_executor(), cfg);
   BOOST_TEST(!get_token(ctx, c).value().empty());
 }
@@ -203,8 +206,9 @@ BOOST_AUTO_TEST_CASE(stats_and_the_observer_show_each_refresh) {
   std::mutex mu;
   std::vector<na::refresh_event> events;
   auto cfg = config_for(server, opts);
-  cfg.clock = &manual_clock::now;
-  cfg.on_refresh = [&](const na::refresh_event& e) {
+  auto clk = std::make_shared<manual_clock>();
+  cfg.clock = clk;
+  cfg.observers.on_refresh = [&](const na::refresh_event& e) {
     std::lock_guard lk(mu);
     events.push_back(e);
   };
@@ -222,7 +226,7 @@ BOOST_AUTO_TEST_CASE(stats_and_the_observer_show_each_refresh) {
         asio::detached);
   BOOST_REQUIRE(run_bounded(ctx, 1));
   BOOST_REQUIRE(completed == 50);
-  manual_clock::advance(std::chrono::hours(2));
+  clk->advance(std::chrono::hours(2));
   server.fail_next({400, R"({"error":"invalid_grant"})", "application/json", {}});
   BOOST_TEST(try_token(ctx, c).ec == na::errc::invalid_grant);
   // The refresh token is dead (I5): the user re-authorizes, and the client goes on.

@@ -14,7 +14,7 @@ namespace {
 
 na::client_config retrying(const mock_server& server, unsigned attempts = 4) {
   auto cfg = config_for(server);
-  cfg.retry = {attempts, std::chrono::milliseconds(5), std::chrono::milliseconds(40)};
+  cfg.refresh.retry = {attempts, std::chrono::milliseconds(5), std::chrono::milliseconds(40)};
   return cfg;
 }
 
@@ -98,7 +98,7 @@ BOOST_AUTO_TEST_CASE(no_retry_starts_after_the_refresh_deadline) {
   mock_server server;
   asio::io_context ctx;
   auto cfg = retrying(server);
-  cfg.refresh_deadline = std::chrono::milliseconds(2000);
+  cfg.refresh.deadline = std::chrono::milliseconds(2000);
   na::client c(ctx.get_executor(), cfg);
   server.fail_next(unavailable("30"));
   const auto a = try_token(ctx, c);
@@ -114,8 +114,8 @@ BOOST_AUTO_TEST_CASE(a_shared_refresh_has_its_own_deadline) {
   server.set_latency(std::chrono::milliseconds(3000));
   asio::io_context ctx;
   auto cfg = retrying(server);
-  cfg.request_timeout = std::chrono::seconds(20);
-  cfg.refresh_deadline = std::chrono::milliseconds(300);
+  cfg.http.request_timeout = std::chrono::seconds(20);
+  cfg.refresh.deadline = std::chrono::milliseconds(300);
   na::client c(ctx.get_executor(), cfg);
   attempt kept, cancelled;
   asio::cancellation_signal signal;
@@ -150,15 +150,16 @@ BOOST_AUTO_TEST_CASE(inside_the_window_callers_keep_the_token_while_one_refresh_
   server.set_latency(std::chrono::milliseconds(100));
   asio::io_context ctx(2);
   auto cfg = config_for(server);
-  cfg.clock = &manual_clock::now;
-  cfg.refresh_ahead_fraction = 0.2;
+  auto clk = std::make_shared<manual_clock>();
+  cfg.clock = clk;
+  cfg.refresh.ahead_fraction = 0.2;
   na::client c(ctx.get_executor(), cfg);
   const auto first = get_token(ctx, c);
-  manual_clock::advance(std::chrono::seconds(50));
+  clk->advance(std::chrono::seconds(50));
   BOOST_TEST(get_token(ctx, c).serial() == first.serial());  // before the window: nothing
   BOOST_TEST(server.stats().refreshes == 1u);
 
-  manual_clock::advance(std::chrono::seconds(10));  // 60 s: inside the window
+  clk->advance(std::chrono::seconds(10));  // 60 s: inside the window
   std::atomic<int> same{0};
   for (int i = 0; i < 1000; ++i)
     asio::co_spawn(
@@ -185,18 +186,19 @@ BOOST_AUTO_TEST_CASE(a_failed_background_refresh_keeps_serving_and_tries_again_l
   mock_server server(o);
   asio::io_context ctx;
   auto cfg = config_for(server);
-  cfg.clock = &manual_clock::now;
-  cfg.refresh_ahead_fraction = 0.2;
-  cfg.min_retry_spacing = std::chrono::seconds(2);
+  auto clk = std::make_shared<manual_clock>();
+  cfg.clock = clk;
+  cfg.refresh.ahead_fraction = 0.2;
+  cfg.refresh.min_retry_spacing = std::chrono::seconds(2);
   na::client c(ctx.get_executor(), cfg);
   const auto first = get_token(ctx, c);
-  manual_clock::advance(std::chrono::seconds(60));
+  clk->advance(std::chrono::seconds(60));
   server.fail_next({503, R"({"error":"temporarily_unavailable"})", "application/json", {}});
   BOOST_TEST(get_token(ctx, c).serial() == first.serial());  // starts the background refresh
   BOOST_TEST(c.stats().refreshes_failed == 1u);
   BOOST_TEST(get_token(ctx, c).serial() == first.serial());  // still served, no new attempt
   BOOST_TEST(server.stats().requests == 2u);
-  manual_clock::advance(std::chrono::seconds(2));            // the spacing has passed
+  clk->advance(std::chrono::seconds(2));                     // the spacing has passed
   BOOST_TEST(get_token(ctx, c).serial() == first.serial());  // served, and it tries again
   BOOST_TEST(server.stats().refreshes == 2u);
   BOOST_TEST(get_token(ctx, c).serial() == first.serial() + 1);
@@ -209,15 +211,16 @@ BOOST_AUTO_TEST_CASE(zero_disables_it) {
   mock_server server(o);
   asio::io_context ctx;
   auto cfg = config_for(server);
-  cfg.clock = &manual_clock::now;
-  cfg.refresh_ahead_fraction = 0;
+  auto clk = std::make_shared<manual_clock>();
+  cfg.clock = clk;
+  cfg.refresh.ahead_fraction = 0;
   na::client c(ctx.get_executor(), cfg);
   const auto first = get_token(ctx, c);
-  manual_clock::advance(std::chrono::seconds(74));
+  clk->advance(std::chrono::seconds(74));
   BOOST_TEST(get_token(ctx, c).serial() == first.serial());
   BOOST_TEST(server.stats().refreshes == 1u);
   BOOST_TEST(c.stats().refreshes_ahead == 0u);
-  manual_clock::advance(std::chrono::seconds(2));  // past the refresh point: the caller waits
+  clk->advance(std::chrono::seconds(2));  // past the refresh point: the caller waits
   BOOST_TEST(get_token(ctx, c).serial() == first.serial() + 1);
 }
 

@@ -36,9 +36,9 @@ constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 na::session_config session_config_for(const mock_server& api) {
   na::session_config cfg;
   cfg.base_url = api.base_url();
-  cfg.tls.ca_file = test_data_dir() + "/ca.pem";
-  cfg.connect_timeout = 5s;
-  cfg.request_timeout = 20s;
+  cfg.http.tls.ca_file = test_data_dir() + "/ca.pem";
+  cfg.http.connect_timeout = 5s;
+  cfg.http.request_timeout = 20s;
   return cfg;
 }
 
@@ -304,7 +304,7 @@ BOOST_AUTO_TEST_CASE(an_unusable_configuration_is_invalid_config) {
   cfg.max_connections = 0;
   expect_invalid(cfg, "max_connections");
   cfg.max_connections = 1;
-  cfg.tls.ca_file = "/nonexistent/ca.pem";
+  cfg.http.tls.ca_file = "/nonexistent/ca.pem";
   cfg.base_url = "https://127.0.0.1:1";
   expect_invalid(cfg, "ca_file");
 }
@@ -414,7 +414,7 @@ BOOST_AUTO_TEST_CASE(a_silent_api_times_out) {
   na::client c(ctx.get_executor(), config_for(tokens));
   na::session_config cfg;
   cfg.base_url = api.base_url();
-  cfg.request_timeout = 200ms;
+  cfg.http.request_timeout = 200ms;
   na::session s(c, cfg);
   auto r = send(ctx, s, get("/api/slow"));
   BOOST_TEST(r.ec == na::errc::timeout);
@@ -435,7 +435,7 @@ BOOST_AUTO_TEST_CASE(an_answer_beyond_max_response_bytes_is_refused) {
   na::client c(ctx.get_executor(), config_for(tokens));
   na::session_config cfg;
   cfg.base_url = api.base_url();
-  cfg.max_response_bytes = 50'000;
+  cfg.http.max_response_bytes = 50'000;
   na::session s(c, cfg);
   BOOST_TEST(send(ctx, s, get("/api/big")).ec == na::errc::response_too_large);
 }
@@ -455,7 +455,7 @@ BOOST_AUTO_TEST_CASE(works_over_tls_and_verifies_the_server) {
   BOOST_TEST(s.stats().connections_opened == 1u);
 
   auto untrusted = session_config_for(server);
-  untrusted.tls.ca_file = test_data_dir() + "/self-signed.pem";  // not the server's CA
+  untrusted.http.tls.ca_file = test_data_dir() + "/self-signed.pem";  // not the server's CA
   na::session bad(c, untrusted);
   auto r = send(ctx, bad, get("/api/orders"));
   BOOST_TEST(r.ec == na::errc::tls);
@@ -547,7 +547,7 @@ BOOST_AUTO_TEST_CASE(cancelling_while_waiting_for_a_connection) {
   na::session_config cfg;
   cfg.base_url = api.base_url();
   cfg.max_connections = 1;
-  cfg.request_timeout = 500ms;
+  cfg.http.request_timeout = 500ms;
   na::session s(c, cfg);
   std::optional<error_code> first, second;
   s.async_request(get("/api/1"), [&](error_code ec, auto) { first = ec; });
@@ -611,7 +611,7 @@ BOOST_AUTO_TEST_CASE(the_awaitable_form_throws_with_diagnostics) {
   na::client c(ctx.get_executor(), config_for(tokens));
   na::session_config cfg;
   cfg.base_url = api.base_url();
-  cfg.request_timeout = 100ms;
+  cfg.http.request_timeout = 100ms;
   na::session s(c, cfg);
   run_coro(ctx, [&]() -> asio::awaitable<void> {
     try {

@@ -79,7 +79,7 @@ BOOST_AUTO_TEST_CASE(the_rotated_token_is_saved_before_any_waiter_gets_the_new_a
   std::atomic<int> served{0};
   store->served = &served;
   auto cfg = config_for(server, rotating());
-  cfg.store = store;
+  cfg.storage.store = store;
   na::client c(ctx.get_executor(), cfg);
   for (int i = 0; i < 200; ++i)
     asio::co_spawn(
@@ -109,12 +109,12 @@ BOOST_AUTO_TEST_CASE(a_failed_save_still_serves_reports_and_retries) {
   auto store = std::make_shared<scripted_store>(ctx.get_executor());
   store->fail_saves = 2;
   auto cfg = config_for(server, rotating());
-  cfg.store = store;
-  cfg.store_retry_interval = std::chrono::milliseconds(10);
+  cfg.storage.store = store;
+  cfg.storage.retry_interval = std::chrono::milliseconds(10);
   std::vector<na::refresh_event> events;
-  cfg.on_refresh = [&](const na::refresh_event& e) { events.push_back(e); };
+  cfg.observers.on_refresh = [&](const na::refresh_event& e) { events.push_back(e); };
   std::vector<std::string> errors;
-  cfg.log = [&](na::log_level l, std::string_view m) {
+  cfg.observers.log = [&](na::log_level l, std::string_view m) {
     if (l == na::log_level::error) errors.emplace_back(m);
   };
   na::client c(ctx.get_executor(), cfg);
@@ -143,8 +143,8 @@ BOOST_AUTO_TEST_CASE(strict_durability_fails_the_waiters_and_serves_once_saved) 
   auto store = std::make_shared<scripted_store>(ctx.get_executor());
   store->fail_saves = 1;
   auto cfg = config_for(server, rotating());
-  cfg.store = store;
-  cfg.strict_durability = true;
+  cfg.storage.store = store;
+  cfg.storage.strict_durability = true;
   na::client c(ctx.get_executor(), cfg);
   const auto first = try_token(ctx, c);
   BOOST_TEST(first.ec == na::errc::store_failed);
@@ -171,7 +171,7 @@ BOOST_AUTO_TEST_CASE(a_restarted_process_continues_from_the_file) {
   std::string first_token;
   {
     asio::io_context ctx;
-    cfg.store = std::make_shared<na::file_store>(path);
+    cfg.storage.store = std::make_shared<na::file_store>(path);
     na::client c(ctx.get_executor(), cfg);
     first_token = std::string(get_token(ctx, c).value());
   }
@@ -179,8 +179,8 @@ BOOST_AUTO_TEST_CASE(a_restarted_process_continues_from_the_file) {
   BOOST_TEST(((std::filesystem::status(path).permissions() & std::filesystem::perms::all) ==
               (std::filesystem::perms::owner_read | std::filesystem::perms::owner_write)));
   asio::io_context ctx;
-  cfg.store = std::make_shared<na::file_store>(path);  // a new process, the same file
-  na::client c(ctx.get_executor(), cfg);               // configured with refresh-0 (consumed)
+  cfg.storage.store = std::make_shared<na::file_store>(path);  // a new process, the same file
+  na::client c(ctx.get_executor(), cfg);  // configured with refresh-0 (consumed)
   BOOST_TEST(get_token(ctx, c).value() == first_token);
   BOOST_TEST(server.stats().refreshes == 1u);
   BOOST_TEST(c.stats().tokens_from_store == 1u);
@@ -201,7 +201,7 @@ BOOST_AUTO_TEST_CASE(a_corrupt_file_is_an_error_never_a_fallback_to_the_configur
   }
   asio::io_context ctx;
   auto cfg = config_for(server, rotating());
-  cfg.store = store;
+  cfg.storage.store = store;
   na::client c(ctx.get_executor(), cfg);
   const auto a = try_token(ctx, c);
   BOOST_TEST(a.ec == na::errc::store_corrupt);
@@ -231,7 +231,7 @@ BOOST_AUTO_TEST_CASE(invalid_grant_after_a_rotation_race_rereads_the_store_and_t
   ctx.run();
   store->stale_loads = 1;  // our first load misses it
   auto cfg = config_for(server, opts);
-  cfg.store = store;
+  cfg.storage.store = store;
   na::client c(ctx.get_executor(), cfg);
   const auto a = try_token(ctx, c);
   BOOST_TEST(!a.ec, a.what);
@@ -259,21 +259,21 @@ BOOST_AUTO_TEST_CASE(a_store_holding_the_only_refresh_token_is_enough) {
   ctx.restart();
   ctx.run();
   auto cfg = config_for(server);
-  cfg.refresh_token.clear();
-  cfg.store = store;
+  cfg.refresh_token.wipe();
+  cfg.storage.store = store;
   na::client c(ctx.get_executor(), cfg);
   BOOST_TEST(!try_token(ctx, c).ec);
   // Neither configured nor stored: a clear error, no request.
   mock_server other;
   auto empty = std::make_shared<scripted_store>(ctx.get_executor());
   cfg = config_for(other);
-  cfg.refresh_token.clear();
-  cfg.store = empty;
+  cfg.refresh_token.wipe();
+  cfg.storage.store = empty;
   na::client d(ctx.get_executor(), cfg);
   const auto a = try_token(ctx, d);
   BOOST_TEST(a.ec == na::errc::invalid_config);
   BOOST_TEST(other.stats().requests == 0u);
-  cfg.store = nullptr;
+  cfg.storage.store = nullptr;
   BOOST_CHECK_THROW(na::client(ctx.get_executor(), cfg), na::error_with_diagnostics);
 }
 
@@ -302,8 +302,8 @@ BOOST_AUTO_TEST_CASE(a_destroyed_client_stops_waiting_for_the_lease) {
       BOOST_REQUIRE(run_bounded(ctx, 1, std::chrono::seconds(10)));
       BOOST_REQUIRE(got);
       auto cfg = config_for(server);
-      cfg.store = store;
-      cfg.refresh_deadline = std::chrono::seconds(60);
+      cfg.storage.store = store;
+      cfg.refresh.deadline = std::chrono::seconds(60);
       boost::system::error_code waiter_ec;
       {
         na::client c(ctx.get_executor(), cfg);

@@ -68,7 +68,7 @@ BOOST_AUTO_TEST_CASE(a_host_name_url_uses_sni_and_name_verification) {
 BOOST_AUTO_TEST_CASE(an_untrusted_ca_is_a_tls_error) {
   mock_server server(tls_opts());
   auto cfg = config_for(server);
-  cfg.tls.ca_file.clear();  // the system's CAs do not know the test CA
+  cfg.http.tls.ca_file.clear();  // the system's CAs do not know the test CA
   auto ec = fetch(cfg);
   BOOST_TEST(ec == na::errc::tls);
   BOOST_TEST(server.stats().requests == 0u);  // nothing was sent: the secret stayed here
@@ -88,7 +88,7 @@ BOOST_AUTO_TEST_CASE(a_self_signed_certificate_is_a_tls_error) {
 BOOST_AUTO_TEST_CASE(verification_can_be_switched_off_explicitly) {
   mock_server server(tls_opts("self-signed"));
   auto cfg = config_for(server);
-  cfg.tls.verify_peer = false;
+  cfg.http.tls.verify_peer = false;
   BOOST_TEST(!fetch(cfg));
 }
 
@@ -96,7 +96,7 @@ BOOST_AUTO_TEST_CASE(plain_http_to_a_tls_server_fails_cleanly) {
   mock_server server(tls_opts());
   auto cfg = config_for(server);
   cfg.token_url = "http://127.0.0.1:" + std::to_string(server.port()) + "/nxsys/oauth/token";
-  cfg.request_timeout = std::chrono::seconds(2);
+  cfg.http.request_timeout = std::chrono::seconds(2);
   auto ec = fetch(cfg);
   BOOST_TEST((ec == na::errc::connection || ec == na::errc::malformed_response ||
               ec == na::errc::timeout));

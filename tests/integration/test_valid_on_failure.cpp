@@ -15,10 +15,10 @@ scripted_failure unavailable() {
   return {503, R"({"error":"temporarily_unavailable"})", "application/json", {}};
 }
 
-na::client_config clocked(const mock_server& server) {
+na::client_config clocked(const mock_server& server, std::shared_ptr<const manual_clock> clk) {
   auto cfg = config_for(server);
-  cfg.clock = &manual_clock::now;
-  cfg.min_retry_spacing = 1s;
+  cfg.clock = std::move(clk);
+  cfg.refresh.min_retry_spacing = 1s;
   return cfg;  // 100 s tokens: refresh point at 75 s (leeway 25 %), served until 99.5 s
 }
 
@@ -31,10 +31,11 @@ BOOST_AUTO_TEST_CASE(the_valid_token_is_served_while_refreshes_fail) {
   opts.ttl = 100s;
   mock_server server(opts);
   asio::io_context ctx;
-  na::client c(ctx.get_executor(), clocked(server));
+  auto clk = std::make_shared<manual_clock>();
+  na::client c(ctx.get_executor(), clocked(server, clk));
   const auto first = get_token(ctx, c);
 
-  manual_clock::advance(80s);  // past the refresh point, 20 s of validity left
+  clk->advance(80s);  // past the refresh point, 20 s of validity left
   server.fail_next(unavailable(), 3);
   auto a = try_token(ctx, c);
   BOOST_TEST(!a.ec);
@@ -49,7 +50,7 @@ BOOST_AUTO_TEST_CASE(the_valid_token_is_served_while_refreshes_fail) {
   BOOST_TEST(server.stats().errors == 1u);
 
   // After the spacing: the token at once, and a background attempt (failing again).
-  manual_clock::advance(2s);
+  clk->advance(2s);
   auto d = try_token(ctx, c);
   BOOST_TEST(!d.ec);
   BOOST_TEST(d.token.serial() == first.serial());
@@ -57,13 +58,13 @@ BOOST_AUTO_TEST_CASE(the_valid_token_is_served_while_refreshes_fail) {
   BOOST_TEST(server.stats().errors == 2u);
 
   // The last half-second of the token is not handed out: the failure is.
-  manual_clock::advance(18s);  // 100 s: expired
+  clk->advance(18s);  // 100 s: expired
   auto e = try_token(ctx, c);
   BOOST_TEST(e.ec == na::errc::temporarily_unavailable);
   BOOST_TEST(server.stats().errors == 3u);
 
   // The server is back: a new token.
-  manual_clock::advance(2s);
+  clk->advance(2s);
   auto f = try_token(ctx, c);
   BOOST_TEST(!f.ec);
   BOOST_TEST(f.token.serial() == first.serial() + 1);
@@ -75,9 +76,10 @@ BOOST_AUTO_TEST_CASE(waiters_of_the_failed_refresh_get_the_valid_token) {
   opts.latency = 100ms;
   mock_server server(opts);
   asio::io_context ctx;
-  na::client c(ctx.get_executor(), clocked(server));
+  auto clk = std::make_shared<manual_clock>();
+  na::client c(ctx.get_executor(), clocked(server, clk));
   const auto first = get_token(ctx, c);
-  manual_clock::advance(80s);
+  clk->advance(80s);
   server.fail_next(unavailable(), 1);
   int same = 0, other = 0;
   for (int i = 0; i < 100; ++i)
@@ -97,11 +99,12 @@ BOOST_AUTO_TEST_CASE(switched_off_the_failure_is_the_answer) {
   opts.ttl = 100s;
   mock_server server(opts);
   asio::io_context ctx;
-  auto cfg = clocked(server);
-  cfg.serve_valid_token_on_failure = false;
+  auto clk = std::make_shared<manual_clock>();
+  auto cfg = clocked(server, clk);
+  cfg.refresh.serve_valid_token_on_failure = false;
   na::client c(ctx.get_executor(), cfg);
   get_token(ctx, c);
-  manual_clock::advance(80s);
+  clk->advance(80s);
   server.fail_next(unavailable(), 1);
   BOOST_TEST(try_token(ctx, c).ec == na::errc::temporarily_unavailable);
   BOOST_TEST(c.stats().valid_tokens_served_after_failure == 0u);

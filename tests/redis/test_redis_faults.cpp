@@ -149,8 +149,8 @@ BOOST_AUTO_TEST_CASE(local_fallback_writes_its_newer_chain_over_the_old_state_re
   ropts.command_timeout = 300ms;
   ropts.connect_timeout = 200ms;
   auto cfg = config_for(server, rotating());
-  cfg.store = std::make_shared<na::redis_store>(ctx.get_executor(), ropts);
-  cfg.store_retry_interval = 100ms;
+  cfg.storage.store = std::make_shared<na::redis_store>(ctx.get_executor(), ropts);
+  cfg.storage.retry_interval = 100ms;
   na::client c(ctx.get_executor(), cfg);
 
   const auto first = try_token(ctx, c);  // to the end: saved and the lease released
@@ -196,7 +196,7 @@ BOOST_AUTO_TEST_CASE(readonly_within_the_command_timeout_is_waited_out_without_a
   std::vector<std::unique_ptr<na::client>> replicas;
   for (int i = 0; i < 2; ++i) {
     auto cfg = config_for(server, rotating());
-    cfg.store = std::make_shared<na::redis_store>(ctx.get_executor(), ropts);
+    cfg.storage.store = std::make_shared<na::redis_store>(ctx.get_executor(), ropts);
     replicas.push_back(std::make_unique<na::client>(ctx.get_executor(), cfg));
   }
   BOOST_REQUIRE(redis.command({"REPLICAOF", "127.0.0.1", std::to_string(redis.free_port())}) ==
@@ -239,7 +239,7 @@ BOOST_AUTO_TEST_CASE(readonly_past_the_command_timeout_fails_the_refresh_with_re
   ropts.local_fallback = true;
   ropts.command_timeout = 300ms;
   auto cfg = config_for(server, rotating());
-  cfg.store = std::make_shared<na::redis_store>(ctx.get_executor(), ropts);
+  cfg.storage.store = std::make_shared<na::redis_store>(ctx.get_executor(), ropts);
   na::client c(ctx.get_executor(), cfg);
   BOOST_REQUIRE(redis.command({"REPLICAOF", "127.0.0.1", std::to_string(redis.free_port())}) ==
                 "OK");
@@ -275,9 +275,9 @@ BOOST_AUTO_TEST_CASE(a_save_refused_for_oom_is_reported_and_goes_through_once_re
   std::mutex mu;
   std::vector<std::string> lines;
   auto cfg = config_for(server, rotating());
-  cfg.store = std::make_shared<na::redis_store>(ctx.get_executor(), ropts);
-  cfg.store_retry_interval = 100ms;
-  cfg.log = [&](na::log_level, std::string_view m) {
+  cfg.storage.store = std::make_shared<na::redis_store>(ctx.get_executor(), ropts);
+  cfg.storage.retry_interval = 100ms;
+  cfg.observers.log = [&](na::log_level, std::string_view m) {
     std::lock_guard lk(mu);
     lines.emplace_back(m);
   };
@@ -381,7 +381,7 @@ BOOST_AUTO_TEST_CASE(a_stored_access_token_holding_cr_lf_is_store_corrupt_and_ne
   BOOST_REQUIRE(redis.command({"HSET", state_key, "refresh_token", "refresh-0", "state", state}) ==
                 "2");
   auto cfg = config_for(server, rotating());
-  cfg.store = std::make_shared<na::redis_store>(ctx.get_executor(), store_options(redis));
+  cfg.storage.store = std::make_shared<na::redis_store>(ctx.get_executor(), store_options(redis));
   na::client c(ctx.get_executor(), cfg);
 
   const auto a = token_until_done(ctx, c);

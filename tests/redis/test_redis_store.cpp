@@ -241,12 +241,13 @@ BOOST_AUTO_TEST_CASE(with_redis_down_the_valid_token_is_served_and_the_failure_r
   auto ropts = options_for(*redis);
   ropts.command_timeout = 300ms;
   auto cfg = config_for(server, mopts);
-  cfg.clock = &manual_clock::now;
-  cfg.store = std::make_shared<na::redis_store>(ctx.get_executor(), ropts);
+  auto clk = std::make_shared<manual_clock>();
+  cfg.clock = clk;
+  cfg.storage.store = std::make_shared<na::redis_store>(ctx.get_executor(), ropts);
   na::client c(ctx.get_executor(), cfg);
   const auto first = get_token(ctx, c);
   redis->stop();
-  manual_clock::advance(80s);  // past the refresh point: a refresh is due, Redis is gone
+  clk->advance(80s);  // past the refresh point: a refresh is due, Redis is gone
   auto a = try_token(ctx, c);
   BOOST_TEST(!a.ec);
   BOOST_TEST(a.token.serial() == first.serial());
@@ -270,13 +271,14 @@ BOOST_AUTO_TEST_CASE(local_fallback_refreshes_alone_and_saves_when_redis_returns
   ropts.command_timeout = 300ms;
   ropts.local_fallback = true;
   auto cfg = config_for(server, mopts);
-  cfg.clock = &manual_clock::now;
-  cfg.store_retry_interval = 100ms;
-  cfg.store = std::make_shared<na::redis_store>(ctx.get_executor(), ropts);
+  auto clk = std::make_shared<manual_clock>();
+  cfg.clock = clk;
+  cfg.storage.retry_interval = 100ms;
+  cfg.storage.store = std::make_shared<na::redis_store>(ctx.get_executor(), ropts);
   na::client c(ctx.get_executor(), cfg);
   const auto first = get_token(ctx, c);
   redis.stop();
-  manual_clock::advance(101s);  // expired
+  clk->advance(101s);  // expired
   // Run until the call completes: the pending save keeps the io_context busy meanwhile.
   std::optional<boost::system::error_code> ec;
   na::access_token token;
@@ -335,7 +337,7 @@ void take_over_after_a_lost_rotation(std::chrono::milliseconds grace) {
   BOOST_REQUIRE(server.current_refresh_token() != "refresh-0");
   auto cfg = config_for(server, mopts);
   cfg.refresh_token = "";  // only the store's
-  cfg.store = std::make_shared<na::redis_store>(ctx.get_executor(), options_for(redis));
+  cfg.storage.store = std::make_shared<na::redis_store>(ctx.get_executor(), options_for(redis));
   na::client take_over(ctx.get_executor(), cfg);
   auto a = try_token(ctx, take_over);
   if (grace.count() > 0) {
@@ -368,7 +370,7 @@ BOOST_AUTO_TEST_CASE(ten_thousand_callers_make_one_lease_attempt) {
   mock_server server(mopts);
   asio::io_context ctx;
   auto cfg = config_for(server, mopts);
-  cfg.store = std::make_shared<na::redis_store>(ctx.get_executor(), options_for(redis));
+  cfg.storage.store = std::make_shared<na::redis_store>(ctx.get_executor(), options_for(redis));
   na::client c(ctx.get_executor(), cfg);
   redis.command({"CONFIG", "RESETSTAT"});
   std::atomic<int> ok{0};
@@ -398,7 +400,7 @@ BOOST_AUTO_TEST_CASE(replicas_refresh_once_through_redis) {
   std::vector<std::unique_ptr<na::client>> replicas;
   for (int i = 0; i < 4; ++i) {
     auto cfg = config_for(server, mopts);
-    cfg.store = std::make_shared<na::redis_store>(ctx.get_executor(), options_for(redis));
+    cfg.storage.store = std::make_shared<na::redis_store>(ctx.get_executor(), options_for(redis));
     replicas.push_back(std::make_unique<na::client>(ctx.get_executor(), cfg));
   }
   const auto burst = burst_of_tokens(ctx, replicas, 250, 2, 30s);

@@ -30,7 +30,7 @@ void one_refresh_for_all_clients(
   std::vector<std::unique_ptr<na::client>> clients;
   for (int i = 0; i < 4; ++i) {
     auto cfg = config_for(server, opts);
-    cfg.store = store;
+    cfg.storage.store = store;
     clients.push_back(std::make_unique<na::client>(ctx.get_executor(), cfg));
   }
   const auto burst = burst_of_tokens(ctx, clients, 500, 4);
@@ -72,11 +72,12 @@ BOOST_AUTO_TEST_CASE(refresh_ahead_starts_once_under_contention) {
   mock_server server(opts);
   asio::io_context ctx(4);
   auto cfg = config_for(server, opts);
-  cfg.clock = &manual_clock::now;
-  cfg.refresh_ahead_fraction = 0.2;
+  auto clk = std::make_shared<manual_clock>();
+  cfg.clock = clk;
+  cfg.refresh.ahead_fraction = 0.2;
   na::client c(ctx.get_executor(), cfg);
   const auto first = get_token(ctx, c);
-  manual_clock::advance(std::chrono::seconds(60));
+  clk->advance(std::chrono::seconds(60));
   std::atomic<int> old_served{0}, new_served{0};
   for (int i = 0; i < 4000; ++i)
     asio::co_spawn(

@@ -137,7 +137,7 @@ int main(int argc, char** argv) {
   cfg.client_id = "test-client";
   cfg.client_secret = "test-secret";
   cfg.refresh_token = o.refresh_token;  // used only while Redis holds no state
-  cfg.store = std::make_shared<auth::redis_store>(ctx.get_executor(), ro);
+  cfg.storage.store = std::make_shared<auth::redis_store>(ctx.get_executor(), ro);
   auth::client client(ctx.get_executor(), cfg);
 
   std::atomic<bool> stop{false};

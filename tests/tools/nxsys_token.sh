@@ -128,7 +128,7 @@ run bad_flag "$token_bin" --no-such-flag
 expect bad_flag 2
 run insecure "$token_bin" --base-url http://nxsys.example
 expect insecure 2
-stderr_has insecure "invalid configuration: plain http://"
+stderr_has insecure "invalid configuration: token_url: plain http://"
 
 # A corrupt store file: token store failure (5).
 echo 'not json {' >"$tmp/corrupt.json"

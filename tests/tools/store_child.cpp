@@ -350,10 +350,10 @@ int main(int argc, char** argv) {
     cfg.client_id = "test-client";
     cfg.client_secret = "test-secret";
     cfg.refresh_token = o.refresh_token;  // empty: the store's
-    cfg.min_retry_spacing = std::chrono::milliseconds(0);
-    cfg.retry.max_attempts = 1;
-    cfg.refresh_ahead_fraction = 0;
-    cfg.store = std::make_shared<auth::file_store>(o.store);
+    cfg.refresh.min_retry_spacing = std::chrono::milliseconds(0);
+    cfg.refresh.retry.max_attempts = 1;
+    cfg.refresh.ahead_fraction = 0;
+    cfg.storage.store = std::make_shared<auth::file_store>(o.store);
     return o.mode == "burst" ? run_burst(o, std::move(cfg)) : run_rotate_loop(o, std::move(cfg));
   } catch (const std::exception& e) {
     say("fail setup: " + describe(e));

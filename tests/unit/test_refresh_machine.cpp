@@ -19,15 +19,15 @@ namespace {
 
 // The machine with a clock the script moves.
 struct script {
-  refresh_policy policy;
+  machine_policy policy;
   std::optional<refresh_machine> m;
   instant now{clock_type::time_point(1000h), std::chrono::system_clock::time_point(1000h)};
 
-  explicit script(refresh_policy p = defaults(), std::string rt = "rt-0") : policy(p) {
+  explicit script(machine_policy p = defaults(), std::string rt = "rt-0") : policy(p) {
     m.emplace(policy, std::move(rt), 42);
   }
-  static refresh_policy defaults() {
-    refresh_policy p;
+  static machine_policy defaults() {
+    machine_policy p;
     p.max_attempts = 1;
     p.refresh_ahead_fraction = 0;
     return p;

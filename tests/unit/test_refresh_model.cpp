@@ -426,7 +426,7 @@ class simulation {
 
   std::mt19937_64 rng_;
   options opts_;
-  refresh_policy policy_;
+  machine_policy policy_;
   model_server server_;
   model_store store_;
   std::optional<refresh_machine> machine_;

@@ -3,6 +3,7 @@
 // stored_tokens, protocol::token_response, protocol::refresh_request (public) and
 // secret_string (internal). Checked on short secrets, which live inside the object itself
 // (the short-string buffer), so what is left behind can be read without touching freed memory.
+#include <nxsys/auth/config.hpp>
 #include <nxsys/auth/protocol.hpp>
 #include <nxsys/auth/stored_tokens.hpp>
 
@@ -55,6 +56,16 @@ proto::refresh_request make_request(std::string_view s) {
   r.body = s;
   r.authorization = s;
   return r;
+}
+
+na::secret make_secret(std::string_view s) {
+  return na::secret(s);
+}
+na::client_config make_config(std::string_view s) {
+  na::client_config c;
+  c.client_secret = s;
+  c.refresh_token = std::string(s);
+  return c;
 }
 
 // What an object leaves in its own storage once destroyed.
@@ -135,6 +146,27 @@ BOOST_AUTO_TEST_CASE(secret_string_wipes_what_it_lets_go) {
   BOOST_TEST(!holds_secret(from));
   to = make(other);
   BOOST_TEST(!holds_secret(to));
+}
+
+BOOST_AUTO_TEST_CASE(secret_wipes_what_it_lets_go) {
+  check_type<na::secret>(make_secret);
+  std::string raw(secret);
+  const na::secret taken(std::move(raw));  // the implicit conversion a configuration uses
+  BOOST_TEST(taken.view() == secret);
+  BOOST_TEST(!bytes_contain(&raw, sizeof raw, tail));
+  na::secret w = make_secret(secret);
+  w.wipe();
+  BOOST_TEST(w.empty());
+  BOOST_TEST(!holds_secret(w));
+}
+
+// A configuration copied, moved, reassigned or dropped leaves no credential behind: the rule
+// is carried by the fields' type, not by the client.
+BOOST_AUTO_TEST_CASE(client_config_wipes_its_credentials) {
+  check_type<na::client_config>(make_config);
+  const na::client_config designated{.client_secret = "abc", .refresh_token = std::string("def")};
+  BOOST_TEST((designated.client_secret == "abc"));
+  BOOST_TEST(designated.refresh_token.view() == "def");
 }
 
 BOOST_AUTO_TEST_CASE(wipe_all_covers_the_whole_capacity) {

@@ -126,9 +126,9 @@ client_config client_flags::make_config() const {
   cfg.dialect = dialect;
   cfg.authentication = authentication;
   cfg.scope = scope;
-  cfg.tls.ca_file = ca_file;
-  cfg.allow_insecure_http = insecure_http;
-  if (!store.empty()) cfg.store = std::make_shared<auth::file_store>(store);
+  cfg.http.tls.ca_file = ca_file;
+  cfg.http.allow_insecure_http = insecure_http;
+  if (!store.empty()) cfg.storage.store = std::make_shared<auth::file_store>(store);
   return cfg;
 }
 

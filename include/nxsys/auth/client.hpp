@@ -105,7 +105,7 @@ class client {
   ///   describes.
   /// @param cfg the configuration, checked here (see client_config)
   /// @throws error_with_diagnostics errc::invalid_config for an unusable configuration: a bad
-  ///   token_url (or plain http:// off loopback without allow_insecure_http), an empty
+  ///   token_url (or plain http:// off loopback without http.allow_insecure_http), an empty
   ///   client_id, no refresh_token and no store, a value out of its range, or an https://
   ///   URL whose CA file or directory cannot be loaded. The diagnostics name the problem.
   client(boost::asio::any_io_executor ex, client_config cfg);
@@ -168,10 +168,10 @@ class client {
   /// unsupported_grant_type, invalid_scope, server_error, temporarily_unavailable,
   /// unrecognized_error); timeout, tls, connection, response_too_large, unexpected_status and
   /// malformed_response from the exchange (timeout also when the refresh did not end by
-  /// client_config::refresh_deadline); invalid_config when no refresh token is configured or
+  /// refresh_policy::deadline); invalid_config when no refresh token is configured or
   /// stored; store_failed, store_corrupt and store_busy from the token store (store_failed also
-  /// for tokens not saved under client_config::strict_durability); internal when a store broke
-  /// its contract. Within client_config::min_retry_spacing of a failure, calls get that failure
+  /// for tokens not saved under storage_options::strict_durability); internal when a store broke
+  /// its contract. Within refresh_policy::min_retry_spacing of a failure, calls get that failure
   /// at once. operation_aborted on cancellation or when the client is destroyed first. Every
   /// value, and when it occurs: @ref usage-errors-and-diagnostics.
   ///

@@ -5,9 +5,9 @@
 #ifndef NXSYS_AUTH_PROTOCOL_HPP
 #define NXSYS_AUTH_PROTOCOL_HPP
 
-#include <nxsys/auth/config.hpp>
-#include <nxsys/auth/detail/wipe.hpp>
 #include <nxsys/auth/error.hpp>
+
+#include <nxsys/auth/detail/wipe.hpp>
 
 #include <chrono>
 #include <initializer_list>
@@ -20,6 +20,22 @@
 namespace boost::json {
 class object;
 }
+
+namespace nxsys::auth {
+
+/// How the request's parameters are named.
+enum class dialect {
+  nxsys,    ///< the Nxsys seed: grantType, refreshToken, clientId, clientSecret (camelCase)
+  rfc6749,  ///< RFC 6749 §6: grant_type, refresh_token, client_id, client_secret, scope
+};
+
+/// How the client authenticates to the token endpoint (RFC 6749 §2.3.1).
+enum class client_authentication {
+  request_body,  ///< client_secret_post: id and secret in the form body
+  http_basic,    ///< client_secret_basic: Authorization: Basic, id and secret form-encoded first
+};
+
+}  // namespace nxsys::auth
 
 /// The Nxsys refresh protocol without I/O: build the request, parse the answer. Pure functions
 /// (the client's own), so they are tested and fuzzed without sockets.

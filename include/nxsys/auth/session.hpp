@@ -8,6 +8,7 @@
 #include <nxsys/auth/client.hpp>
 #include <nxsys/auth/config.hpp>
 #include <nxsys/auth/error.hpp>
+#include <nxsys/auth/http_options.hpp>
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/any_io_executor.hpp>
@@ -24,26 +25,22 @@
 
 namespace nxsys::auth {
 
-/// Configuration of a session. The constructor checks it: errc::invalid_config for a value
-/// outside the range its field names.
+/// Configuration of a session. The constructor checks it with validate().
 struct session_config {
   /// The API's base URL, http:// or https://, e.g. "https://api.nxsys.example". A path in it
   /// ("https://host/v2") prefixes every request's target. Required; no query.
-  std::string base_url;
+  std::string base_url{};
   /// Connections open at most; further requests wait (in arrival order) for one to be free.
   /// At least 1.
   std::size_t max_connections = 64;
-  std::chrono::milliseconds connect_timeout{10'000};  ///< resolve + connect + TLS handshake
-  std::chrono::milliseconds request_timeout{30'000};  ///< write the request + read the answer
-  /// Idle keep-alive connections older than this are closed instead of reused.
-  std::chrono::milliseconds max_idle_connection{60'000};
-  std::size_t max_response_bytes = 8 * 1024 * 1024;  ///< headers (16 KiB at most) + body; >= 256
+  /// The API connections: timeouts, limits (max_response_bytes 0: 8 MiB), TLS, plain http.
+  http_options http{};
 
-  /// Certificate verification for https:// base URLs.
-  tls_options tls;
-  /// Plain http:// is refused unless the host is a loopback address or this is set: bearer
-  /// tokens must not cross a network unencrypted by accident.
-  bool allow_insecure_http = false;
+  /// Checks every field but the files named by http.tls (read when the session is built,
+  /// which fails with the same error if they cannot be used). The constructor calls it.
+  /// @param diag receives what is wrong, in client_message, naming the field; may be nullptr
+  /// @return empty, or errc::invalid_config
+  boost::system::error_code validate(diagnostics* diag = nullptr) const;
 };
 
 /// What the session did. Counters only grow; read them at any time from any thread.

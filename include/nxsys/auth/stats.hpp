@@ -37,7 +37,7 @@ struct client_stats {
   /// Requests sent again after a transient failure (back-off and Retry-After honoured).
   std::uint64_t retries = 0;
   /// Calls answered, after a failed refresh, with the current token while it was still valid
-  /// (client_config::serve_valid_token_on_failure).
+  /// (refresh_policy::serve_valid_token_on_failure).
   std::uint64_t valid_tokens_served_after_failure = 0;
   /// Refreshes that found a valid token in the store, saved by another client or process.
   std::uint64_t tokens_from_store = 0;

@@ -46,9 +46,10 @@ asio::awaitable<void> serve_one(tcp::acceptor& acceptor, Body body_of) {
                               asio::use_awaitable);
   }
   const std::string body = body_of(headers);
-  const std::string answer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                             "Connection: close\r\nContent-Length: " +
-                             std::to_string(body.size()) + "\r\n\r\n" + body;
+  const std::string answer =
+      "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+      "Connection: close\r\nContent-Length: " +
+      std::to_string(body.size()) + "\r\n\r\n" + body;
   co_await asio::async_write(s, asio::buffer(answer), asio::use_awaitable);
   boost::system::error_code ignored;
   s.shutdown(tcp::socket::shutdown_send, ignored);
@@ -71,16 +72,15 @@ int main() {
     cfg.client_id = "consumer";
     cfg.client_secret = "consumer-secret";
     cfg.refresh_token = "consumer-refresh-token";
-    cfg.retry.max_attempts = 1;
-    cfg.refresh_deadline = std::chrono::seconds(20);
+    cfg.refresh.retry.max_attempts = 1;
+    cfg.refresh.deadline = std::chrono::seconds(20);
     auth::client client(ctx.get_executor(), cfg);
 
     asio::co_spawn(ctx,
                    serve_one(acceptor,
                              [](const std::string&) {
-                               return std::string(
-                                   R"({"accessToken":"consumer-access-token",)"
-                                   R"("tokenType":"Bearer","expiresIn":3600})");
+                               return std::string(R"({"accessToken":"consumer-access-token",)"
+                                                  R"("tokenType":"Bearer","expiresIn":3600})");
                              }),
                    asio::detached);
     boost::system::error_code result = asio::error::would_block;
@@ -100,15 +100,16 @@ int main() {
     // (its headers are lower-cased).
     namespace http = boost::beast::http;
     auth::session api(client, {.base_url = base});
-    asio::co_spawn(ctx,
-                   serve_one(acceptor,
-                             [](const std::string& headers) {
-                               const bool ok = headers.find(
-                                   "authorization: bearer consumer-access-token\r\n") !=
-                                               std::string::npos;
-                               return std::string(ok ? "authorized" : "no bearer token");
-                             }),
-                   asio::detached);
+    asio::co_spawn(
+        ctx,
+        serve_one(acceptor,
+                  [](const std::string& headers) {
+                    const bool ok =
+                        headers.find("authorization: bearer consumer-access-token\r\n") !=
+                        std::string::npos;
+                    return std::string(ok ? "authorized" : "no bearer token");
+                  }),
+        asio::detached);
     std::string api_answer;
     asio::co_spawn(
         ctx,
@@ -126,8 +127,8 @@ int main() {
       return 1;
     }
     std::cout << "nxsys-auth consumer: " << cfg.token_url << " answered a " << token.type()
-              << " token (" << client.stats().refreshes_succeeded
-              << " refresh); the API answered " << api_answer << "\n";
+              << " token (" << client.stats().refreshes_succeeded << " refresh); the API answered "
+              << api_answer << "\n";
 #ifdef NXSYS_AUTH_CONSUMER_TESTING
     if (!token_from_the_mock_server()) return 1;
 #endif

@@ -23,7 +23,7 @@ bool token_from_the_mock_server() {
   cfg.client_id = "test-client";
   cfg.client_secret = "test-secret";
   cfg.refresh_token = "refresh-0";
-  cfg.tls.ca_file = server.ca_file();
+  cfg.http.tls.ca_file = server.ca_file();
   auth::client client(ctx.get_executor(), cfg);
 
   std::string error;
