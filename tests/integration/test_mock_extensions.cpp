@@ -2,6 +2,7 @@
 // The mock server's mutual TLS (require_client_certificate) and client_credentials grant,
 // driven by hand (raw Beast): what a client with and without the certificate sees, the grant in
 // both dialects and with HTTP Basic, and how both are counted.
+#include <nxsys/auth/testing/connect_proxy.hpp>
 #include <nxsys/auth/testing/mock_server.hpp>
 
 #include "raw_http.hpp"
@@ -15,6 +16,8 @@
 #include <string>
 
 using namespace raw;
+using nxsys::auth::testing::connect_proxy;
+using nxsys::auth::testing::connect_proxy_options;
 using nxsys::auth::testing::field_names;
 using nxsys::auth::testing::mock_server;
 using nxsys::auth::testing::mock_server_options;
@@ -209,6 +212,36 @@ BOOST_AUTO_TEST_CASE(a_handshake_abandoned_by_the_client_is_a_failure) {
   });
   BOOST_TEST(eventually([&] { return server.stats().tls_handshake_failures == 1; }));
   BOOST_TEST(server.stats().connections == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(client_credentials_over_mutual_tls_through_an_authenticating_proxy) {
+  mock_server server(mtls());
+  connect_proxy_options popts;
+  popts.username = "alice";
+  popts.password = "s3cret";
+  connect_proxy proxy(popts);
+  auto ctx = tls_client();
+  ctx.use_certificate_chain_file(server.client_certificate_file());
+  ctx.use_private_key_file(server.client_key_file(), ssl::context::pem);
+  run([&]() -> asio::awaitable<void> {
+    auto s = co_await connect_to(proxy.port());
+    beast::flat_buffer buffer;
+    auto established = co_await exchange(
+        s, buffer,
+        connect_request("127.0.0.1:" + std::to_string(server.port()), basic("alice", "s3cret")),
+        true);
+    BOOST_REQUIRE(established.res.result_int() == 200);
+    beast::ssl_stream<beast::tcp_stream> tls(std::move(s), ctx);
+    co_await tls.async_handshake(ssl::stream_base::client, asio::use_awaitable);
+    auto token = co_await exchange(tls, buffer, token_request(camel_grant));
+    BOOST_REQUIRE(!token.ec);
+    BOOST_TEST(token.res.result_int() == 200);
+    BOOST_TEST(!json_body(token.res).contains("refreshToken"));
+  });
+  BOOST_TEST(server.stats().client_certificates == 1u);
+  BOOST_TEST(server.stats().client_credentials_grants == 1u);
+  BOOST_TEST(proxy.stats().tunnels == 1u);
+  BOOST_TEST(proxy.stats().last_user == "alice");
 }
 
 BOOST_AUTO_TEST_SUITE_END()
