@@ -431,6 +431,45 @@ BOOST_AUTO_TEST_CASE(malformed_requests_get_400) {
   BOOST_TEST(proxy.stats().failed_connects == 0u);
 }
 
+BOOST_AUTO_TEST_CASE(connections_beyond_max_connections_are_closed_unanswered) {
+  mock_server server;
+  connect_proxy_options opts;
+  opts.max_connections = 1;
+  connect_proxy proxy(opts);
+  run([&]() -> asio::awaitable<void> {
+    auto first = co_await connect_to(proxy.port());
+    beast::flat_buffer buffer;
+    auto established =
+        co_await exchange(first, buffer, connect_request(loopback(server.port())), true);
+    BOOST_REQUIRE(established.res.result_int() == 200);  // the one connection is open
+    auto second = co_await connect_to(proxy.port());
+    beast::flat_buffer nothing;
+    BOOST_TEST(co_await read_to_end(second, nothing) != error_code());
+    BOOST_TEST(nothing.size() == 0u);
+    // The tunnel still works, and once it is gone there is room again.
+    auto token = co_await exchange(first, buffer, token_request(refresh_form()));
+    BOOST_TEST(token.res.result_int() == 200);
+    first.close();
+    BOOST_REQUIRE(eventually([&] { return proxy.open_connections() == 0; }));
+    auto third = co_await connect_to(proxy.port());
+    auto again = co_await exchange(third, buffer, connect_request(loopback(server.port())), true);
+    BOOST_TEST(again.res.result_int() == 200);
+  });
+  BOOST_TEST(proxy.stats().connections == 3u);
+  BOOST_TEST(proxy.stats().tunnels == 2u);
+}
+
+BOOST_AUTO_TEST_CASE(without_loopback_only_other_targets_are_tried) {
+  connect_proxy_options opts;
+  opts.loopback_only = false;
+  opts.timeout = std::chrono::milliseconds(500);  // whether 192.0.2.1 is unroutable or dropped
+  connect_proxy proxy(opts);
+  // TEST-NET-1 (RFC 5737): nothing answers there, so the proxy's attempt fails.
+  check_refused(ask_proxy(proxy, connect_request("192.0.2.1:9")), http::status::bad_gateway);
+  BOOST_TEST(proxy.stats().refused_target == 0u);
+  BOOST_TEST(proxy.stats().failed_connects == 1u);
+}
+
 BOOST_AUTO_TEST_CASE(a_client_that_leaves_before_a_whole_request_is_not_answered) {
   connect_proxy proxy;
   run([&]() -> asio::awaitable<void> {
