@@ -33,6 +33,12 @@ prints its statistics as JSON.
                         signed by a test CA written to the file printed at start
   --cert FILE           PEM certificate chain for --tls (with --key)
   --key FILE            PEM private key for --tls (with --cert)
+  --require-client-cert mutual TLS (with --tls): the handshake needs a client certificate
+                        signed by the client CA; the built-in one and its key are written to
+                        the files printed at start
+  --client-ca FILE      PEM CA certificates of --require-client-cert (default: the test CA)
+  --no-client-credentials
+                        refuse grant_type=client_credentials (400 unauthorized_client)
   --latency-ms N        wait N ms before each token answer (default 0)
   --ttl SECONDS         expiresIn of issued tokens (default 3600)
   --rotate              issue a new refresh token on every refresh
@@ -102,6 +108,14 @@ std::optional<testing::mock_server_options> parse_args(int argc, char** argv) {
       opts.cert_chain_file = value();
     } else if (arg == "--key") {
       opts.private_key_file = value();
+    } else if (arg == "--require-client-cert") {
+      flag();
+      opts.require_client_certificate = true;
+    } else if (arg == "--client-ca") {
+      opts.client_ca_file = value();
+    } else if (arg == "--no-client-credentials") {
+      flag();
+      opts.allow_client_credentials = false;
     } else if (arg == "--latency-ms") {
       opts.latency = std::chrono::milliseconds(
           parse_number<std::int64_t>(arg, value(), 0, std::int64_t{24} * 3600 * 1000));
@@ -145,11 +159,14 @@ std::optional<testing::mock_server_options> parse_args(int argc, char** argv) {
     throw usage_error{"--cert and --key need --tls"};
   if (opts.cert_chain_file.empty() != opts.private_key_file.empty())
     throw usage_error{"--cert and --key go together"};
+  if (opts.require_client_certificate && !opts.tls)
+    throw usage_error{"--require-client-cert needs --tls"};
+  if (!opts.client_ca_file.empty() && !opts.require_client_certificate)
+    throw usage_error{"--client-ca needs --require-client-cert"};
   if (opts.client_id.empty() || opts.client_secret.empty() || opts.initial_refresh_token.empty())
     throw usage_error{"--client-id, --client-secret and --refresh-token must not be empty"};
   return opts;
 }
-
 
 }  // namespace
 
@@ -174,9 +191,13 @@ int main(int argc, char** argv) {
   try {
     testing::mock_server_stats stats;
     {
-      testing::mock_server server(std::move(*opts));
+      testing::mock_server server(*opts);
       std::cout << "listening on 127.0.0.1:" << server.port() << std::endl;
       if (!server.ca_file().empty()) std::cout << "test CA " << server.ca_file() << std::endl;
+      if (opts->require_client_certificate && opts->client_ca_file.empty()) {
+        std::cout << "test client certificate " << server.client_certificate_file() << "\n"
+                  << "test client key " << server.client_key_file() << std::endl;
+      }
       int signal = 0;
       while (sigwait(&stop_signals, &signal) != 0) {
       }

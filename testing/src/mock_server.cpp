@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: BSL-1.0
-// The mock Nxsys token server: a Beast HTTP/1.1 (optionally TLS) server on 127.0.0.1 whose
-// POST /nxsys/oauth/token behaves like the real endpoint, plus knobs tests use to misbehave.
+// The mock Nxsys token server: a Beast HTTP/1.1 (optionally TLS, optionally mutual TLS) server on
+// 127.0.0.1 whose POST /nxsys/oauth/token behaves like the real endpoint, plus knobs tests use to
+// misbehave.
 #include <nxsys/auth/testing/mock_server.hpp>
 
 #include "certificates.hpp"
@@ -20,7 +21,11 @@
 #include <boost/beast/ssl.hpp>
 #include <boost/json.hpp>
 
+#include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include <algorithm>
 #include <array>
@@ -188,7 +193,8 @@ struct answer {
   std::string body;
   std::string content_type = "application/json";
   std::vector<std::pair<std::string, std::string>> headers;
-  bool no_store = false;  // token endpoint answers must not be cached (RFC 6749 §5.1)
+  bool no_store = false;            // token endpoint answers must not be cached (RFC 6749 §5.1)
+  bool client_credentials = false;  // a token issued for a client_credentials grant
 };
 
 answer json_answer(http::status status, std::string body) {
@@ -331,12 +337,15 @@ void report(std::exception_ptr e) {
   }
 }
 
-// The CA certificate as a file, because that is what TLS clients take (tls_options::ca_file).
+// The CA certificate (and the client certificate and key) as a file, because that is what TLS
+// clients take (tls_options::ca_file). mkstemps creates it readable by its owner only.
 class temporary_file {
  public:
-  explicit temporary_file(std::string_view content) {
-    std::string name =
-        (std::filesystem::temp_directory_path() / "nxsys-mock-ca-XXXXXX.pem").string();
+  // `what` names the file: nxsys-mock-WHAT-XXXXXX.pem in the temporary directory.
+  temporary_file(std::string_view content, std::string_view what) {
+    std::string name = (std::filesystem::temp_directory_path() /
+                        ("nxsys-mock-" + std::string(what) + "-XXXXXX.pem"))
+                           .string();
     const int fd = ::mkstemps(name.data(), 4);
     if (fd < 0) throw std::system_error(errno, std::generic_category(), "mkstemps " + name);
     ::close(fd);
@@ -373,6 +382,7 @@ struct mock_server::impl : std::enable_shared_from_this<mock_server::impl> {
 
   void start();
   void stop();
+  void require_client_certificates();  // from the constructor
 
   asio::awaitable<void> accept_loop();
   void start_session(strand_type strand, tcp::socket socket);
@@ -389,11 +399,20 @@ struct mock_server::impl : std::enable_shared_from_this<mock_server::impl> {
   token_ticket begin_token_request(const http::request<http::string_body>& req);
   answer finish_token_request(const token_ticket& t);
   answer decide_token_request(const token_ticket& t);  // under mutex_
-  answer issue_token(const std::string* scope, bool rotate);  // under mutex_
+  // What an issued token's answer says about refresh tokens.
+  enum class refresh_field {
+    none,     // no refresh token (no rotation; client_credentials)
+    rotate,   // rotate, and answer the new one
+    current,  // answer the current one (a grace answer)
+  };
+  answer issue_token(const std::string* scope, refresh_field refresh);  // under mutex_
   answer answer_api(std::string_view authorization, std::string_view path);
   void end_token_request();
   void count_request();
   void count_token_error();
+  void count_tls_handshake(SSL* ssl, bool ok);
+  const std::string& client_file(std::optional<temporary_file>& file, std::string_view content,
+                                 std::string_view what);
 
   std::vector<std::shared_ptr<connection_base>> connection_snapshot();
   void unregister(std::uint64_t id);
@@ -407,6 +426,10 @@ struct mock_server::impl : std::enable_shared_from_this<mock_server::impl> {
   asio::any_io_executor ex_;  // of *ioc_ or the user's
   std::optional<ssl::context> ssl_ctx_;
   std::optional<temporary_file> ca_file_;  // when serving the built-in certificate
+  // The built-in client certificate and key as files, written on demand.
+  std::mutex client_files_mutex_;
+  std::optional<temporary_file> client_certificate_file_;
+  std::optional<temporary_file> client_key_file_;
   strand_type accept_strand_;
   tcp::acceptor acceptor_;
   std::uint16_t port_ = 0;
@@ -431,7 +454,7 @@ struct mock_server::impl : std::enable_shared_from_this<mock_server::impl> {
   std::string last_access_;
   // Issued access tokens and when each stops being accepted by /api/ (steady clock).
   std::unordered_map<std::string, std::chrono::steady_clock::time_point> access_valid_until_;
-  std::string last_replaced_refresh_;  // what the last rotation replaced
+  std::string last_replaced_refresh_;                        // what the last rotation replaced
   std::chrono::steady_clock::time_point rotated_at_{};       // when it was replaced
   std::chrono::steady_clock::time_point last_refresh_at_{};  // the last successful refresh
   std::deque<std::pair<scripted_failure, int>> scripted_;
@@ -455,6 +478,8 @@ mock_server::impl::impl(std::optional<asio::any_io_executor> ex, mock_server_opt
       latency_ms_(opts_.latency.count()),
       current_refresh_(opts_.initial_refresh_token) {
   issued_refresh_.insert(current_refresh_);
+  if (opts_.require_client_certificate && !opts_.tls)
+    throw std::invalid_argument("mock_server: require_client_certificate needs tls");
   if (opts_.tls) {
     ssl_ctx_.emplace(ssl::context::tls_server);
     ssl_ctx_->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
@@ -464,11 +489,12 @@ mock_server::impl::impl(std::optional<asio::any_io_executor> ex, mock_server_opt
       // Compiled in rather than read from the source tree, so an installed library serves TLS.
       ssl_ctx_->use_certificate_chain(asio::buffer(detail::server_certificate_pem));
       ssl_ctx_->use_private_key(asio::buffer(detail::server_key_pem), ssl::context::pem);
-      ca_file_.emplace(detail::ca_certificate_pem);
+      ca_file_.emplace(detail::ca_certificate_pem, "ca");
     } else {
       ssl_ctx_->use_certificate_chain_file(opts_.cert_chain_file);
       ssl_ctx_->use_private_key_file(opts_.private_key_file, ssl::context::pem);
     }
+    if (opts_.require_client_certificate) require_client_certificates();
   }
 
   // Bound and listening before the constructor returns, so clients may connect at once.
@@ -478,6 +504,40 @@ mock_server::impl::impl(std::optional<asio::any_io_executor> ex, mock_server_opt
   acceptor_.bind(endpoint);
   acceptor_.listen(asio::socket_base::max_listen_connections);
   port_ = acceptor_.local_endpoint().port();
+}
+
+// Mutual TLS: the handshake fails without a client certificate that verifies against the client
+// CA. OpenSSL checks the certificate's purpose too (a server verifying a client wants
+// clientAuth), so a server certificate is no client certificate.
+void mock_server::impl::require_client_certificates() {
+  SSL_CTX* ctx = ssl_ctx_->native_handle();
+  ssl_ctx_->set_verify_mode(ssl::verify_peer | ssl::verify_fail_if_no_peer_cert);
+  if (opts_.client_ca_file.empty()) {
+    ssl_ctx_->add_certificate_authority(asio::buffer(detail::ca_certificate_pem));
+    // The CA's name goes into the CertificateRequest, for clients that pick a certificate by it.
+    std::unique_ptr<BIO, decltype(&BIO_free)> bio(
+        BIO_new_mem_buf(detail::ca_certificate_pem.data(),
+                        static_cast<int>(detail::ca_certificate_pem.size())),
+        &BIO_free);
+    std::unique_ptr<X509, decltype(&X509_free)> ca(
+        bio ? PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr) : nullptr, &X509_free);
+    if (!ca || SSL_CTX_add_client_CA(ctx, ca.get()) != 1)
+      throw boost::system::system_error(
+          error_code(static_cast<int>(::ERR_get_error()), asio::error::get_ssl_category()),
+          "mock_server: built-in client CA");
+  } else {
+    ssl_ctx_->load_verify_file(opts_.client_ca_file);
+    // Takes ownership of the list; a file without names leaves the list empty, which is allowed.
+    if (STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(opts_.client_ca_file.c_str()))
+      SSL_CTX_set_client_CA_list(ctx, names);
+  }
+  // A server that verifies peers refuses to resume a session without a session id context, so
+  // a client resuming its session (TLS 1.2 ids, TLS 1.3 tickets) would fail its handshake.
+  static constexpr unsigned char sid_context[] = "nxsys-mock-server";
+  if (SSL_CTX_set_session_id_context(ctx, sid_context, sizeof sid_context - 1) != 1)
+    throw boost::system::system_error(
+        error_code(static_cast<int>(::ERR_get_error()), asio::error::get_ssl_category()),
+        "mock_server: session id context");
 }
 
 // Apart from the constructor: the handlers hold a shared_ptr to *this.
@@ -604,7 +664,9 @@ asio::awaitable<void> mock_server::impl::run_session(std::shared_ptr<connection<
     c->lowest_layer().expires_after(tls_timeout);
     auto [ec] = co_await c->stream_.async_handshake(ssl::stream_base::server, use_tuple);
     c->lowest_layer().expires_never();
-    if (ec || c->closed_) {
+    if (c->closed_) co_return;  // stop(): neither a success nor a failure of the client's
+    count_tls_handshake(c->stream_.native_handle(), !ec);
+    if (ec) {
       c->close();
       co_return;
     }
@@ -777,6 +839,24 @@ void mock_server::impl::count_token_error() {
   ++stats_.errors;
 }
 
+// Before the first request is read, so a client that has read an answer sees its handshake
+// counted.
+void mock_server::impl::count_tls_handshake(SSL* ssl, bool ok) {
+  bool verified_client = false;
+  if (ok) {
+    X509* peer = SSL_get_peer_certificate(ssl);  // a new reference (or null)
+    verified_client = peer != nullptr && SSL_get_verify_result(ssl) == X509_V_OK;
+    X509_free(peer);
+  }
+  std::lock_guard lock(mutex_);
+  if (!ok) {
+    ++stats_.tls_handshake_failures;
+    return;
+  }
+  ++stats_.tls_handshakes;
+  if (verified_client) ++stats_.client_certificates;
+}
+
 token_ticket mock_server::impl::begin_token_request(const http::request<http::string_body>& req) {
   token_ticket t;
   auto content_type = req[http::field::content_type];
@@ -822,6 +902,7 @@ answer mock_server::impl::finish_token_request(const token_ticket& t) {
   // Counted before the answer is written, so a client that has read it sees the stats updated.
   if (a.status == http::status::ok && !t.scripted) {
     ++stats_.refreshes;
+    if (a.client_credentials) ++stats_.client_credentials_grants;
     const auto now = std::chrono::steady_clock::now();
     if (stats_.refreshes > 1) {
       const auto gap = static_cast<std::uint64_t>(
@@ -871,10 +952,12 @@ answer mock_server::impl::decide_token_request(const token_ticket& t) {
   const std::string_view secret_name = rfc ? "client_secret" : "clientSecret";
   // The grant type first: which other parameters are required depends on it.
   if (!field(grant_type)) return missing(grant_type);
-  if (*field(grant_type) != "refresh_token")
+  // RFC 6749 §4.4: the client alone, no refresh token; same client authentication.
+  const bool client_credentials = *field(grant_type) == "client_credentials";
+  if (*field(grant_type) != "refresh_token" && !client_credentials)
     return oauth_error(http::status::bad_request, "unsupported_grant_type",
-                       std::string(grant_type) + " must be refresh_token");
-  if (!field(refresh_name)) return missing(refresh_name);
+                       std::string(grant_type) + " must be refresh_token or client_credentials");
+  if (!client_credentials && !field(refresh_name)) return missing(refresh_name);
   // Client authentication: HTTP Basic or the body, never both (RFC 6749 §2.3).
   const std::string* id = nullptr;
   const std::string* secret = nullptr;
@@ -900,15 +983,28 @@ answer mock_server::impl::decide_token_request(const token_ticket& t) {
     return a;
   }
 
+  if (client_credentials) {
+    // Refused only once the client is known (RFC 6749 §5.2: "the authenticated client").
+    if (!opts_.allow_client_credentials)
+      return oauth_error(http::status::bad_request, "unauthorized_client",
+                         "the client is not authorized to use the client_credentials grant");
+    // Never a refresh token (RFC 6749 §4.4.3), and the refresh token chain is left alone.
+    answer a = issue_token(field("scope"), refresh_field::none);
+    a.client_credentials = true;
+    return a;
+  }
+
   const std::string& refresh = *field(refresh_name);
   if (chain_revoked_)
     return oauth_error(http::status::bad_request, "invalid_grant", "the refresh token was revoked");
-  if (refresh == current_refresh_) return issue_token(field("scope"), opts_.rotate);
+  if (refresh == current_refresh_)
+    return issue_token(field("scope"), opts_.rotate ? refresh_field::rotate : refresh_field::none);
   if (opts_.reuse_grace.count() > 0 && !last_replaced_refresh_.empty() &&
       refresh == last_replaced_refresh_ &&
       std::chrono::steady_clock::now() < rotated_at_ + opts_.reuse_grace) {
     ++stats_.grace_refreshes;
-    return issue_token(field("scope"), false);  // the current refresh token, no new rotation
+    // The current refresh token, no new rotation.
+    return issue_token(field("scope"), opts_.rotate ? refresh_field::current : refresh_field::none);
   }
   if (opts_.reuse_detection && retired_refresh_.count(refresh) != 0) {
     // A rotated-away token came back: someone holds a copy, so the whole chain is burnt.
@@ -921,7 +1017,7 @@ answer mock_server::impl::decide_token_request(const token_ticket& t) {
                      "the refresh token is invalid, expired or revoked");
 }
 
-answer mock_server::impl::issue_token(const std::string* scope, bool rotate) {
+answer mock_server::impl::issue_token(const std::string* scope, refresh_field refresh) {
   const bool camel = opts_.names == field_names::camel;
 
   static constexpr char hex[] = "0123456789abcdef";
@@ -946,7 +1042,7 @@ answer mock_server::impl::issue_token(const std::string* scope, bool rotate) {
     else
       o[key] = static_cast<std::int64_t>(opts_.ttl.count());
   }
-  if (rotate) {
+  if (refresh == refresh_field::rotate) {
     rotated_at_ = std::chrono::steady_clock::now();
     std::string next;
     do {  // never reissue a token of the chain, whatever initial_refresh_token was
@@ -955,7 +1051,7 @@ answer mock_server::impl::issue_token(const std::string* scope, bool rotate) {
     last_replaced_refresh_ = std::exchange(current_refresh_, next);
     retired_refresh_.insert(last_replaced_refresh_);
     o[camel ? "refreshToken" : "refresh_token"] = current_refresh_;
-  } else if (opts_.rotate) {
+  } else if (refresh == refresh_field::current) {
     o[camel ? "refreshToken" : "refresh_token"] = current_refresh_;  // a grace answer
   }
   answer a = json_answer(http::status::ok, json::serialize(o));
@@ -998,6 +1094,34 @@ std::string mock_server::token_url() const {
 
 std::string mock_server::ca_file() const {
   return impl_->ca_file_ ? impl_->ca_file_->path() : std::string();
+}
+
+const std::string& mock_server::impl::client_file(std::optional<temporary_file>& file,
+                                                  std::string_view content, std::string_view what) {
+  std::lock_guard lock(client_files_mutex_);
+  if (!file) file.emplace(content, what);
+  return file->path();
+}
+
+std::string mock_server::client_certificate_file() const {
+  return impl_->client_file(impl_->client_certificate_file_, detail::client_certificate_pem,
+                            "client-cert");
+}
+
+std::string mock_server::client_key_file() const {
+  return impl_->client_file(impl_->client_key_file_, detail::client_key_pem, "client-key");
+}
+
+std::string mock_server::client_certificate_pem() {
+  return std::string(detail::client_certificate_pem);
+}
+
+std::string mock_server::client_key_pem() {
+  return std::string(detail::client_key_pem);
+}
+
+std::string mock_server::ca_certificate_pem() {
+  return std::string(detail::ca_certificate_pem);
 }
 
 mock_server_stats mock_server::stats() const {
@@ -1114,6 +1238,10 @@ std::string to_json(const mock_server_stats& s) {
   o["api_unauthorized"] = s.api_unauthorized;
   o["grace_refreshes"] = s.grace_refreshes;
   o["min_refresh_gap_ms"] = s.min_refresh_gap_ms;
+  o["client_credentials_grants"] = s.client_credentials_grants;
+  o["tls_handshakes"] = s.tls_handshakes;
+  o["tls_handshake_failures"] = s.tls_handshake_failures;
+  o["client_certificates"] = s.client_certificates;
   return boost::json::serialize(o);
 }
 

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: BSL-1.0
 /// @file
 /// The mock Nxsys token server of nxsys::auth_testing: a real HTTP(S) server on 127.0.0.1 whose
-/// POST /nxsys/oauth/token behaves like the real endpoint, with knobs to make it misbehave.
+/// POST /nxsys/oauth/token behaves like the real endpoint (refresh_token and client_credentials
+/// grants, optionally behind mutual TLS), with knobs to make it misbehave.
 #ifndef NXSYS_AUTH_TESTING_MOCK_SERVER_HPP
 #define NXSYS_AUTH_TESTING_MOCK_SERVER_HPP
 
@@ -41,12 +42,25 @@ struct mock_server_options {
   std::string client_id = "test-client";
   std::string client_secret = "test-secret";        ///< see client_id
   std::string initial_refresh_token = "refresh-0";  ///< the refresh token accepted first
+  /// Accept grant_type=client_credentials (RFC 6749 §4.4; grantType in the Nxsys dialect): the
+  /// client authenticates as for a refresh and gets an access token without a refresh token.
+  /// false: such requests are answered 400 unauthorized_client (after client authentication).
+  bool allow_client_credentials = true;
   std::uint16_t port = 0;  ///< port on 127.0.0.1; 0: a free one, see mock_server::port()
   /// Serve HTTPS. Without cert_chain_file and private_key_file the server uses a built-in
   /// certificate for 127.0.0.1 and localhost; clients trust it through mock_server::ca_file().
   bool tls = false;
   std::string cert_chain_file{};   ///< PEM certificate chain to serve instead of the built-in one
   std::string private_key_file{};  ///< PEM private key of cert_chain_file
+  /// Mutual TLS (needs tls): the handshake requires a client certificate that verifies against
+  /// client_ca_file (OpenSSL verify_peer | verify_fail_if_no_peer_cert) and whose extended key
+  /// usage allows client authentication; a client without one never gets to send a request.
+  /// mock_server::client_certificate_file() is such a certificate for the default client CA.
+  bool require_client_certificate = false;
+  /// PEM file of the CAs a client certificate must chain to; "": the built-in test CA (the one
+  /// of ca_file(), which signed the built-in client certificate). Only with
+  /// require_client_certificate.
+  std::string client_ca_file{};
   std::chrono::milliseconds latency{0};  ///< wait before each token answer (never blocks a thread)
   std::chrono::seconds ttl{3600};        ///< expiresIn of issued access tokens
   bool send_expires_in = true;           ///< false: answers carry no expiry
@@ -75,7 +89,7 @@ struct mock_server_options {
 /// client that has read an answer sees it counted.
 struct mock_server_stats {
   std::uint64_t requests = 0;             ///< HTTP requests of any kind
-  std::uint64_t refreshes = 0;            ///< token requests answered with a token
+  std::uint64_t refreshes = 0;            ///< token requests answered with a token (either grant)
   std::uint64_t errors = 0;               ///< token requests answered with an error
   std::uint64_t max_in_flight = 0;        ///< most token requests being handled at once
   std::uint64_t connections = 0;          ///< TCP connections accepted
@@ -88,6 +102,17 @@ struct mock_server_stats {
   /// The shortest interval between two successful refreshes, in ms (0 before the second):
   /// two replicas refreshing for one expiry show up here as a few milliseconds.
   std::uint64_t min_refresh_gap_ms = 0;
+  /// Of refreshes, the client_credentials grants (RFC 6749 §4.4) answered with a token.
+  std::uint64_t client_credentials_grants = 0;
+  std::uint64_t tls_handshakes = 0;  ///< TLS handshakes completed
+  /// TLS handshakes that failed: no or an unverified client certificate under
+  /// require_client_certificate, an untrusting client, or a client gone during the handshake.
+  /// Counted when the server's side of the handshake ends, which may be just after the client
+  /// saw the failure (with TLS 1.3 a refused client certificate shows on the client's first
+  /// read).
+  std::uint64_t tls_handshake_failures = 0;
+  /// Completed TLS handshakes in which the client presented a certificate that verified.
+  std::uint64_t client_certificates = 0;
 };
 
 /// A mock Nxsys token server on 127.0.0.1, listening from construction until stop() or
@@ -102,6 +127,8 @@ class mock_server {
   /// executor, even one not running, can use it.
   /// @param opts how the server behaves (see mock_server_options)
   /// @throws boost::system::system_error when it cannot listen or load its certificate.
+  /// @throws std::invalid_argument when `opts.require_client_certificate` is set without
+  ///   `opts.tls`.
   explicit mock_server(mock_server_options opts = {});
 
   /// Starts a server whose I/O runs on `ex`, e.g. the io_context of the client under test, so
@@ -111,6 +138,8 @@ class mock_server {
   /// @param ex runs the server's I/O; `opts.threads` is ignored
   /// @param opts how the server behaves (see mock_server_options)
   /// @throws boost::system::system_error when it cannot listen or load its certificate.
+  /// @throws std::invalid_argument when `opts.require_client_certificate` is set without
+  ///   `opts.tls`.
   explicit mock_server(boost::asio::any_io_executor ex, mock_server_options opts = {});
 
   /// Calls stop().
@@ -128,6 +157,24 @@ class mock_server {
   ///   tls_options::ca_file; it lives as long as the server. "" when the server does not serve
   ///   the built-in certificate (no TLS, or your own certificate files).
   std::string ca_file() const;
+  /// @return a PEM file holding the built-in client certificate (CN "nxsys-auth test client",
+  ///   signed by the test CA, clientAuth only), which a server with
+  ///   `require_client_certificate` and the default `client_ca_file` accepts. Written on the
+  ///   first call, whether or not the server serves TLS; it lives as long as the server.
+  /// @throws std::system_error or std::runtime_error when the file cannot be written.
+  std::string client_certificate_file() const;
+  /// @return a PEM file holding the private key of client_certificate_file(); written on the
+  ///   first call, it lives as long as the server.
+  /// @throws std::system_error or std::runtime_error when the file cannot be written.
+  std::string client_key_file() const;
+  /// @return the built-in client certificate (PEM), what client_certificate_file() holds, for
+  ///   clients that take certificates in memory
+  static std::string client_certificate_pem();
+  /// @return the private key of the built-in client certificate (PEM, unencrypted)
+  static std::string client_key_pem();
+  /// @return the test CA certificate (PEM) that signed the built-in server and client
+  ///   certificates, what ca_file() holds
+  static std::string ca_certificate_pem();
 
   /// @return the counters, consistent with each other
   mock_server_stats stats() const;
