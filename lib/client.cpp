@@ -443,6 +443,12 @@ void client::set_refresh_token(std::string refresh_token) {
     diag.client_message = "set_refresh_token: the refresh token is empty";
     throw error_with_diagnostics(make_error_code(errc::invalid_argument), diag);
   }
+  if (impl_->grant() == grant_type::client_credentials) {
+    detail::wipe_all(refresh_token);
+    diagnostics diag;
+    diag.client_message = "set_refresh_token: this client uses the client_credentials grant";
+    throw error_with_diagnostics(make_error_code(errc::invalid_argument), diag);
+  }
   impl_->set_refresh_token(std::move(refresh_token));
 }
 

@@ -44,6 +44,7 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
 
   const boost::asio::any_io_executor& executor() const noexcept { return ex_; }
   token_flight& flight() noexcept { return flight_; }
+  grant_type grant() const noexcept { return cfg_.grant; }
 
   /// The fast path: no lock, no shared write when this thread's replica is current.
   const access_token* fresh_token();

@@ -71,9 +71,16 @@ error_code client_config::validate(diagnostics* diag) const {
     return ec;
   }
   c.require(!client_id.empty(), "", "client_id is empty")
+      .require(grant == grant_type::refresh_token || grant == grant_type::client_credentials, "",
+               "grant is not a grant_type")
       // With a store, the refresh token may come from it (a restarted process).
-      .require(!refresh_token.empty() || storage.store != nullptr, "",
-               "refresh_token is empty and no storage.store is set")
+      .require(
+          grant != grant_type::refresh_token || !refresh_token.empty() || storage.store != nullptr,
+          "", "refresh_token is empty and no storage.store is set")
+      .require(grant != grant_type::client_credentials || refresh_token.empty(), "",
+               "refresh_token must be empty with grant client_credentials (it has none)")
+      .require(grant != grant_type::client_credentials || !client_secret.empty(), "",
+               "client_secret is empty: grant client_credentials needs a confidential client")
       .require(refresh.leeway.count() >= 0, "refresh.", "leeway is negative")
       .require(fraction(refresh.leeway_max_fraction), "refresh.",
                "leeway_max_fraction must be in [0, 1)")

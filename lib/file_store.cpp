@@ -5,8 +5,8 @@
 #include <nxsys/auth/token_store.hpp>
 
 #include "diag.hpp"
-#include "state_codec.hpp"
 #include "secret_string.hpp"
+#include "state_codec.hpp"
 
 #include <boost/asio/any_completion_executor.hpp>
 #include <boost/asio/associated_cancellation_slot.hpp>
@@ -38,10 +38,10 @@
 
 namespace nxsys::auth {
 namespace asio = boost::asio;
+using boost::system::error_code;
 using detail::corrupt;
 using detail::fail;
 using detail::io_failed;
-using boost::system::error_code;
 using clock_type = std::chrono::steady_clock;
 
 namespace {
@@ -105,8 +105,7 @@ error_code read_state(const std::string& path, std::optional<stored_tokens>& out
     len += static_cast<std::size_t>(n);
   }
   stored_tokens t;
-  if (auto ec = detail::parse_stored_tokens(buf.view().substr(0, len), path, t, diag))
-    return ec;
+  if (auto ec = detail::parse_stored_tokens(buf.view().substr(0, len), path, t, diag)) return ec;
   out = std::move(t);
   return {};
 }
@@ -184,12 +183,9 @@ error_code replace_file(const std::string& path, std::string_view bytes, diagnos
 
 // Compare-and-set. Saves of one process are serialized on its store thread; across processes
 // the check and the rename are atomic only among holders of the lease (as the client saves).
-error_code save_state(const std::string& path, const stored_tokens& next,
-                      std::string_view expected, diagnostics& diag) {
-  if (next.refresh_token.empty()) {
-    diag.client_message = "refusing to save an empty refresh token";
-    return make_error_code(errc::invalid_argument);
-  }
+error_code save_state(const std::string& path, const stored_tokens& next, std::string_view expected,
+                      diagnostics& diag) {
+  if (auto ec = detail::check_savable(next, diag)) return ec;
   std::optional<stored_tokens> current;
   if (auto ec = read_state(path, current, diag)) return ec;
   if (current) {

@@ -4,6 +4,7 @@
 #include <nxsys/auth/token_store.hpp>
 
 #include "secret_string.hpp"
+#include "state_codec.hpp"
 
 #include <boost/asio/append.hpp>
 #include <boost/asio/associated_cancellation_slot.hpp>
@@ -130,8 +131,9 @@ void memory_store::do_acquire(std::chrono::steady_clock::time_point deadline,
 void memory_store::do_save(stored_tokens next, std::string expected,
                            asio::any_completion_handler<save_signature> h) {
   const detail::secret_string want(std::move(expected));
-  error_code ec;
-  {
+  diagnostics diag;
+  error_code ec = detail::check_savable(next, diag);
+  if (!ec) {
     std::lock_guard lk(s_->mu);
     if (s_->value && s_->value->refresh_token != want.view()) {
       ec = make_error_code(errc::store_conflict);
@@ -139,8 +141,8 @@ void memory_store::do_save(stored_tokens next, std::string expected,
       s_->value = std::move(next);
     }
   }
-  diagnostics diag;
-  if (ec) diag.client_message = "the memory store holds another refresh token than expected";
+  if (ec == errc::store_conflict)
+    diag.client_message = "the memory store holds another refresh token than expected";
   complete_later(s_->ex, std::move(h), ec, std::move(diag));
 }
 

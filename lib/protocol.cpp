@@ -178,9 +178,12 @@ std::string basic_authorization(std::string_view client_id, std::string_view cli
   return out;
 }
 
-refresh_request build_refresh_request(dialect d, client_authentication auth,
-                                      std::string_view refresh_token, std::string_view client_id,
-                                      std::string_view client_secret, std::string_view scope) {
+namespace {
+
+// Both grants' requests: `refresh_token` is sent for the refresh_token grant only.
+refresh_request build_grant_request(grant_type g, dialect d, client_authentication auth,
+                                    std::string_view refresh_token, std::string_view client_id,
+                                    std::string_view client_secret, std::string_view scope) {
   const bool rfc = d == dialect::rfc6749;
   refresh_request r;
   // Room for every parameter at its longest, so that the body never reallocates.
@@ -192,8 +195,12 @@ refresh_request build_refresh_request(dialect d, client_authentication auth,
     r.body += '=';
     append_form_urlencoded(r.body, value);
   };
-  add(rfc ? "grant_type" : "grantType", "refresh_token");
-  add(rfc ? "refresh_token" : "refreshToken", refresh_token);
+  if (g == grant_type::refresh_token) {
+    add(rfc ? "grant_type" : "grantType", "refresh_token");
+    add(rfc ? "refresh_token" : "refreshToken", refresh_token);
+  } else {
+    add(rfc ? "grant_type" : "grantType", "client_credentials");
+  }
   if (auth == client_authentication::http_basic) {
     r.authorization = basic_authorization(client_id, client_secret);
   } else {
@@ -202,6 +209,23 @@ refresh_request build_refresh_request(dialect d, client_authentication auth,
   }
   if (!scope.empty()) add("scope", scope);
   return r;
+}
+
+}  // namespace
+
+refresh_request build_refresh_request(dialect d, client_authentication auth,
+                                      std::string_view refresh_token, std::string_view client_id,
+                                      std::string_view client_secret, std::string_view scope) {
+  return build_grant_request(grant_type::refresh_token, d, auth, refresh_token, client_id,
+                             client_secret, scope);
+}
+
+refresh_request build_client_credentials_request(dialect d, client_authentication auth,
+                                                 std::string_view client_id,
+                                                 std::string_view client_secret,
+                                                 std::string_view scope) {
+  return build_grant_request(grant_type::client_credentials, d, auth, {}, client_id, client_secret,
+                             scope);
 }
 
 error_code parse_url(std::string_view url, std::string_view name, std::string_view secret_kind,

@@ -226,9 +226,13 @@ asio::awaitable<action> client_impl::perform(action a, refresh_lease& lease) {
 asio::awaitable<action> client_impl::request(action a) {
   const auto connections_before = transport_.connections_opened();
   log(log_level::debug, "refreshing the access token");
-  auto req =
-      protocol::build_refresh_request(cfg_.dialect, cfg_.authentication, a.refresh_token.view(),
-                                      cfg_.client_id, cfg_.client_secret.view(), cfg_.scope);
+  auto req = cfg_.grant == grant_type::client_credentials
+                 ? protocol::build_client_credentials_request(cfg_.dialect, cfg_.authentication,
+                                                              cfg_.client_id,
+                                                              cfg_.client_secret.view(), cfg_.scope)
+                 : protocol::build_refresh_request(cfg_.dialect, cfg_.authentication,
+                                                   a.refresh_token.view(), cfg_.client_id,
+                                                   cfg_.client_secret.view(), cfg_.scope);
   // I6: the Basic credential is a secret too: a server echoing the header must not leak it.
   const std::string_view basic = req.authorization;
   const auto sent = now();
@@ -244,8 +248,8 @@ asio::awaitable<action> client_impl::request(action a) {
         basic.substr(std::min<std::size_t>(basic.find(' ') + 1, basic.size()));
     ec = protocol::parse_token_response(
         answer.status, answer.body.view(), tr, diag,
-        {a.refresh_token.view(), rt_encoded.view(), cfg_.client_secret.view(), secret_encoded_.view(),
-         basic, basic_credentials});
+        {a.refresh_token.view(), rt_encoded.view(), cfg_.client_secret.view(),
+         secret_encoded_.view(), basic, basic_credentials});
     if (ec)
       retry_after =
           protocol::parse_retry_after(answer.retry_after, std::chrono::system_clock::now());

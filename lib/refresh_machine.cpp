@@ -64,6 +64,7 @@ machine_policy machine_policy::from(const client_config& cfg) {
   p.refresh_deadline = cfg.refresh.deadline;
   p.strict_durability = cfg.storage.strict_durability;
   p.store_retry_interval = cfg.storage.retry_interval;
+  p.client_credentials = cfg.grant == grant_type::client_credentials;
   return p;
 }
 
@@ -294,8 +295,19 @@ void refresh_machine::mark_spent(std::string_view rt) {
 action refresh_machine::reconcile(std::optional<stored_tokens> stored, instant now) {
   if (stored) {
     const auto& s = *stored;
+    if (policy_.client_credentials && !s.refresh_token.empty()) {
+      ++stats_.store_load_failures;
+      if (destroyed_) return end_run(act(action::kind::done));
+      diagnostics d;
+      d.client_message =
+          "the token store holds a refresh-token chain, but this client uses the "
+          "client_credentials grant: give it a store (or key) of its own";
+      return finish_failure(make_error_code(errc::invalid_config), std::move(d), now,
+                            act(action::kind::done));
+    }
     // I6: what a store hands us goes into headers (the access token) or the request body.
-    if (s.refresh_token.empty() || (!s.access_token.empty() && !is_header_token(s.access_token)) ||
+    if ((s.refresh_token.empty() && !policy_.client_credentials) ||
+        (!s.access_token.empty() && !is_header_token(s.access_token)) ||
         (!s.token_type.empty() && !is_header_token(s.token_type))) {
       ++stats_.store_load_failures;
       if (destroyed_) return end_run(act(action::kind::done));
@@ -415,17 +427,17 @@ action refresh_machine::proceed(instant now, action a) {
 }
 
 action refresh_machine::begin_request(instant now, action a) {
-  if (rt_.empty()) {
+  if (policy_.client_credentials) {
+    // No chain to check (I1, I5's dead grant): only the waits below.
+  } else if (rt_.empty()) {
     diagnostics d;
     d.client_message = "no refresh token: none configured and none in the token store";
     return finish_failure(make_error_code(errc::invalid_config), std::move(d), now, std::move(a));
-  }
-  if (rt_dead_) {
+  } else if (rt_dead_) {
     // I5: the server refused this token; it is not sent again until it changes.
     diagnostics d = dead_diag_ ? *dead_diag_ : diagnostics{};
     return finish_failure(make_error_code(errc::invalid_grant), std::move(d), now, std::move(a));
-  }
-  if (known_spent(rt_.view())) {
+  } else if (known_spent(rt_.view())) {
     // I1 by construction; should a path ever break it, fail rather than revoke the chain.
     return on_internal_error("the refresh token to present is one the server already consumed",
                              now);
@@ -465,6 +477,9 @@ stored_tokens refresh_machine::to_stored(const new_token& t, instant now) const 
 
 action refresh_machine::on_answer(protocol::token_response answer, clock_type::time_point sent,
                                   instant now) {
+  // client_credentials: a refresh token in the answer (RFC 6749 §4.4.3 says there is none) is
+  // dropped; this client never presents one.
+  if (policy_.client_credentials) wipe_all(answer.refresh_token);
   const bool rotated = !answer.refresh_token.empty() && answer.refresh_token != rt_.view();
   rt_answer_lost_ = false;
   if (rotated) {
@@ -592,7 +607,7 @@ action refresh_machine::on_failure(error_code ec, diagnostics diag,
     retry_after_failure_ = ec;
     retry_after_diag_ = std::make_shared<const diagnostics>(diag);
   }
-  if (ec == errc::invalid_grant) {
+  if (ec == errc::invalid_grant && !policy_.client_credentials) {
     if (rt_answer_lost_)
       append(diag.client_message,
              "an earlier request presenting this refresh token was sent but its answer was lost "

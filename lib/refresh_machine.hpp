@@ -29,6 +29,10 @@
 //      from the server (protocol.cpp) or from a store (here: a bad one is store_corrupt).
 //  I7  Every step of a refresh is inside refresh_deadline, and a refresh always ends with a
 //      result: an exception or a dropped handler is errc::internal, never a hang.
+//
+// With the client_credentials grant there is no chain: I1, I2 and the dead grant of I5 do not
+// apply (invalid_grant or invalid_client is a definite failure under the spacing), a stored
+// state holding a refresh token belongs to another grant and is refused (invalid_config).
 #ifndef NXSYS_AUTH_LIB_REFRESH_MACHINE_HPP
 #define NXSYS_AUTH_LIB_REFRESH_MACHINE_HPP
 
@@ -115,6 +119,10 @@ struct machine_policy {
   clock_type::duration refresh_deadline{std::chrono::seconds(60)};
   bool strict_durability = false;
   std::chrono::milliseconds store_retry_interval{1'000};
+  /// No chain: requests present no refresh token, answers rotate nothing, and stored states
+  /// hold an empty refresh token (I1, I2 and I5's dead grant are about the chain, so they
+  /// have nothing to hold here; I3, I4, I6 and I7 hold as for refresh tokens).
+  bool client_credentials = false;
 
   static machine_policy from(const client_config& cfg);
 };

@@ -5,11 +5,11 @@
 #ifndef NXSYS_AUTH_LIB_SECRET_STRING_HPP
 #define NXSYS_AUTH_LIB_SECRET_STRING_HPP
 
+#include "nxsys/auth/detail/wipe.hpp"
+
 #include <string>
 #include <string_view>
 #include <utility>
-
-#include "nxsys/auth/detail/wipe.hpp"
 
 namespace nxsys::auth::detail {
 

@@ -3,12 +3,11 @@
 // damaged state is store_corrupt, never guessed at), and every buffer that held a token wiped.
 #include "state_codec.hpp"
 
-#include "diag.hpp"
-#include "wiping_json.hpp"
-
 #include <nxsys/auth/protocol.hpp>
 
+#include "diag.hpp"
 #include "text.hpp"
+#include "wiping_json.hpp"
 
 #include <boost/json/object.hpp>
 #include <boost/json/serializer.hpp>
@@ -80,8 +79,10 @@ error_code parse_stored_tokens(std::string_view text, const std::string& path, s
   stored_tokens t;
   std::int64_t expires_ms = 0, lifetime_s = 0, generation = 0;
   if (auto ec = string_field(*o, "refreshToken", t.refresh_token, path, diag)) return ec;
-  if (t.refresh_token.empty()) return corrupt(diag, path, "refreshToken is missing or empty");
   if (auto ec = string_field(*o, "accessToken", t.access_token, path, diag)) return ec;
+  // A client_credentials state has no refresh token; one with neither token is no state.
+  if (t.refresh_token.empty() && t.access_token.empty())
+    return corrupt(diag, path, "refreshToken and accessToken are both missing or empty");
   if (auto ec = string_field(*o, "tokenType", t.token_type, path, diag)) return ec;
   if (auto ec = int_field(*o, "expiresAtMs", max_epoch_ms, expires_ms, path, diag)) return ec;
   if (auto ec =
@@ -106,6 +107,12 @@ error_code parse_stored_tokens(std::string_view text, const std::string& path, s
 
 // A buffer big enough for any escaping, so that the serializer never reallocates (a
 // reallocation would free an unwiped copy).
+error_code check_savable(const stored_tokens& next, diagnostics& diag) {
+  if (!next.refresh_token.empty() || !next.access_token.empty()) return {};
+  diag.client_message = "refusing to save a state with neither a refresh token nor an access token";
+  return make_error_code(errc::invalid_argument);
+}
+
 secret_string serialize_stored_tokens(const stored_tokens& t) {
   json::object o(wiping_storage());
   o["format"] = format_name;

@@ -19,6 +19,11 @@ namespace nxsys::auth::detail {
 boost::system::error_code parse_stored_tokens(std::string_view text, const std::string& source,
                                               stored_tokens& out, diagnostics& diag);
 
+/// Whether a store may take `next`: it holds a refresh token (a chain), or, for the
+/// client_credentials grant, which has none, an access token. errc::invalid_argument with the
+/// reason in diag otherwise: an empty state would erase a chain. Every store checks this.
+boost::system::error_code check_savable(const stored_tokens& next, diagnostics& diag);
+
 /// The JSON text of `t`, built without leaving unwiped copies of its tokens behind (empty if
 /// it cannot be serialized).
 secret_string serialize_stored_tokens(const stored_tokens& t);

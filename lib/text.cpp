@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: BSL-1.0
 // Text helpers: comparison, header safety, sanitising server text, redaction.
 #include "text.hpp"
+
 #include "secret_string.hpp"
 
 #include <openssl/crypto.h>

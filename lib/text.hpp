@@ -21,7 +21,6 @@ std::string printable(std::string_view s, std::size_t max);
 /// echoing what it was sent cannot leak a credential into messages or logs.
 void redact(std::string& s, std::initializer_list<std::string_view> secrets);
 
-
 }  // namespace nxsys::auth::detail
 
 #endif

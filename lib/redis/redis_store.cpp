@@ -3,8 +3,8 @@
 // strand per store.
 #include <nxsys/auth/redis_store.hpp>
 
-#include "connection.hpp"
 #include "completion_tokens.hpp"
+#include "connection.hpp"
 #include "state_codec.hpp"
 #include "text.hpp"
 
@@ -26,12 +26,11 @@
 
 namespace nxsys::auth {
 namespace asio = boost::asio;
-using detail::use_tuple;
 using boost::system::error_code;
+using detail::use_tuple;
 using steady = std::chrono::steady_clock;
 
 namespace {
-
 
 // Takes the lease if it is free, or confirms it to its owner: sent again after a lost reply, it
 // does not lock its own sender out for lease_ttl as a second SET NX would.
@@ -143,12 +142,9 @@ struct redis_store::state : std::enable_shared_from_this<state> {
         strand(asio::make_strand(ex)),
         opts(std::move(o)),
         // The password lives only here from now on, overwritten when it goes.
-        address{opts.host,
-                std::to_string(opts.port),
-                opts.username,
-                detail::secret_string(std::move(opts.password)),
-                opts.database,
-                opts.connect_timeout},
+        address{opts.host,     std::to_string(opts.port),
+                opts.username, detail::secret_string(std::move(opts.password)),
+                opts.database, opts.connect_timeout},
         state_key(opts.key_prefix + "{" + opts.name + "}"),
         lease_key(state_key + ":lease"),
         channel(state_key + ":events"),
@@ -454,19 +450,16 @@ void redis_store::do_save(stored_tokens next, std::string expected,
       s_->strand,
       [](std::shared_ptr<state> s, stored_tokens next,
          detail::secret_string expected) -> asio::awaitable<std::tuple<error_code, diagnostics>> {
-        if (next.refresh_token.empty()) {
-          diagnostics d;
-          d.client_message = "redis_store: a save needs a refresh token";
-          co_return std::tuple{make_error_code(errc::invalid_argument), std::move(d)};
-        }
+        if (diagnostics d; auto ec = detail::check_savable(next, d))
+          co_return std::tuple{ec, std::move(d)};
         const auto text = detail::serialize_stored_tokens(next);
         redis::reply r;
         // The access token also stands inside the (JSON-escaped) state: kept out of messages
         // on its own as well.
-        auto o = co_await s->exec(redis::command("EVAL", save_script, "1", s->state_key,
-                                                 expected.str(), next.refresh_token, text.str(),
-                                                 s->channel),
-                                  r, steady::time_point::max(), redis::command(next.access_token));
+        auto o =
+            co_await s->exec(redis::command("EVAL", save_script, "1", s->state_key, expected.str(),
+                                            next.refresh_token, text.str(), s->channel),
+                             r, steady::time_point::max(), redis::command(next.access_token));
         // Saved, or not saved for want of Redis (out of reach, or answering READONLY, OOM, ...):
         // kept as the newest state known here, which local_fallback serves while Redis is out
         // of reach. The failure still goes to the client, which retries until Redis takes it.

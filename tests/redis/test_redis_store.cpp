@@ -112,11 +112,28 @@ BOOST_AUTO_TEST_CASE(state_round_trip_and_compare_and_set) {
   BOOST_TEST(std::get<1>(d.load(s))->refresh_token == "rt-1");
   BOOST_TEST(!d.save(s, tokens("rt-2", "at-2"), "rt-1"));
   BOOST_TEST(std::get<1>(d.load(s))->refresh_token == "rt-2");
-  BOOST_TEST(d.save(s, tokens(""), "rt-2") == na::errc::invalid_argument);
+  BOOST_TEST(d.save(s, tokens("", ""), "rt-2") == na::errc::invalid_argument);
+  // A client_credentials state (no refresh token) never overwrites a chain...
+  BOOST_TEST(d.save(s, tokens("", "at-cc"), "") == na::errc::store_conflict);
+  BOOST_TEST(std::get<1>(d.load(s))->refresh_token == "rt-2");
 
   // The keys share one hash slot; the state is a hash; nothing else was written.
   BOOST_TEST(redis.command({"HGET", "nxsys-auth:{test}", "refresh_token"}) == "rt-2");
   BOOST_TEST(redis.command({"DBSIZE"}) == "1");
+}
+
+// The client_credentials grant keeps an access token alone; replicas share it.
+BOOST_AUTO_TEST_CASE(a_client_credentials_state_round_trips) {
+  redis_server redis;
+  driver d;
+  na::redis_store s(d.ctx.get_executor(), options_for(redis));
+  BOOST_TEST(!d.save(s, tokens("", "at-cc-1"), ""));
+  BOOST_TEST(!d.save(s, tokens("", "at-cc-2"), ""));
+  auto [ec, t] = d.load(s);
+  BOOST_TEST(!ec);
+  BOOST_REQUIRE(t.has_value());
+  BOOST_TEST(t->refresh_token.empty());
+  BOOST_TEST(t->access_token == "at-cc-2");
 }
 
 BOOST_AUTO_TEST_CASE(a_damaged_state_is_store_corrupt) {

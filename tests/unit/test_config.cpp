@@ -72,6 +72,11 @@ BOOST_AUTO_TEST_CASE(a_good_configuration_validates) {
   c.http.allow_insecure_http = true;
   c.token_url = "http://auth.example.com/t";
   BOOST_TEST(!c.validate());
+  // client_credentials needs no refresh token and no store.
+  auto cc = good_client();
+  cc.grant = na::grant_type::client_credentials;
+  cc.refresh_token.wipe();
+  BOOST_TEST(!cc.validate());
 }
 
 BOOST_AUTO_TEST_CASE(each_bad_client_field_is_named) {
@@ -95,6 +100,14 @@ BOOST_AUTO_TEST_CASE(each_bad_client_field_is_named) {
       {"http.request_timeout", [](auto& c) { c.http.request_timeout = -5ms; }},
       {"http.max_idle_connection", [](auto& c) { c.http.max_idle_connection = -1ms; }},
       {"http.max_response_bytes", [](auto& c) { c.http.max_response_bytes = 255; }},
+      {"refresh_token must be empty with grant client_credentials",
+       [](auto& c) { c.grant = na::grant_type::client_credentials; }},
+      {"client_secret is empty",
+       [](auto& c) {
+         c.grant = na::grant_type::client_credentials;
+         c.refresh_token.wipe();
+         c.client_secret.wipe();
+       }},
   };
   for (const auto& k : cases) {
     const auto [ec, message] = check<na::client_config>(good_client(), k.edit);

@@ -195,9 +195,8 @@ std::vector<corrupt_case> corrupt_cases() {
       {"JSON null", "null", "not a JSON object"},
       {"JSON array", R"(["rt-SECRET-0123456789"])", "not a JSON object"},
       {"JSON number", "42", "not a JSON object"},
-      {"missing refreshToken",
-       R"({"format":"nxsys-auth-token-store","version":1,"accessToken":"at-SECRET-0123456789"})",
-       "refreshToken"},
+      {"neither token (a client_credentials state has an access token)",
+       R"({"format":"nxsys-auth-token-store","version":1,"tokenType":"Bearer"})", "refreshToken"},
       {"empty refreshToken", R"({"format":"nxsys-auth-token-store","version":1,"refreshToken":""})",
        "refreshToken"},
       {"wrong version",
@@ -340,12 +339,30 @@ BOOST_AUTO_TEST_CASE(a_save_over_a_corrupt_file_fails_and_leaves_it) {
   BOOST_TEST(read_file(dir.file("tokens.json")) == "{not json");
 }
 
-BOOST_AUTO_TEST_CASE(an_empty_refresh_token_is_not_saved) {
+BOOST_AUTO_TEST_CASE(a_state_with_neither_token_is_not_saved) {
   temp_dir dir;
   driver d;
   file_store s(dir.file("tokens.json"));
-  BOOST_TEST(d.save(s, tokens(""), "") == errc::invalid_argument);
+  BOOST_TEST(d.save(s, tokens("", ""), "") == errc::invalid_argument);
   BOOST_TEST(dir.entries().empty());
+}
+
+// The client_credentials grant has no refresh token: its state is an access token alone.
+BOOST_AUTO_TEST_CASE(a_client_credentials_state_is_saved_and_loaded) {
+  temp_dir dir;
+  driver d;
+  file_store s(dir.file("tokens.json"));
+  BOOST_TEST(!d.save(s, tokens("", "at-SECRET-cc-1"), ""));
+  // The compare-and-set compares empty refresh tokens: the next save goes through.
+  BOOST_TEST(!d.save(s, tokens("", "at-SECRET-cc-2"), ""));
+  auto [ec, t] = d.load(s);
+  BOOST_TEST(!ec);
+  BOOST_REQUIRE(t.has_value());
+  BOOST_TEST(t->refresh_token.empty());
+  BOOST_TEST(t->access_token == "at-SECRET-cc-2");
+  // A refresh-token state is not written over by an empty expectation.
+  BOOST_TEST(!d.save(s, tokens("rt-SECRET-1"), ""));
+  BOOST_TEST(d.save(s, tokens("", "at-SECRET-cc-3"), "") == errc::store_conflict);
 }
 
 BOOST_AUTO_TEST_CASE(a_save_leaves_no_temporary_files) {

@@ -289,6 +289,25 @@ BOOST_AUTO_TEST_CASE(dialects_and_client_authentication) {
              "Basic czZCaGRSa3F0Mzo3RmpmcDBaQnIxS3REUmJuZlZkbUl3");
 }
 
+BOOST_AUTO_TEST_CASE(client_credentials_requests) {
+  using nxsys::auth::client_authentication;
+  using nxsys::auth::dialect;
+  auto r = proto::build_client_credentials_request(
+      dialect::rfc6749, client_authentication::request_body, "id", "s+c", "read write");
+  BOOST_TEST(r.body ==
+             "grant_type=client_credentials&client_id=id&client_secret=s%2Bc"
+             "&scope=read+write");
+  BOOST_TEST(r.authorization.empty());
+  r = proto::build_client_credentials_request(dialect::nxsys, client_authentication::request_body,
+                                              "i", "s");
+  BOOST_TEST(r.body == "grantType=client_credentials&clientId=i&clientSecret=s");
+  // RFC 6749 §4.4.2's own example: Basic authentication, nothing but the grant in the body.
+  r = proto::build_client_credentials_request(dialect::rfc6749, client_authentication::http_basic,
+                                              "s6BhdRkqt3", "7Fjfp0ZBr1KtDRbnfVdmIw");
+  BOOST_TEST(r.body == "grant_type=client_credentials");
+  BOOST_TEST(r.authorization == "Basic czZCaGRSa3F0Mzo3RmpmcDBaQnIxS3REUmJuZlZkbUl3");
+}
+
 BOOST_AUTO_TEST_CASE(scope_and_extra_fields_are_kept) {
   auto p = parse(200, R"({"access_token":"a","scope":"read","id_token":"x.y.z","n":{"k":1}})");
   BOOST_REQUIRE(!p.ec);

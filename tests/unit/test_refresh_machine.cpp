@@ -553,3 +553,83 @@ BOOST_AUTO_TEST_CASE(refresh_ahead_runs_in_the_background_while_the_token_is_ser
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+// The client_credentials grant: no chain, the same single run, saves and spacing.
+BOOST_AUTO_TEST_SUITE(refresh_machine_client_credentials)
+
+namespace {
+machine_policy cc_policy() {
+  auto p = script::defaults();
+  p.client_credentials = true;
+  return p;
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(a_request_presents_no_refresh_token_and_the_state_saved_has_none) {
+  script s(cc_policy(), "");
+  auto d = s.caller();
+  BOOST_REQUIRE((d.what == call::join));
+  auto a = s.to_request();
+  BOOST_REQUIRE((a.what == kind::request));
+  BOOST_TEST(a.refresh_token.empty());
+  // A refresh token in the answer (RFC 6749 §4.4.3 says there is none) is not adopted.
+  a = s.answer("at-1", "rt-unexpected");
+  BOOST_REQUIRE((a.what == kind::save));
+  BOOST_TEST(a.next.refresh_token.empty());
+  BOOST_TEST(a.next.access_token == "at-1");
+  a = s.saved();
+  BOOST_REQUIRE(a.complete.has_value());
+  BOOST_TEST(!a.complete->ec);
+  BOOST_TEST(!a.complete->event.refresh_token_rotated);
+  BOOST_TEST(s.m->refresh_token().empty());
+  // The next token's request presents nothing either.
+  s.advance(3600s);
+  d = s.caller();
+  BOOST_REQUIRE((d.what == call::join));
+  a = s.to_request();
+  BOOST_REQUIRE((a.what == kind::request));
+  BOOST_TEST(a.refresh_token.empty());
+}
+
+BOOST_AUTO_TEST_CASE(a_valid_stored_access_token_is_taken_without_a_request) {
+  script s(cc_policy(), "");
+  s.caller();
+  auto a = s.to_request(stored("", 0, "at-shared", s.now.wall + 3000s));
+  BOOST_REQUIRE(a.complete.has_value());
+  BOOST_TEST(!a.complete->ec);
+  BOOST_TEST(a.complete->token.value() == "at-shared");
+  BOOST_TEST(a.complete->event.from_store);
+  BOOST_TEST((a.what == kind::done));
+}
+
+BOOST_AUTO_TEST_CASE(a_stored_refresh_token_chain_is_refused) {
+  script s(cc_policy(), "");
+  s.caller();
+  auto a = s.to_request(stored("rt-of-another-client", 3, "at", s.now.wall + 3000s));
+  BOOST_REQUIRE(a.complete.has_value());
+  BOOST_TEST(a.complete->ec == na::errc::invalid_config);
+  BOOST_TEST(a.complete->diag->client_message.find("client_credentials") != std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(invalid_client_is_spaced_not_a_dead_chain) {
+  auto p = cc_policy();
+  p.min_retry_spacing = 1s;
+  script s(p, "");
+  s.caller();
+  auto a = s.to_request();
+  BOOST_REQUIRE((a.what == kind::request));
+  a = s.failed(na::errc::invalid_grant, true);
+  // No re-read of the store for a rotation race: there is no chain to race on.
+  BOOST_REQUIRE(a.complete.has_value());
+  BOOST_TEST(a.complete->ec == na::errc::invalid_grant);
+  // Within the spacing the failure is the answer; after it, a new request goes out.
+  auto d = s.caller();
+  BOOST_TEST((d.what == call::fail));
+  s.advance(1100ms);
+  d = s.caller();
+  BOOST_REQUIRE((d.what == call::join));
+  a = s.to_request();
+  BOOST_TEST((a.what == kind::request));
+}
+
+BOOST_AUTO_TEST_SUITE_END()

@@ -218,7 +218,8 @@ class client {
   /// refresh again with it.
   /// Thread safety: may be called from any thread, concurrently with token().
   /// @param refresh_token the refresh token of the new authorization
-  /// @throws error_with_diagnostics errc::invalid_argument when `refresh_token` is empty
+  /// @throws error_with_diagnostics errc::invalid_argument when `refresh_token` is empty, or
+  ///   the client uses the client_credentials grant
   void set_refresh_token(std::string refresh_token);
 
   /// What the client did so far, for metrics. Thread safety: may be called from any thread,

@@ -143,8 +143,12 @@ struct client_config {
   /// Never in a message, a log or diagnostics.
   secret client_secret{};
   /// The refresh token to start with. Rotated refresh tokens replace it in the client. May be
-  /// empty when storage.store holds one (a restarted process).
+  /// empty when storage.store holds one (a restarted process). Empty for client_credentials.
   secret refresh_token{};
+  /// How tokens are obtained: with the refresh token (the Nxsys flow, the default), or with
+  /// the client's own credentials (RFC 6749 §4.4; needs client_secret, no refresh_token). Both
+  /// get the same single flight, refresh-ahead, retries, stats and stores.
+  grant_type grant = grant_type::refresh_token;
   /// Parameter names of the request (the seed's camelCase by default) and where the client's
   /// credentials go. With http_basic the body carries no client_id or client_secret.
   nxsys::auth::dialect dialect = nxsys::auth::dialect::nxsys;

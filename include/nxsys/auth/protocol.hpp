@@ -29,6 +29,15 @@ enum class dialect {
   rfc6749,  ///< RFC 6749 §6: grant_type, refresh_token, client_id, client_secret, scope
 };
 
+/// How the client obtains access tokens.
+enum class grant_type {
+  /// RFC 6749 §6: a refresh token (rotated by the server, kept in the store) buys each token.
+  refresh_token,
+  /// RFC 6749 §4.4: the client's own credentials buy each token; there is no refresh token.
+  /// For service-to-service use; the client must be confidential (it has a secret).
+  client_credentials,
+};
+
 /// How the client authenticates to the token endpoint (RFC 6749 §2.3.1).
 enum class client_authentication {
   request_body,  ///< client_secret_post: id and secret in the form body
@@ -56,8 +65,8 @@ std::string form_urlencode(std::string_view s);
 std::string build_refresh_body(std::string_view refresh_token, std::string_view client_id,
                                std::string_view client_secret);
 
-/// A refresh request: its form body and, for client_secret_basic, its Authorization header.
-/// Both hold credentials, so they are overwritten whenever the request lets go of them
+/// A token request (either grant): its form body and, for client_secret_basic, its Authorization
+/// header. Both hold credentials, so they are overwritten whenever the request lets go of them
 /// (destruction, assignment, move), as in stored_tokens.
 struct refresh_request {
   std::string body;           ///< the form body, application/x-www-form-urlencoded
@@ -103,6 +112,19 @@ struct refresh_request {
 refresh_request build_refresh_request(dialect d, client_authentication auth,
                                       std::string_view refresh_token, std::string_view client_id,
                                       std::string_view client_secret, std::string_view scope = {});
+
+/// A client_credentials request (RFC 6749 §4.4): grant_type=client_credentials (grantType in
+/// the Nxsys dialect), the client authenticated as `auth` says, `scope` sent when not empty.
+/// @param d the parameter names (camelCase for the Nxsys endpoint, or RFC 6749's)
+/// @param auth where the client's id and secret go: the body, or an HTTP Basic header
+/// @param client_id the client's id
+/// @param client_secret the client's secret
+/// @param scope the scope to ask for; empty: none sent
+/// @return the body and, for http_basic, the Authorization header value
+refresh_request build_client_credentials_request(dialect d, client_authentication auth,
+                                                 std::string_view client_id,
+                                                 std::string_view client_secret,
+                                                 std::string_view scope = {});
 
 /// RFC 6749 §2.3.1 client_secret_basic: "Basic " + base64(urlencode(id) ":" urlencode(secret)).
 /// @param client_id the client's id

@@ -4,12 +4,12 @@
 #ifndef NXSYS_AUTH_STORED_TOKENS_HPP
 #define NXSYS_AUTH_STORED_TOKENS_HPP
 
+#include "nxsys/auth/detail/wipe.hpp"
+
 #include <chrono>
 #include <cstdint>
 #include <string>
 #include <utility>
-
-#include "nxsys/auth/detail/wipe.hpp"
 
 namespace nxsys::auth {
 

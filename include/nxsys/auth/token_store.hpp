@@ -147,7 +147,9 @@ class token_store {
   /// @par Errors
   /// errc::store_conflict when another refresh token is stored; errc::store_failed for I/O
   /// failures (a state written but not made durable included); errc::invalid_argument, with
-  /// file_store and redis_store, when `next` holds no refresh token (nothing is written).
+  /// the stores of this library, when `next` holds neither a refresh token nor an access token
+  /// (nothing is written). A client_credentials state has an empty refresh token: the
+  /// compare-and-set then compares empty tokens, and the lease alone orders the savers.
   ///
   /// @par Thread safety
   /// May be called from any thread, concurrently with the other operations.
@@ -294,8 +296,7 @@ class memory_store final : public token_store {
   /// @param h the caller's handler
   void do_acquire(std::chrono::steady_clock::time_point deadline,
                   boost::asio::any_completion_handler<acquire_signature> h) override;
-  /// async_save(): compare-and-set under the store's mutex. An empty refresh token in `next`
-  /// is not refused here.
+  /// async_save(): compare-and-set under the store's mutex.
   ///
   /// @par Handler signature
   /// save_signature.
@@ -304,7 +305,8 @@ class memory_store final : public token_store {
   /// @par Cancellation
   /// Not supported (a save completes at once).
   /// @par Errors
-  /// errc::store_conflict when another refresh token is held; nothing else.
+  /// errc::store_conflict when another refresh token is held; errc::invalid_argument for a state
+  /// with neither token.
   /// @par Thread safety
   /// Any thread, concurrently.
   ///
@@ -403,7 +405,7 @@ class file_store final : public token_store {
   /// @par Cancellation
   /// Not supported.
   /// @par Errors
-  /// errc::invalid_argument when `next` holds no refresh token (nothing is written);
+  /// errc::invalid_argument when `next` holds neither token (nothing is written);
   /// errc::store_conflict when the file holds another refresh token; errc::store_corrupt when
   /// the file cannot be parsed; errc::store_failed for an I/O failure, a directory that could
   /// not be fsync'ed after the rename included (the new state is in place, but not durable).
