@@ -1,0 +1,69 @@
+# SPDX-License-Identifier: BSL-1.0
+# Shared by the tests of examples/ (sourced, after `set -euo pipefail`): a temporary directory
+# (kept when KEEP_TMP is set) and the processes listed in `pids` are removed on exit, waits are
+# bounded, and mock token servers are started on free ports. Counts and behaviour only, never
+# timings.
+#   mock_bin=PATH/TO/nxsys-mock-server; source "$(dirname "$0")/lib.sh"
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  if [ -n "${KEEP_TMP:-}" ]; then echo "kept $tmp"; else rm -rf "$tmp"; fi
+}
+trap cleanup EXIT
+
+# fail MESSAGE: prints MESSAGE and the end of every output file, exits 1.
+fail() {
+  echo "FAIL: $*"
+  for f in "$tmp"/*.out "$tmp"/*.err; do
+    [ -s "$f" ] && { echo "--- $(basename "$f"):"; tail -n 20 "$f"; }
+  done
+  exit 1
+}
+
+# wait_for_line FILE PATTERN: up to 10 s for a line matching PATTERN in FILE.
+wait_for_line() {
+  for _ in $(seq 1 100); do
+    grep -qs "$2" "$1" && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# start_mock NAME [FLAGS...]: an nxsys-mock-server on a free port of 127.0.0.1, its output in
+# $tmp/NAME.out; sets mock_url (http[s]://127.0.0.1:PORT) and, with --tls, mock_ca (its CA).
+start_mock() {
+  local name=$1
+  shift
+  "$mock_bin" --port 0 "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" &
+  pids+=($!)
+  wait_for_line "$tmp/$name.out" '^listening on' || fail "mock server $name did not start"
+  local scheme=http
+  mock_ca=$(sed -n 's/^test CA //p' "$tmp/$name.out")
+  [ -n "$mock_ca" ] && scheme=https
+  mock_url="$scheme://$(sed -n 's/^listening on //p' "$tmp/$name.out")"
+}
+
+# mock_stats URL FILE: the mock server's counters (GET /stats) into FILE.
+mock_stats() {
+  local ca=()
+  [ "${1#https}" != "$1" ] && ca=(--cacert "$mock_ca")
+  curl -sS --max-time 10 "${ca[@]}" "$1/stats" >"$2" || fail "GET $1/stats"
+}
+
+# json FILE EXPR: a value from a JSON file, e.g. json stats.json 'd["refreshes"]'.
+json() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print($2)" "$1"; }
+
+# no_secrets FILE... SECRET...: none of the mock's access tokens (at-N-hex) and none of the
+# given secrets appears in the files. Arguments up to "--" are files.
+no_secrets() {
+  local files=()
+  while [ "$1" != -- ]; do files+=("$1"); shift; done
+  shift
+  ! grep -qE 'at-[0-9]+-[0-9a-f]{16}' "${files[@]}" || fail "an access token was printed"
+  ! grep -qE 'refresh-[0-9]' "${files[@]}" || fail "a rotated refresh token was printed"
+  for s in "$@"; do
+    ! grep -qF -- "$s" "${files[@]}" || fail "a secret was printed"
+  done
+}
