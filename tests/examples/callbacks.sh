@@ -23,7 +23,7 @@ grep -qE '^callback: a Bearer token, valid for [0-9]+ s$' "$tmp/ok.out" || fail 
 grep -qE '^future: a Bearer token, valid for [0-9]+ s$' "$tmp/ok.out" || fail "future: no token"
 grep -qx 'calls 2, refreshes 1' "$tmp/ok.out" || fail "the client did not refresh exactly once"
 mock_stats "$mock_url" "$tmp/stats.json"
-[ "$(json "$tmp/stats.json" 'd["refreshes"]')" -eq 1 ] || fail "the mock saw more than one refresh"
+[ "$(counter "$tmp/stats.json" refreshes)" -eq 1 ] || fail "the mock saw more than one refresh"
 
 # A refused refresh token: both calls fail with the server's invalid_grant, exit 1.
 rc=0; NXSYS_REFRESH_TOKEN=rt-refused-$$ timeout 60 "$example" >"$tmp/refused.out" \

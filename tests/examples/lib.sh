@@ -24,25 +24,36 @@ fail() {
 
 # wait_for_line FILE PATTERN: up to 10 s for a line matching PATTERN in FILE.
 wait_for_line() {
-  for _ in $(seq 1 100); do
+  for _ in $(seq 1 200); do
     grep -qs "$2" "$1" && return 0
-    sleep 0.1
+    sleep 0.05
   done
   return 1
 }
 
-# start_mock NAME [FLAGS...]: an nxsys-mock-server on a free port of 127.0.0.1, its output in
-# $tmp/NAME.out; sets mock_url (http[s]://127.0.0.1:PORT) and, with --tls, mock_ca (its CA).
-start_mock() {
+# launch_mock NAME [FLAGS...]: starts an nxsys-mock-server on a free port of 127.0.0.1, its
+# output in $tmp/NAME.out, without waiting for it (see mock_ready).
+launch_mock() {
   local name=$1
   shift
   "$mock_bin" --port 0 "$@" >"$tmp/$name.out" 2>"$tmp/$name.err" &
   pids+=($!)
-  wait_for_line "$tmp/$name.out" '^listening on' || fail "mock server $name did not start"
+}
+
+# mock_ready NAME: waits until the server NAME listens; sets mock_url (http[s]://127.0.0.1:PORT)
+# and, for --tls, mock_ca (the file of its test CA).
+mock_ready() {
+  wait_for_line "$tmp/$1.out" '^listening on' || fail "mock server $1 did not start"
   local scheme=http
-  mock_ca=$(sed -n 's/^test CA //p' "$tmp/$name.out")
+  mock_ca=$(sed -n 's/^test CA //p' "$tmp/$1.out")
   [ -n "$mock_ca" ] && scheme=https
-  mock_url="$scheme://$(sed -n 's/^listening on //p' "$tmp/$name.out")"
+  mock_url="$scheme://$(sed -n 's/^listening on //p' "$tmp/$1.out")"
+}
+
+# start_mock NAME [FLAGS...]: launch_mock and mock_ready.
+start_mock() {
+  launch_mock "$@"
+  mock_ready "$1"
 }
 
 # mock_stats URL FILE: the mock server's counters (GET /stats) into FILE.
@@ -52,8 +63,14 @@ mock_stats() {
   curl -sS --max-time 10 "${ca[@]}" "$1/stats" >"$2" || fail "GET $1/stats"
 }
 
-# json FILE EXPR: a value from a JSON file, e.g. json stats.json 'd["refreshes"]'.
-json() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print($2)" "$1"; }
+# counter FILE NAME: a counter of the mock's flat stats JSON, e.g. counter stats.json refreshes.
+# (sed, not python3: a pyenv shim makes every python3 start cost most of a second.)
+counter() {
+  local v
+  v=$(sed -n "s/.*\"$2\":\([0-9][0-9]*\).*/\1/p" "$1")
+  [ -n "$v" ] || fail "no counter $2 in $1"
+  echo "$v"
+}
 
 # no_secrets FILE... SECRET...: none of the mock's access tokens (at-N-hex) and none of the
 # given secrets appears in the files. Arguments up to "--" are files.

@@ -21,7 +21,7 @@ rc=0; timeout 60 "$example" >"$tmp/ok.out" 2>"$tmp/ok.err" || rc=$?
 grep -qE '^got a Bearer token, valid for (59[0-9]|600) s$' "$tmp/ok.out" ||
   fail "no 'got a Bearer token, valid for ... s' line"
 mock_stats "$mock_url" "$tmp/stats.json"
-[ "$(json "$tmp/stats.json" 'd["refreshes"]')" -eq 1 ] || fail "not exactly one refresh"
+[ "$(counter "$tmp/stats.json" refreshes)" -eq 1 ] || fail "not exactly one refresh"
 
 # --- a refresh token the server refuses: exit 1, invalid_grant and the server's words ---
 rc=0; NXSYS_REFRESH_TOKEN=rt-refused-$$ timeout 60 "$example" >"$tmp/refused.out" \
@@ -31,7 +31,7 @@ grep -q '^minimal: invalid_grant (HTTP 400); server says: invalid_grant' "$tmp/r
   fail "a refused refresh token: no invalid_grant message"
 grep -q 'authorize again' "$tmp/refused.err" || fail "invalid_grant: no advice to re-authorize"
 mock_stats "$mock_url" "$tmp/stats.json"
-[ "$(json "$tmp/stats.json" 'd["errors"]')" -eq 1 ] || fail "invalid_grant was retried"
+[ "$(counter "$tmp/stats.json" errors)" -eq 1 ] || fail "invalid_grant was retried"
 
 # --- configuration: a missing variable, plain http off loopback ---
 rc=0; env -u NXSYS_CLIENT_SECRET timeout 60 "$example" >/dev/null 2>"$tmp/noenv.err" || rc=$?
