@@ -76,7 +76,7 @@ int main() {
     // What the coroutine throws arrives here; rethrown after run(), it meets the same catch
     // as the constructor's errors instead of escaping from run().
     asio::co_spawn(ctx, print_expiry(client), [&](std::exception_ptr e) { failure = e; });
-    ctx.run();  // returns when the coroutine is done: the client keeps no work pending
+    ctx.run();  // returns when the coroutine is done: an idle client keeps no work pending
     if (failure) std::rethrow_exception(failure);
     return 0;
   } catch (const auth::error_with_diagnostics& e) {

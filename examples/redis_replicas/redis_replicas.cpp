@@ -98,10 +98,10 @@ asio::awaitable<void> caller(auth::session& api, std::chrono::steady_clock::time
   }
 }
 
-// The store, the client and the session live in this coroutine's frame: destroyed when it ends,
-// while the io_context still runs, so that a refresh in flight then (refresh-ahead) is finished
-// and its tokens saved to Redis for the other replicas before run() returns. Destroying the
-// store closes its Redis connections, which would otherwise keep run() going.
+// The store, the client and the session live in this coroutine's frame, so they are destroyed
+// when it ends, while the io_context still runs: a refresh in flight then (a refresh-ahead) is
+// carried to its answer and its tokens saved to Redis for the other replicas, a failed save is
+// tried one last time, and then run() returns (see examples/session_restart).
 asio::awaitable<int> replica(settings s) {
   const auto executor = co_await asio::this_coro::executor;
 

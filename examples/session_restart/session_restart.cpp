@@ -66,10 +66,11 @@ int positive(const char* text) {
 }
 
 // The client and the session live in this coroutine's frame, so they are destroyed when it
-// ends, while the io_context still runs. That matters with rotation: a refresh already sent
-// when the program decides to stop (a background refresh-ahead, say) is then carried to its
-// answer and the new refresh token saved before run() returns. Destroyed after run(), the
-// client could not finish it, and the server's new refresh token would be lost.
+// ends, while the io_context still runs. A client keeps working for as long as it lives: a
+// refresh-ahead in flight, a failed save retried (storage.retry_interval, doubling). Destroyed
+// while the io_context runs, it finishes what must not be lost (a refresh already sent is
+// carried to its answer and its new refresh token saved; a failed save gets one last attempt)
+// and then lets run() return, which a client still alive and retrying would not.
 asio::awaitable<int> call_api(settings s) {
   const auto executor = co_await asio::this_coro::executor;
 
