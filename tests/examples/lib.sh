@@ -12,6 +12,7 @@ cleanup() {
   if [ -n "${KEEP_TMP:-}" ]; then echo "kept $tmp"; else rm -rf "$tmp"; fi
 }
 trap cleanup EXIT
+trap 'exit 143' TERM INT  # a CTest timeout or ^C: exit, which runs cleanup
 
 # fail MESSAGE: prints MESSAGE and the end of every output file, exits 1.
 fail() {
