@@ -63,7 +63,8 @@ int run(auth::client_config cfg) {
   std::promise<bool> callback_done;
   auth::diagnostics callback_diag;
   client.async_token(callback_diag, [&](boost::system::error_code ec, auth::access_token token) {
-    // One string, one write: this thread and the main one both print.
+    // One string, one write, as for anything a handler prints: a handler on another thread
+    // may be printing at the same time.
     if (ec) {
       std::cerr << "callback: " + auth::describe(ec, callback_diag) + "\n";
     } else {
@@ -74,7 +75,7 @@ int run(auth::client_config cfg) {
 
   // 2. A std::future, from this thread, which does not run the io_context. Asked while the
   // callback's refresh is most likely in flight, it joins that refresh (or, if it came too late
-  // to join, finds the token it left in the cache): one request to the token endpoint for both.
+  // to join, finds the token it left in the cache): one refresh for both.
   // get() blocks until the io_context's thread completes the operation, so it must never be
   // called on a thread that runs the io_context (it would wait for itself). A failure comes
   // out of get() as a boost::system::system_error carrying the error code alone; the

@@ -49,6 +49,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -72,31 +73,41 @@ struct tenant {
   std::string first_error;  // what() of the first failure: never a secret
 };
 
-std::string read_file(const std::filesystem::path& path) {
+std::string read_file(const std::string& path) {
   namespace fs = std::filesystem;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot read " + path);
   // The file holds every tenant's secrets: anyone who can read it can act as every tenant.
   const auto perms = fs::status(path).permissions();
   if ((perms & (fs::perms::group_all | fs::perms::others_all)) != fs::perms::none)
-    throw std::runtime_error(path.string() + " is readable by others: chmod 600 it");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot read " + path.string());
+    throw std::runtime_error(path + " is readable by others: chmod 600 it");
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
-// One client per tenant, all on `ex`. Throws on a malformed file and, from the client's
+// A string member of a tenant's entry. Errors name the entry and the member, never a value.
+std::string_view member(const json::value& entry, std::size_t index, const char* key) {
+  const json::value* v = entry.is_object() ? entry.get_object().if_contains(key) : nullptr;
+  if (v == nullptr || !v->is_string())
+    throw std::runtime_error("tenant #" + std::to_string(index + 1) + ": no \"" + key +
+                             "\" string");
+  return std::string_view(v->get_string());
+}
+
+// One client per tenant, all on `ex`. Throws for a malformed file and, from the client's
 // constructor, error_with_diagnostics(invalid_config) naming the field; the message says which
 // tenant, never a secret.
 void load_tenants(const std::string& path, const asio::any_io_executor& ex,
                   std::deque<tenant>& tenants) {
   const json::value doc = json::parse(read_file(path));
-  for (const json::value& entry : doc.as_array()) {
-    const json::object& t = entry.as_object();
-    const std::string name(t.at("name").as_string());
+  if (!doc.is_array()) throw std::runtime_error(path + ": not a JSON array");
+  for (std::size_t i = 0; i < doc.get_array().size(); ++i) {
+    const json::value& entry = doc.get_array()[i];
+    const std::string name(member(entry, i, "name"));
     auth::client_config cfg;
-    cfg.token_url = auth::make_token_url(t.at("base_url").as_string());
-    cfg.client_id = t.at("client_id").as_string();
-    cfg.client_secret = std::string_view(t.at("client_secret").as_string());
-    cfg.refresh_token = std::string_view(t.at("refresh_token").as_string());
+    cfg.token_url = auth::make_token_url(member(entry, i, "base_url"));
+    cfg.client_id = member(entry, i, "client_id");
+    cfg.client_secret = member(entry, i, "client_secret");
+    cfg.refresh_token = member(entry, i, "refresh_token");
     try {
       tenants.emplace_back(name, ex, std::move(cfg));
     } catch (const auth::error_with_diagnostics& e) {
