@@ -5,6 +5,7 @@
 //
 //   export NXSYS_BASE_API_URL=https://api.nxsys.example NXSYS_CLIENT_ID=my-client
 //   export NXSYS_CLIENT_SECRET=... NXSYS_REFRESH_TOKEN=...
+//   export NXSYS_CA_FILE=/etc/ssl/private-ca.pem   # optional: a CA of your own for https
 //   nxsys-example-callbacks
 //   callback: a Bearer token, valid for 3599 s
 //   future: a Bearer token, valid for 3599 s
@@ -115,6 +116,7 @@ int main() {
     std::cerr << "callbacks: " << e.what() << '\n';
     return 2;
   }
+  if (const char* ca = std::getenv("NXSYS_CA_FILE")) cfg.http.tls.ca_file = ca;
   try {
     return run(std::move(cfg));
   } catch (const auth::error_with_diagnostics& e) {

@@ -14,6 +14,7 @@
 //   export NXSYS_BASE_API_URL=https://api.nxsys.example NXSYS_CLIENT_ID=my-client
 //   export NXSYS_CLIENT_SECRET=... NXSYS_REFRESH_TOKEN=...  # used only while Redis has no state
 //   export NXSYS_REDIS_PASSWORD=...                        # optional: Redis AUTH
+//   export NXSYS_CA_FILE=...                               # optional: a CA of your own
 //   nxsys-example-redis-replicas REDIS_HOST:PORT [SECONDS [CALLERS]]
 //   requests 240, answered 200: 240
 //   refreshes 3 (from the store 2), rotated 1, adopted 2, 401s retried 0
@@ -54,7 +55,7 @@ using namespace std::chrono_literals;
 namespace {
 
 struct settings {
-  std::string base_url, client_id, client_secret, refresh_token;
+  std::string base_url, client_id, client_secret, refresh_token, ca_file;
   auth::redis_store_options redis;
   std::chrono::seconds duration{3};
   unsigned callers = 4;
@@ -115,10 +116,13 @@ asio::awaitable<int> replica(settings s) {
   // Read by whichever replica refreshes first, and only while Redis holds no state: after
   // that the chain lives in Redis, and this token (consumed by then) is never sent again.
   cfg.refresh_token = s.refresh_token;
+  cfg.http.tls.ca_file = s.ca_file;  // empty: the system's CAs
   // Connects lazily: an unreachable Redis fails the first refresh with store_failed, not this.
   cfg.storage.store = std::make_shared<auth::redis_store>(executor, s.redis);
   auth::client client(executor, std::move(cfg));  // throws invalid_config
-  auth::session api(client, {.base_url = s.base_url});
+  // The session has http options of its own (the API may be another host than the token
+  // endpoint, with other timeouts); here it trusts the same CA.
+  auth::session api(client, {.base_url = s.base_url, .http = {.tls = {.ca_file = s.ca_file}}});
 
   counts n;
   const auto until = std::chrono::steady_clock::now() + s.duration;
@@ -174,6 +178,7 @@ int main(int argc, char** argv) {
     s.client_id = env("NXSYS_CLIENT_ID", true);
     s.client_secret = env("NXSYS_CLIENT_SECRET", true);
     s.refresh_token = env("NXSYS_REFRESH_TOKEN", false);  // not needed once Redis has the chain
+    s.ca_file = env("NXSYS_CA_FILE", false);
   } catch (const std::runtime_error& e) {
     std::cerr << "redis_replicas: " << e.what() << '\n';
     return 2;

@@ -12,6 +12,7 @@
 //   export NXSYS_BASE_API_URL=https://api.nxsys.example NXSYS_CLIENT_ID=my-client
 //   export NXSYS_CLIENT_SECRET=...
 //   export NXSYS_REFRESH_TOKEN=...    # needed only until the store file exists
+//   export NXSYS_CA_FILE=...          # optional: a CA of your own for https
 //   nxsys-example-session-restart /var/lib/my-app/nxsys-tokens.json [REQUESTS [INTERVAL_MS]]
 //   requests 15, answered 200: 15
 //   refreshes 3 (from the store 0), rotated 3, 401s retried 0
@@ -45,7 +46,7 @@ namespace http = boost::beast::http;
 namespace {
 
 struct settings {
-  std::string base_url, client_id, client_secret, refresh_token, store_path;
+  std::string base_url, client_id, client_secret, refresh_token, ca_file, store_path;
   int requests = 15;
   std::chrono::milliseconds interval{100};
 };
@@ -80,6 +81,7 @@ asio::awaitable<int> call_api(settings s) {
   cfg.client_secret = s.client_secret;
   // Empty after the first run: the store holds the chain then, and this token was consumed.
   cfg.refresh_token = s.refresh_token;
+  cfg.http.tls.ca_file = s.ca_file;  // empty: the system's CAs
   // The file (mode 0600: it holds the refresh token) is replaced atomically, so a crash
   // mid-write leaves the previous state, and locked with flock, so that processes sharing it
   // refresh one at a time. A file that cannot be parsed throws store_corrupt here: starting over
@@ -91,8 +93,9 @@ asio::awaitable<int> call_api(settings s) {
   cfg.storage.strict_durability = true;
   auth::client client(executor, std::move(cfg));  // throws invalid_config
   // The session adds Host and "Authorization: Bearer ...", keeps connections alive, and
-  // answers a 401 with one refresh and one retry.
-  auth::session api(client, {.base_url = s.base_url});
+  // answers a 401 with one refresh and one retry. Its http options are its own (the API may be
+  // another host than the token endpoint, with other timeouts); here it trusts the same CA.
+  auth::session api(client, {.base_url = s.base_url, .http = {.tls = {.ca_file = s.ca_file}}});
 
   asio::steady_timer pause(executor);
   int ok = 0;
@@ -135,6 +138,7 @@ int main(int argc, char** argv) {
     s.client_id = env("NXSYS_CLIENT_ID", true);
     s.client_secret = env("NXSYS_CLIENT_SECRET", true);
     s.refresh_token = env("NXSYS_REFRESH_TOKEN", false);
+    s.ca_file = env("NXSYS_CA_FILE", false);
   } catch (const std::runtime_error& e) {
     std::cerr << "session_restart: " << e.what() << '\n';
     return 2;

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: BSL-1.0
-# examples/callbacks against nxsys-mock-server: a plain callback and a std::future from a thread
-# that does not run the io_context both get a token, from one refresh (the program's count and
-# the mock's); a refused refresh token fails both with invalid_grant (exit 1).
+# examples/callbacks against nxsys-mock-server (https, its CA in NXSYS_CA_FILE): a plain
+# callback and a std::future from a thread that does not run the io_context both get a token,
+# from one refresh (the program's count and the mock's); a refused refresh token fails both
+# with invalid_grant (exit 1).
 # Usage: callbacks.sh PATH/TO/nxsys-mock-server PATH/TO/nxsys-example-callbacks
 set -euo pipefail
 mock_bin=$1
@@ -12,10 +13,11 @@ source "$(dirname "$0")/lib.sh"
 secret="cs-$RANDOM-$$-client-secret"
 rt0="rt-$RANDOM-$$-refresh-token"
 # A slow answer (200 ms) makes the second call find the first one's refresh still in flight.
-start_mock mock --ttl 600 --latency-ms 200 --client-id callbacks-test --client-secret "$secret" \
-  --refresh-token "$rt0"
+# Over https, trusting the mock's test CA through NXSYS_CA_FILE.
+start_mock mock --tls --ttl 600 --latency-ms 200 --client-id callbacks-test \
+  --client-secret "$secret" --refresh-token "$rt0"
 export NXSYS_BASE_API_URL=$mock_url NXSYS_CLIENT_ID=callbacks-test NXSYS_CLIENT_SECRET=$secret
-export NXSYS_REFRESH_TOKEN=$rt0
+export NXSYS_REFRESH_TOKEN=$rt0 NXSYS_CA_FILE=$mock_ca
 
 rc=0; timeout 60 "$example" >"$tmp/ok.out" 2>"$tmp/ok.err" || rc=$?
 [ "$rc" -eq 0 ] || fail "exit $rc, expected 0"

@@ -37,7 +37,8 @@ tenants_json() {
     umask 077
     {
       while read -r name url id cs rt; do
-        printf '%s\n {"name": "%s", "base_url": "%s", "client_id": "%s",' "$sep" "$name" "$url" "$id"
+        printf '%s\n {"name": "%s", "base_url": "%s",' "$sep" "$name" "$url"
+        printf ' "client_id": "%s",' "$id"
         printf ' "client_secret": "%s", "refresh_token": "%s"}' "$cs" "$rt"
         sep=,
       done <"$1"
@@ -61,7 +62,8 @@ grep -qx "tenants $tenants, calls $((tenants * callers)), failed 0, refreshes $t
 fetch=()
 while read -r name url _; do fetch+=(-o "$tmp/$name.json" "$url/stats"); done <"$tmp/tenants.txt"
 curl -sS --max-time 30 "${fetch[@]}" || fail "GET /stats of the tenants' servers"
-wrong=$(grep -L -e '"refreshes":1,' "$tmp"/tenant-*.json; grep -L -e '"errors":0,' "$tmp"/tenant-*.json)
+wrong=$(grep -L -e '"refreshes":1,' "$tmp"/tenant-*.json
+  grep -L -e '"errors":0,' "$tmp"/tenant-*.json)
 [ -z "$wrong" ] || fail "not one refresh and no error on the servers of: $(basename -a $wrong)"
 
 # One tenant's refresh token refused: that tenant fails alone, with the server's words.

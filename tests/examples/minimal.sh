@@ -40,7 +40,8 @@ grep -q 'NXSYS_CLIENT_SECRET is not set' "$tmp/noenv.err" || fail "the missing v
 rc=0; NXSYS_BASE_API_URL=http://api.nxsys.example timeout 60 "$example" >/dev/null \
   2>"$tmp/insecure.err" || rc=$?
 [ "$rc" -eq 2 ] || fail "plain http off loopback: exit $rc, expected 2"
-grep -q '^minimal: invalid configuration' "$tmp/insecure.err" || fail "plain http: not invalid_config"
+grep -q '^minimal: invalid configuration' "$tmp/insecure.err" ||
+  fail "plain http: not invalid_config"
 
 # --- https, trusting the mock's test CA through NXSYS_CA_FILE ---
 start_mock mock-tls --tls --ttl 600 --client-id minimal-test --client-secret "$secret" \

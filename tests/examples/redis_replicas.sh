@@ -2,11 +2,11 @@
 # SPDX-License-Identifier: BSL-1.0
 # examples/redis_replicas: 3 replica processes started at once, sharing a redis_store on a
 # redis-server of the test's own (127.0.0.1, a free port, no persistence), for 3 s of API
-# requests against nxsys-mock-server with 1-second tokens, rotation and reuse detection. Every
-# replica succeeds (every request answered 200), no rotated-away refresh token is presented
-# again (reuse_detected 0), the server sees about one refresh per expiry for the whole fleet
-# (at most ceil(2 x elapsed seconds) + 2, at least 2), and every one of them is a rotation some
-# replica reports. Skipped (77) without redis-server.
+# requests against nxsys-mock-server (https) with 1-second tokens, rotation and reuse
+# detection. Every replica succeeds (every request answered 200), no rotated-away refresh token
+# is presented again (reuse_detected 0), the server sees about one refresh per expiry for the
+# whole fleet (at most ceil(2 x elapsed seconds) + 2, at least 2), and every one of them is a
+# rotation some replica reports. Skipped (77) without redis-server.
 # Usage: redis_replicas.sh PATH/TO/nxsys-mock-server PATH/TO/nxsys-example-redis-replicas
 set -euo pipefail
 mock_bin=$1
@@ -47,10 +47,11 @@ done
 
 secret="cs-$RANDOM-$$-client-secret"
 rt0="rt-$RANDOM-$$-refresh-token"
-start_mock mock --ttl 1 --rotate --reuse-detection --client-id replicas-test \
+# Over https (token endpoint and API), trusting the mock's test CA through NXSYS_CA_FILE.
+start_mock mock --tls --ttl 1 --rotate --reuse-detection --client-id replicas-test \
   --client-secret "$secret" --refresh-token "$rt0"
 export NXSYS_BASE_API_URL=$mock_url NXSYS_CLIENT_ID=replicas-test NXSYS_CLIENT_SECRET=$secret
-export NXSYS_REFRESH_TOKEN=$rt0
+export NXSYS_REFRESH_TOKEN=$rt0 NXSYS_CA_FILE=$mock_ca
 
 start=$(date +%s%N)
 replica_pids=()
