@@ -143,13 +143,15 @@ struct redis_store::state : std::enable_shared_from_this<state> {
         opts(std::move(o)),
         // The password lives only here from now on, overwritten when it goes.
         address{opts.host,     std::to_string(opts.port),
-                opts.username, detail::secret_string(std::move(opts.password)),
+                opts.username, detail::secret_string(opts.password.view()),
                 opts.database, opts.connect_timeout},
         state_key(opts.key_prefix + "{" + opts.name + "}"),
         lease_key(state_key + ":lease"),
         channel(state_key + ":events"),
         commands(strand, address),
-        events(strand, address) {}
+        events(strand, address) {
+    opts.password.wipe();  // the address's copy is the only one kept
+  }
 
   void remember(const stored_tokens& t) {
     if (!opts.local_fallback) return;
@@ -372,15 +374,35 @@ struct redis_store::state : std::enable_shared_from_this<state> {
   bool closed = false;
 };
 
-redis_store::redis_store(asio::any_io_executor ex, redis_store_options opts)
-    : s_(std::make_shared<state>(std::move(ex), std::move(opts))) {
-  if (s_->opts.lease_ttl.count() < 3 || s_->opts.poll_interval.count() <= 0 ||
-      s_->opts.command_timeout.count() <= 0 || s_->opts.connect_timeout.count() <= 0) {
-    diagnostics d;
-    d.client_message = "redis_store: lease_ttl must be at least 3 ms and the intervals positive";
-    throw error_with_diagnostics(make_error_code(errc::invalid_config), std::move(d));
-  }
+error_code redis_store_options::validate(diagnostics* diag) const {
+  const char* problem = nullptr;
+  if (host.empty())
+    problem = "host is empty";
+  else if (lease_ttl.count() < 3)
+    problem = "lease_ttl must be at least 3 ms";
+  else if (poll_interval.count() <= 0)
+    problem = "poll_interval must be positive";
+  else if (command_timeout.count() <= 0)
+    problem = "command_timeout must be positive";
+  else if (connect_timeout.count() <= 0)
+    problem = "connect_timeout must be positive";
+  else if (database < 0)
+    problem = "database is negative";
+  if (problem == nullptr) return {};
+  if (diag != nullptr) diag->client_message = std::string("redis_store: ") + problem;
+  return make_error_code(errc::invalid_config);
 }
+
+namespace {
+redis_store_options checked(redis_store_options opts) {
+  diagnostics d;
+  if (auto ec = opts.validate(&d)) throw error_with_diagnostics(ec, std::move(d));
+  return opts;
+}
+}  // namespace
+
+redis_store::redis_store(asio::any_io_executor ex, redis_store_options opts)
+    : s_(std::make_shared<state>(std::move(ex), checked(std::move(opts)))) {}
 
 redis_store::~redis_store() {
   asio::post(s_->strand, [s = s_] {

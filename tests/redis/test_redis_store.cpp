@@ -122,6 +122,22 @@ BOOST_AUTO_TEST_CASE(state_round_trip_and_compare_and_set) {
   BOOST_TEST(redis.command({"DBSIZE"}) == "1");
 }
 
+BOOST_AUTO_TEST_CASE(options_are_validated_with_the_field_named) {
+  na::redis_store_options o;
+  BOOST_TEST(!o.validate());
+  na::diagnostics d;
+  o.lease_ttl = std::chrono::milliseconds(2);
+  BOOST_TEST(o.validate(&d) == na::errc::invalid_config);
+  BOOST_TEST(d.client_message.find("lease_ttl") != std::string::npos);
+  o = {};
+  o.host.clear();
+  BOOST_TEST(o.validate(&d) == na::errc::invalid_config);
+  BOOST_TEST(d.client_message.find("host") != std::string::npos);
+  boost::asio::io_context ctx;
+  o.password = "p4ss";
+  BOOST_CHECK_THROW(na::redis_store(ctx.get_executor(), o), na::error_with_diagnostics);
+}
+
 // The client_credentials grant keeps an access token alone; replicas share it.
 BOOST_AUTO_TEST_CASE(a_client_credentials_state_round_trips) {
   redis_server redis;

@@ -5,6 +5,8 @@
 #ifndef NXSYS_AUTH_REDIS_STORE_HPP
 #define NXSYS_AUTH_REDIS_STORE_HPP
 
+#include <nxsys/auth/error.hpp>
+#include <nxsys/auth/secret.hpp>
 #include <nxsys/auth/token_store.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
@@ -16,14 +18,14 @@
 
 namespace nxsys::auth {
 
-/// Options of redis_store. The constructor checks them: errc::invalid_config for lease_ttl below
-/// 3 ms or an interval or timeout that is not positive.
+/// Options of redis_store. The constructor checks them with validate().
 struct redis_store_options {
   std::string host = "127.0.0.1";  ///< an address or a name
   std::uint16_t port = 6379;       ///< the server's TCP port
-  std::string username;            ///< ACL user (Redis 6+); empty: AUTH with the password alone
-  std::string password;            ///< empty: no AUTH
-  int database = 0;                ///< SELECTed when not 0
+  std::string username{};          ///< ACL user (Redis 6+); empty: AUTH with the password alone
+  /// Empty: no AUTH. A credential, wiped by its type (see secret).
+  secret password{};
+  int database = 0;  ///< SELECTed when not 0
   /// Keys are "<key_prefix>{<name>}" (the state, a hash), "<key_prefix>{<name>}:lease" and the
   /// channel "<key_prefix>{<name>}:events"; the braces keep them in one Redis Cluster slot.
   /// Replicas sharing one refresh-token chain use the same prefix and name.
@@ -52,6 +54,12 @@ struct redis_store_options {
   std::chrono::milliseconds command_timeout{2'000};
   /// Bounds one connection attempt: resolve, connect, AUTH and SELECT.
   std::chrono::milliseconds connect_timeout{2'000};
+
+  /// Checks the values, as client_config::validate() does: a host, lease_ttl of 3 ms or more,
+  /// positive intervals and timeouts, a database in [0, 2^31).
+  /// @param diag receives what is wrong, in client_message, naming the field; may be nullptr
+  /// @return empty, or errc::invalid_config
+  boost::system::error_code validate(diagnostics* diag = nullptr) const;
 };
 
 /// A token_store in Redis. The lease is `SET <lease> <random owner> NX PX lease_ttl`, renewed
