@@ -14,7 +14,6 @@
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl/error.hpp>
-#include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/error.hpp>
@@ -28,6 +27,7 @@
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -336,7 +336,19 @@ asio::awaitable<error_code> http_connection::connect(steady_time deadline, diagn
     diag.client_message = "cannot set TLS SNI";
     co_return make_error_code(errc::tls);
   }
-  if (origin_.verify_peer_) tls_->set_verify_callback(asio::ssl::host_name_verification(ep.host));
+  // The host name (or address) is checked by OpenSSL's own chain verification, not by a
+  // verify callback of the stream: that would replace the one tls.configure_context may have
+  // set on the context (key pinning), which thus runs too and sees a wrong host as a failure.
+  if (origin_.verify_peer_) {
+    X509_VERIFY_PARAM* param = SSL_get0_param(tls_->native_handle());
+    const int set = ep.host_is_ip ? X509_VERIFY_PARAM_set1_ip_asc(param, ep.host.c_str())
+                                  : X509_VERIFY_PARAM_set1_host(param, ep.host.c_str(), 0);
+    if (set != 1) {
+      close();
+      diag.client_message = "cannot set the host name to verify for " + origin_.host_header_;
+      co_return make_error_code(errc::tls);
+    }
+  }
   std::tie(ec) = co_await tls_->async_handshake(asio::ssl::stream_base::client, use_tuple);
   if (ec) {
     close();

@@ -19,8 +19,10 @@
 
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/x509_vfy.h>
 
 #include <atomic>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <stdlib.h>
@@ -887,6 +889,50 @@ BOOST_AUTO_TEST_CASE(the_hook_runs_after_the_library_settings) {
   };
   auto a = token_once(cfg);
   BOOST_TEST(!a.ec, a.what);
+}
+
+BOOST_AUTO_TEST_CASE(a_verify_callback_of_the_hook_runs_beside_the_host_name_check) {
+  // A callback that accepts what OpenSSL verified, and sees the leaf (as a pinning one would).
+  struct counts {
+    std::atomic<int> leaf{0}, leaf_preverified{0};
+  };
+  auto seen = std::make_shared<counts>();
+  auto pinning = [seen](asio::ssl::context& sc) {
+    sc.set_verify_callback([seen](bool preverified, asio::ssl::verify_context& vc) {
+      if (X509_STORE_CTX_get_error_depth(vc.native_handle()) == 0) {
+        ++seen->leaf;
+        if (preverified) ++seen->leaf_preverified;
+      }
+      return preverified;
+    });
+  };
+  mock_server server(tls_server());
+  auto cfg = config_for(server);
+  cfg.http.tls.configure_context = pinning;
+  auto a = token_once(cfg);
+  BOOST_TEST(!a.ec, a.what);
+  BOOST_TEST(seen->leaf.load() >= 1);
+  BOOST_TEST(seen->leaf_preverified.load() == seen->leaf.load());
+
+  // The host-name check still holds: the callback sees the leaf fail.
+  mock_server wrong(tls_server_with("wrong-host"));
+  auto wcfg = config_for(wrong);
+  wcfg.http.tls.configure_context = pinning;
+  seen->leaf = 0;
+  seen->leaf_preverified = 0;
+  auto b = token_once(wcfg);
+  BOOST_TEST(b.ec == na::errc::tls, b.what);
+  BOOST_TEST(seen->leaf.load() >= 1);
+  BOOST_TEST(seen->leaf_preverified.load() == 0);
+  BOOST_TEST(wrong.stats().requests == 0u);
+
+  // A callback that refuses a certificate OpenSSL accepted wins.
+  cfg.http.tls.configure_context = [](asio::ssl::context& sc) {
+    sc.set_verify_callback([](bool, asio::ssl::verify_context&) { return false; });
+  };
+  auto c = token_once(cfg);
+  BOOST_TEST(c.ec == na::errc::tls, c.what);
+  BOOST_TEST(server.stats().refreshes == 1u);
 }
 
 BOOST_AUTO_TEST_CASE(a_throwing_hook_is_invalid_config) {

@@ -47,11 +47,14 @@ struct tls_options {
 
   /// Called with the SSL context once the settings above are applied, so that it may change
   /// anything they do not cover: cipher lists, TLS versions, a verify callback that pins
-  /// keys, a certificate from a hardware token. Called when a client or session is built for
-  /// an https:// URL (once for each), on the thread that builds it; it may keep nothing of the
-  /// context but what the context itself owns. An exception it throws makes that construction
-  /// throw error_with_diagnostics(errc::invalid_config) with the exception's what() in the
-  /// diagnostics (an error_with_diagnostics is thrown as it is). Empty: not called.
+  /// keys, a certificate from a hardware token. A verify callback set here runs on every
+  /// handshake; OpenSSL's own checks (the chain, and the host name when verify_peer) come
+  /// first and arrive as its `preverified` argument. Called when a client or session is built
+  /// for an https:// URL (once for each), on the thread that builds it; it may keep nothing of
+  /// the context but what the context itself owns. An exception it throws makes that
+  /// construction throw error_with_diagnostics(errc::invalid_config) with the exception's
+  /// what() in the diagnostics (an error_with_diagnostics is thrown as it is). Empty: not
+  /// called.
   std::function<void(boost::asio::ssl::context&)> configure_context{};
 };
 
@@ -101,7 +104,8 @@ struct http_options {
   /// 0: the owner's default, 64 KiB for token answers and 8 MiB for API answers. Else at
   /// least 256.
   std::size_t max_response_bytes = 0;
-  /// Certificate verification and trust anchors for https:// URLs.
+  /// Certificate verification, trust anchors, client certificate and the context hook, for
+  /// https:// URLs.
   tls_options tls{};
   /// Plain http:// is refused unless the host is a loopback address or this is set: a client
   /// secret, a refresh token or a bearer token must not cross a network unencrypted by accident.
