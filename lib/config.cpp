@@ -59,6 +59,53 @@ error_code http_options::validate(diagnostics* diag, const char* prefix) const {
       .require(max_idle_connection.count() >= 0, prefix, "max_idle_connection is negative")
       .require(max_response_bytes == 0 || max_response_bytes >= 256, prefix,
                "max_response_bytes must be 0 (the default) or at least 256");
+  // TLS client certificate: the values only (the files are read when the context is built).
+  const bool cert_file = !tls.certificate_file.empty(), cert_pem = !tls.certificate_pem.empty();
+  const bool key_file = !tls.private_key_file.empty(), key_pem = !tls.private_key_pem.empty();
+  c.require(!(cert_file && cert_pem), prefix,
+            "tls.certificate_file and tls.certificate_pem are exclusive: set one")
+      .require(!(key_file && key_pem), prefix,
+               "tls.private_key_file and tls.private_key_pem are exclusive: set one")
+      .require(!(cert_file || cert_pem) || key_file || key_pem, prefix,
+               "tls.certificate_file/certificate_pem needs a private key "
+               "(tls.private_key_file or tls.private_key_pem)")
+      .require(!(key_file || key_pem) || cert_file || cert_pem, prefix,
+               "tls.private_key_file/private_key_pem needs a client certificate "
+               "(tls.certificate_file or tls.certificate_pem)")
+      .require(tls.private_key_password.empty() || key_file || key_pem, prefix,
+               "tls.private_key_password is set without a private key");
+  // Proxy: the URL (an explicit one; the environment's is checked when it is read) and the
+  // credentials.
+  const bool has_proxy = !proxy.url.empty() || proxy.from_environment;
+  c.require(proxy.username.find(':') == std::string::npos, prefix,
+            "proxy.username must not contain ':' (RFC 7617)")
+      .require(proxy.password.empty() || !proxy.username.empty(), prefix,
+               "proxy.password is set without proxy.username")
+      .require(proxy.username.empty() || has_proxy, prefix,
+               "proxy.username is set without proxy.url or proxy.from_environment");
+  if (!c.failed() && !proxy.url.empty()) {
+    const std::string name = std::string(prefix) + "proxy.url";
+    // User info is refused with a pointer to where credentials go (the URL is never quoted).
+    const auto scheme_end = proxy.url.find("://");
+    const auto authority = scheme_end == std::string::npos
+                               ? std::string_view{}
+                               : std::string_view(proxy.url).substr(scheme_end + 3);
+    c.require(authority.substr(0, authority.find_first_of("/?#")).find('@') == std::string::npos,
+              prefix,
+              "proxy.url must not hold user info: put the credentials in proxy.username and "
+              "proxy.password");
+    diagnostics url_diag;
+    protocol::endpoint ep;
+    if (c.failed()) return c.result();
+    if (auto ec = protocol::parse_url(proxy.url, name, "proxy credentials", true, ep, url_diag)) {
+      if (diag != nullptr) *diag = std::move(url_diag);
+      return ec;
+    }
+    c.require(!ep.tls, prefix,
+              "proxy.url must be http://: a proxy reached over TLS (https://) is not supported")
+        .require(ep.target == "/", prefix,
+                 "proxy.url must be http://host:port, without a path or query");
+  }
   return c.result();
 }
 

@@ -2,28 +2,38 @@
 // One Beast HTTP/1.1 connection over TCP or TLS, with timeouts, answer limits and host checks.
 #include "connection.hpp"
 
+#include <nxsys/auth/version.hpp>
+
 #include "completion_tokens.hpp"
 #include "secret_string.hpp"
+#include "text.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_executor.hpp>
+#include <boost/asio/buffer.hpp>
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl/error.hpp>
-#include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/error.hpp>
+#include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
+#include <boost/beast/version.hpp>
 
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509_vfy.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstring>
+#include <exception>
 
 namespace nxsys::auth::detail {
 namespace asio = boost::asio;
@@ -34,6 +44,93 @@ using boost::system::error_code;
 namespace {
 // Headers beyond this are refused whatever max_response_bytes says: no honest server needs more.
 constexpr std::size_t max_header_bytes = 16 * 1024;
+
+// What OpenSSL's passphrase callback reads and tells while a private key is loaded.
+struct key_password_request {
+  const secret* password;
+  bool asked = false;  // the key is encrypted
+};
+
+// OpenSSL's passphrase callback while a private key is loaded; `userdata` is a
+// key_password_request. Installed for every load, so that OpenSSL never falls back to asking
+// on the terminal for the passphrase of an encrypted key.
+int key_password_callback(char* buf, int size, int /*rwflag*/, void* userdata) {
+  auto* req = static_cast<key_password_request*>(userdata);
+  if (req == nullptr || size <= 0) return 0;
+  req->asked = true;
+  const auto n = std::min(req->password->size(), static_cast<std::size_t>(size));
+  std::memcpy(buf, req->password->view().data(), n);
+  return static_cast<int>(n);
+}
+
+[[noreturn]] void invalid_tls(std::string message) {
+  diagnostics d;
+  d.client_message = std::move(message);
+  throw error_with_diagnostics(make_error_code(errc::invalid_config), std::move(d));
+}
+
+// The client certificate and its key of `opts`, if any, into `ctx`.
+void load_client_certificate(asio::ssl::context& ctx, const tls_options& opts) {
+  const bool cert_file = !opts.certificate_file.empty(), cert_pem = !opts.certificate_pem.empty();
+  const bool key_file = !opts.private_key_file.empty(), key_pem = !opts.private_key_pem.empty();
+  if (cert_file && cert_pem)
+    invalid_tls("tls.certificate_file and tls.certificate_pem are exclusive: set one");
+  if (key_file && key_pem)
+    invalid_tls("tls.private_key_file and tls.private_key_pem are exclusive: set one");
+  if ((cert_file || cert_pem) != (key_file || key_pem))
+    invalid_tls(cert_file || cert_pem
+                    ? "a client certificate needs its private key (tls.private_key_file or "
+                      "tls.private_key_pem)"
+                    : "a private key needs its client certificate (tls.certificate_file or "
+                      "tls.certificate_pem)");
+  if (!cert_file && !cert_pem) return;
+
+  SSL_CTX* h = ctx.native_handle();
+  key_password_request request{&opts.private_key_password};
+  SSL_CTX_set_default_passwd_cb(h, key_password_callback);
+  SSL_CTX_set_default_passwd_cb_userdata(h, &request);
+  // Reset before anything else can see the context (an exception included): it outlives
+  // `opts`, and Asio deletes whatever user data it holds as a callback object of its own.
+  struct forget_password {
+    SSL_CTX* h;
+    ~forget_password() {
+      SSL_CTX_set_default_passwd_cb(h, nullptr);
+      SSL_CTX_set_default_passwd_cb_userdata(h, nullptr);
+    }
+  } forget{h};
+  error_code ec;
+  // The key first: a certificate loaded after a key that does not match it drops the key,
+  // which SSL_CTX_check_private_key then reports whatever the key type.
+  if (key_file) {
+    ctx.use_private_key_file(opts.private_key_file, asio::ssl::context::pem, ec);
+  } else {
+    const auto k = opts.private_key_pem.view();
+    ctx.use_private_key(asio::buffer(k.data(), k.size()), asio::ssl::context::pem, ec);
+  }
+  if (ec) {
+    // OpenSSL says "bad decrypt" or less: name the likely cause when the key is encrypted.
+    const char* hint = !request.asked ? ""
+                       : opts.private_key_password.empty()
+                           ? " (the key is encrypted: set tls.private_key_password)"
+                           : " (the key is encrypted: is tls.private_key_password right?)";
+    invalid_tls(std::string("cannot load tls.private_key_") + (key_file ? "file" : "pem") + ": " +
+                ec.message() + hint);
+  }
+  if (cert_file) {
+    ctx.use_certificate_chain_file(opts.certificate_file, ec);
+    if (ec) invalid_tls("cannot load tls.certificate_file: " + ec.message());
+  } else {
+    ctx.use_certificate_chain(asio::buffer(opts.certificate_pem), ec);
+    if (ec) invalid_tls("cannot load tls.certificate_pem: " + ec.message());
+  }
+  if (SSL_CTX_check_private_key(h) != 1) {
+    ERR_clear_error();
+    invalid_tls("the private key does not match the client certificate (tls.certificate_" +
+                std::string(cert_file ? "file" : "pem") + ", tls.private_key_" +
+                std::string(key_file ? "file" : "pem") + ")");
+  }
+}
+
 }  // namespace
 
 asio::ssl::context make_ssl_context(const tls_options& opts) {
@@ -60,16 +157,30 @@ asio::ssl::context make_ssl_context(const tls_options& opts) {
     if (ec) bad("cannot load the system's CA certificates", ec);
   }
   ctx.set_verify_mode(opts.verify_peer ? asio::ssl::verify_peer : asio::ssl::verify_none);
+  load_client_certificate(ctx, opts);
+  if (opts.configure_context) {
+    try {
+      opts.configure_context(ctx);
+    } catch (const error_with_diagnostics&) {
+      throw;
+    } catch (const std::exception& e) {
+      invalid_tls(std::string("tls.configure_context threw: ") + e.what());
+    }
+  }
   return ctx;
 }
 
-void wipe_authorization(http::fields& h) noexcept {
+void wipe_field(http::fields& h, http::field name) noexcept {
   for (auto& f : h) {
-    if (f.name() != http::field::authorization) continue;
+    if (f.name() != name) continue;
     const auto v = f.value();
     // The value lives in the field's own allocation, which Beast hands out read-only.
     wipe_bytes(const_cast<char*>(v.data()), v.size());
   }
+}
+
+void wipe_authorization(http::fields& h) noexcept {
+  wipe_field(h, http::field::authorization);
 }
 
 origin::origin(protocol::endpoint ep, const http_options& http,
@@ -81,6 +192,8 @@ origin::origin(protocol::endpoint ep, const http_options& http,
   const bool v6 = ep_.host.find(':') != std::string::npos;
   host_header_ = v6 ? "[" + ep_.host + "]" : ep_.host;
   if (ep_.port != (ep_.tls ? "443" : "80")) host_header_ += ":" + ep_.port;
+  connect_target_ = (v6 ? "[" + ep_.host + "]" : ep_.host) + ":" + ep_.port;
+  proxy_ = choose_proxy(ep_, http.proxy);
   if (ep_.tls) ssl_ctx_.emplace(make_ssl_context(http.tls));
 }
 
@@ -141,7 +254,10 @@ bool http_connection::reusable() {
 }
 
 error_code http_connection::classify(error_code ec, const char* phase, diagnostics& diag) const {
-  std::string where = std::string(phase) + " " + origin_.host_header_;
+  return classify_at(ec, std::string(phase) + " " + origin_.host_header_, diag);
+}
+
+error_code http_connection::classify_at(error_code ec, std::string where, diagnostics& diag) const {
   if (ec == beast::error::timeout || (resolve_timed_out_ && ec == asio::error::operation_aborted)) {
     diag.client_message = where + ": timed out";
     return make_error_code(errc::timeout);
@@ -167,16 +283,21 @@ asio::awaitable<error_code> http_connection::connect(steady_time deadline, diagn
   close();
   deadline = std::min(std::chrono::steady_clock::now() + origin_.limits_.connect_timeout, deadline);
   const auto& ep = origin_.ep_;
+  // Through a proxy, the TCP connection is the proxy's; the rest (TLS included) the target's.
+  const proxy_route* const px = origin_.proxy();
+  const std::string& host = px != nullptr ? px->host : ep.host;
+  const std::string& port = px != nullptr ? px->port : ep.port;
+  const bool host_is_ip = px != nullptr ? px->host_is_ip : ep.host_is_ip;
+  const std::string peer = px != nullptr ? "proxy " + px->display : origin_.host_header_;
   asio::ip::tcp::resolver::results_type endpoints;
   error_code ec;
   resolve_timed_out_ = false;
   cancelled_ = false;
-  if (ep.host_is_ip) {
-    auto addr = asio::ip::make_address(ep.host, ec);
-    if (ec) co_return classify(ec, "resolve", diag);
+  if (host_is_ip) {
+    auto addr = asio::ip::make_address(host, ec);
+    if (ec) co_return classify_at(ec, "resolve " + peer, diag);
     endpoints = asio::ip::tcp::resolver::results_type::create(
-        asio::ip::tcp::endpoint(addr, static_cast<unsigned short>(std::stoi(ep.port))), ep.host,
-        ep.port);
+        asio::ip::tcp::endpoint(addr, static_cast<unsigned short>(std::stoi(port))), host, port);
   } else {
     // The resolver has no per-operation timeout: a timer cancels it. Its handler runs on this
     // coroutine's executor, so it never races with the coroutine.
@@ -188,22 +309,23 @@ asio::awaitable<error_code> http_connection::connect(steady_time deadline, diagn
         resolver_.cancel();
       }
     }));
-    std::tie(ec, endpoints) = co_await resolver_.async_resolve(ep.host, ep.port, use_tuple);
+    std::tie(ec, endpoints) = co_await resolver_.async_resolve(host, port, use_tuple);
     // A timer that fired just now has its handler queued: let it run before going on, so no
     // handler refers to this connection once connect() returns.
     if (resolve_timer_.cancel() == 0) co_await asio::post(self_ex, asio::use_awaitable);
-    if (ec) co_return classify(ec, "resolve", diag);
+    if (ec) co_return classify_at(ec, "resolve " + peer, diag);
     resolve_timed_out_ = false;
     if (cancelled_) co_return asio::error::operation_aborted;
   }
 
   // The stream is a member from the start, so that cancel() reaches a connect in progress.
+  // Its deadline covers the CONNECT exchange and the TLS handshake too.
   tcp_.emplace(ex_);
   tcp_->expires_at(deadline);
   std::tie(ec, std::ignore) = co_await tcp_->async_connect(endpoints, use_tuple);
   if (ec) {
     close();
-    co_return classify(ec, "connect to", diag);
+    co_return classify_at(ec, "connect to " + peer, diag);
   }
   if (cancelled_) {
     close();
@@ -211,6 +333,15 @@ asio::awaitable<error_code> http_connection::connect(steady_time deadline, diagn
   }
   tcp_->socket().set_option(asio::ip::tcp::no_delay(true), ec);
   origin_.connections_opened_.fetch_add(1, std::memory_order_relaxed);
+
+  if (px != nullptr) {
+    ec = co_await tunnel(diag);
+    if (!ec && cancelled_) ec = asio::error::operation_aborted;
+    if (ec) {
+      close();
+      co_return ec;
+    }
+  }
 
   if (!ep.tls) co_return error_code{};
   tls_.emplace(std::move(*tcp_), *origin_.ssl_ctx_);
@@ -220,7 +351,19 @@ asio::awaitable<error_code> http_connection::connect(steady_time deadline, diagn
     diag.client_message = "cannot set TLS SNI";
     co_return make_error_code(errc::tls);
   }
-  if (origin_.verify_peer_) tls_->set_verify_callback(asio::ssl::host_name_verification(ep.host));
+  // The host name (or address) is checked by OpenSSL's own chain verification, not by a
+  // verify callback of the stream: that would replace the one tls.configure_context may have
+  // set on the context (key pinning), which thus runs too and sees a wrong host as a failure.
+  if (origin_.verify_peer_) {
+    X509_VERIFY_PARAM* param = SSL_get0_param(tls_->native_handle());
+    const int set = ep.host_is_ip ? X509_VERIFY_PARAM_set1_ip_asc(param, ep.host.c_str())
+                                  : X509_VERIFY_PARAM_set1_host(param, ep.host.c_str(), 0);
+    if (set != 1) {
+      close();
+      diag.client_message = "cannot set the host name to verify for " + origin_.host_header_;
+      co_return make_error_code(errc::tls);
+    }
+  }
   std::tie(ec) = co_await tls_->async_handshake(asio::ssl::stream_base::client, use_tuple);
   if (ec) {
     close();
@@ -228,6 +371,69 @@ asio::awaitable<error_code> http_connection::connect(steady_time deadline, diagn
     // A handshake that fails for any reason but a timeout or cancellation is a TLS failure.
     co_return (r == errc::connection) ? make_error_code(errc::tls) : r;
   }
+  co_return error_code{};
+}
+
+asio::awaitable<error_code> http_connection::tunnel(diagnostics& diag) {
+  const proxy_route& px = *origin_.proxy();
+  const std::string& target = origin_.connect_target_;
+  const std::string where = "CONNECT " + target + " through proxy " + px.display;
+  http::request<http::empty_body> req{http::verb::connect, target, 11};
+  req.set(http::field::host, target);
+  req.set(http::field::user_agent,
+          "nxsys-auth/" NXSYS_AUTH_VERSION_STRING " " BOOST_BEAST_VERSION_STRING);
+  if (!px.authorization.empty()) req.set(http::field::proxy_authorization, px.authorization.view());
+  auto [wec, written] = co_await http::async_write(*tcp_, req, use_tuple);
+  // The serializer wrote from the field's own storage: nothing else holds the credentials.
+  wipe_field(req, http::field::proxy_authorization);
+  if (wec) co_return classify_at(wec, where, diag);
+
+  // The answer's header only: a 2xx has no body, and the tunnel's bytes follow it.
+  beast::flat_buffer buf(max_proxy_header_bytes);
+  http::response_parser<http::empty_body> parser;
+  parser.header_limit(static_cast<std::uint32_t>(max_proxy_header_bytes));
+  auto [rec, read] = co_await http::async_read_header(*tcp_, buf, parser, use_tuple);
+  auto fail_with = [&](errc e, std::string message) {
+    redact(message, {px.password.view(), px.authorization.view()});
+    diag.client_message = std::move(message);
+    return make_error_code(e);
+  };
+  if (rec == http::error::header_limit || rec == http::error::buffer_overflow)
+    co_return fail_with(errc::connection, where + ": the proxy's answer has a header over " +
+                                              std::to_string(max_proxy_header_bytes / 1024) +
+                                              " KiB");
+  if (rec == http::error::end_of_stream || rec == http::error::partial_message ||
+      rec == asio::error::eof)
+    co_return fail_with(errc::connection, where +
+                                              ": the proxy closed the connection without "
+                                              "a complete answer");
+  if (rec.category() == make_error_code(http::error::end_of_stream).category())
+    co_return fail_with(errc::connection,
+                        where + ": the proxy's answer is not valid HTTP (" + rec.message() + ")");
+  if (rec) co_return classify_at(rec, where, diag);
+
+  const auto& res = parser.get();
+  const unsigned status = res.result_int();
+  const std::string answered = "proxy " + px.display + " answered " + std::to_string(status) + " " +
+                               printable(res.reason(), 80) + " to CONNECT " + target;
+  if (status == 407) {
+    std::string m =
+        answered + (px.authorization.empty() ? ": it requires credentials, and none are configured "
+                                               "(http.proxy.username and password)"
+                                             : ": it refused the credentials of user '" +
+                                                   printable(px.username, 80) + "'");
+    const auto challenge = res[http::field::proxy_authenticate];
+    if (!challenge.empty()) m += "; it asks for: " + printable(challenge, 120);
+    co_return fail_with(errc::proxy_authentication, std::move(m));
+  }
+  if (status < 200 || status > 299) co_return fail_with(errc::connection, answered);
+  // RFC 9110 §9.3.6: a 2xx answer to CONNECT has no content; what would follow is already the
+  // tunnel's, and no byte may come from the server before the client speaks.
+  if (parser.chunked() || parser.content_length().value_or(0) != 0)
+    co_return fail_with(errc::connection, answered + ", with a body, which a tunnel cannot have");
+  if (buf.size() != 0)
+    co_return fail_with(errc::connection,
+                        answered + ", followed by bytes before the tunnel was used");
   co_return error_code{};
 }
 

@@ -8,6 +8,8 @@
 #include <nxsys/auth/http_options.hpp>
 #include <nxsys/auth/protocol.hpp>
 
+#include "proxy.hpp"
+
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -31,7 +33,7 @@ using steady_time = std::chrono::steady_clock::time_point;
 /// The limits of http_options that every connection to an origin reads, with the owner's
 /// default answer size filled in.
 struct connection_limits {
-  std::chrono::milliseconds connect_timeout;  ///< resolve + connect + TLS handshake
+  std::chrono::milliseconds connect_timeout;  ///< resolve + connect + CONNECT + TLS handshake
   std::chrono::milliseconds request_timeout;  ///< write the request + read the answer
   std::chrono::milliseconds max_idle;         ///< an idle connection older than this is reopened
   std::size_t max_response_bytes;             ///< headers + body of an answer
@@ -41,13 +43,14 @@ struct connection_limits {
 inline constexpr std::size_t default_token_response_bytes = 64 * 1024;
 inline constexpr std::size_t default_api_response_bytes = 8 * 1024 * 1024;
 
-/// Where connections go, with the limits and TLS context every connection to it shares. Not
-/// copied or moved: connections keep a reference. Thread safety: const after construction
+/// Where connections go, with the limits, TLS context and proxy every connection to it shares.
+/// Not copied or moved: connections keep a reference. Thread safety: const after construction
 /// (the SSL context is only used to create SSL objects, which OpenSSL allows concurrently).
 class origin {
  public:
-  /// `default_max_response_bytes` stands for a max_response_bytes of 0. Throws
-  /// error_with_diagnostics(invalid_config) when the TLS options cannot be used.
+  /// `default_max_response_bytes` stands for a max_response_bytes of 0. The proxy is chosen
+  /// here (the environment read, if http.proxy.from_environment). Throws
+  /// error_with_diagnostics(invalid_config) when the TLS or proxy options cannot be used.
   origin(protocol::endpoint ep, const http_options& http, std::size_t default_max_response_bytes);
   origin(const origin&) = delete;
   origin& operator=(const origin&) = delete;
@@ -58,6 +61,8 @@ class origin {
   std::uint64_t connections_opened() const noexcept {
     return connections_opened_.load(std::memory_order_relaxed);
   }
+  /// The proxy connections go through; nullptr: they go directly.
+  const proxy_route* proxy() const noexcept { return proxy_ ? &*proxy_ : nullptr; }
 
  private:
   friend class http_connection;
@@ -65,6 +70,8 @@ class origin {
   std::string host_header_;
   connection_limits limits_;
   bool verify_peer_;
+  std::optional<proxy_route> proxy_;
+  std::string connect_target_;  // "host:port" of a CONNECT, the port always given
   // Mutable: connections create SSL objects from it and count themselves, through a const&.
   mutable std::optional<boost::asio::ssl::context> ssl_ctx_;
   mutable std::atomic<std::uint64_t> connections_opened_{0};
@@ -93,7 +100,8 @@ class http_connection {
   /// Open, idle for less than max_idle, and neither closed nor written to by the server since
   /// the last answer: a request sent on it cannot have been lost before the server read it.
   bool reusable();
-  /// Resolves, connects and (for https) handshakes, by `deadline` at the latest. Classified.
+  /// Resolves, connects, opens the proxy's tunnel (if any) and (for https) handshakes, by
+  /// `deadline` at the latest. Classified.
   boost::asio::awaitable<boost::system::error_code> connect(steady_time deadline,
                                                             diagnostics& diag);
   /// Writes `req` and reads the answer into `res` (within the origin's limits), by `deadline`
@@ -117,6 +125,10 @@ class http_connection {
  private:
   using tls_stream = boost::asio::ssl::stream<boost::beast::tcp_stream>;
   boost::beast::tcp_stream& lowest_layer() noexcept { return tls_ ? tls_->next_layer() : *tcp_; }
+  boost::system::error_code classify_at(boost::system::error_code ec, std::string where,
+                                        diagnostics& diag) const;
+  /// CONNECT through the proxy on the open tcp_; on success the tunnel is open.
+  boost::asio::awaitable<boost::system::error_code> tunnel(diagnostics& diag);
   template <class Stream>
   boost::asio::awaitable<exchange_result> exchange_on(
       Stream& s, const boost::beast::http::request<boost::beast::http::string_body>& req,
@@ -137,9 +149,12 @@ class http_connection {
 /// Overwrites the value of every Authorization header of `h` in place (the header keeps its
 /// length). For a message about to be destroyed: Beast frees its header storage unwiped.
 void wipe_authorization(boost::beast::http::fields& h) noexcept;
+/// The same for every header `name` of `h` (Proxy-Authorization).
+void wipe_field(boost::beast::http::fields& h, boost::beast::http::field name) noexcept;
 
-/// An SSL context for the TLS options; throws error_with_diagnostics(invalid_config) when a CA
-/// file or directory cannot be loaded.
+/// An SSL context for the TLS options, configure_context called last; throws
+/// error_with_diagnostics(invalid_config) when a CA file or directory, the client certificate
+/// or its key cannot be loaded, or when configure_context throws.
 boost::asio::ssl::context make_ssl_context(const tls_options& opts);
 
 }  // namespace nxsys::auth::detail

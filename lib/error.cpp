@@ -53,6 +53,8 @@ const char* name_of(errc e) noexcept {
       return "invalid argument";
     case errc::internal:
       return "internal error";
+    case errc::proxy_authentication:
+      return "proxy authentication failed";
   }
   return "unknown nxsys.auth error";
 }

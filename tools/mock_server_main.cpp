@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: BSL-1.0
 // nxsys-mock-server: runs the mock Nxsys token server standalone until SIGINT/SIGTERM, for trying
 // clients by hand (curl, the seed's fetch example) and for load tests from another process.
+#include <nxsys/auth/testing/connect_proxy.hpp>
 #include <nxsys/auth/testing/mock_server.hpp>
 #include <nxsys/auth/version.hpp>
 
@@ -51,6 +52,10 @@ prints its statistics as JSON.
   --client-secret S     accepted client secret (default test-secret)
   --refresh-token T     initial refresh token (default refresh-0)
   --threads N           server threads (default 1)
+  --proxy               also run a CONNECT proxy (loopback targets only) on a free port,
+                        printed at start as "proxy listening on 127.0.0.1:PORT"
+  --proxy-user U        the proxy requires Basic credentials U and --proxy-password
+  --proxy-password P    (test credentials: they are visible in ps)
   --help                show this message
   --version             show the version
 )";
@@ -70,9 +75,16 @@ T parse_number(std::string_view flag, std::string_view text, T min, T max) {
   return value;
 }
 
+struct arguments {
+  testing::mock_server_options server;
+  std::optional<testing::connect_proxy_options> proxy;
+};
+
 // Returns nullopt when --help or --version was handled.
-std::optional<testing::mock_server_options> parse_args(int argc, char** argv) {
+std::optional<arguments> parse_args(int argc, char** argv) {
   testing::mock_server_options opts;
+  testing::connect_proxy_options proxy;
+  bool with_proxy = false;
   bool camel = false;
   bool snake = false;
   for (int i = 1; i < argc; ++i) {
@@ -147,6 +159,13 @@ std::optional<testing::mock_server_options> parse_args(int argc, char** argv) {
       opts.initial_refresh_token = value();
     } else if (arg == "--threads") {
       opts.threads = parse_number<unsigned>(arg, value(), 1, 256);
+    } else if (arg == "--proxy") {
+      flag();
+      with_proxy = true;
+    } else if (arg == "--proxy-user") {
+      proxy.username = value();
+    } else if (arg == "--proxy-password") {
+      proxy.password = value();
     } else {
       throw usage_error{"unknown option '" + std::string(arg) + "'"};
     }
@@ -165,13 +184,19 @@ std::optional<testing::mock_server_options> parse_args(int argc, char** argv) {
     throw usage_error{"--client-ca needs --require-client-cert"};
   if (opts.client_id.empty() || opts.client_secret.empty() || opts.initial_refresh_token.empty())
     throw usage_error{"--client-id, --client-secret and --refresh-token must not be empty"};
-  return opts;
+  if (proxy.username.empty() != proxy.password.empty())
+    throw usage_error{"--proxy-user and --proxy-password go together"};
+  if (!proxy.username.empty() && !with_proxy)
+    throw usage_error{"--proxy-user and --proxy-password need --proxy"};
+  arguments a{std::move(opts), std::nullopt};
+  if (with_proxy) a.proxy = std::move(proxy);
+  return a;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::optional<testing::mock_server_options> opts;
+  std::optional<arguments> opts;
   try {
     opts = parse_args(argc, argv);
   } catch (const usage_error& e) {
@@ -190,20 +215,31 @@ int main(int argc, char** argv) {
 
   try {
     testing::mock_server_stats stats;
+    std::optional<testing::connect_proxy_stats> proxy_stats;
     {
-      testing::mock_server server(*opts);
+      const auto& o = opts->server;
+      testing::mock_server server(o);
+      std::optional<testing::connect_proxy> proxy;
+      if (opts->proxy) proxy.emplace(*opts->proxy);
       std::cout << "listening on 127.0.0.1:" << server.port() << std::endl;
       if (!server.ca_file().empty()) std::cout << "test CA " << server.ca_file() << std::endl;
-      if (opts->require_client_certificate && opts->client_ca_file.empty()) {
+      if (o.require_client_certificate && o.client_ca_file.empty()) {
         std::cout << "test client certificate " << server.client_certificate_file() << "\n"
                   << "test client key " << server.client_key_file() << std::endl;
       }
+      if (proxy) std::cout << "proxy listening on 127.0.0.1:" << proxy->port() << std::endl;
       int signal = 0;
       while (sigwait(&stop_signals, &signal) != 0) {
       }
       stats = server.stats();
+      if (proxy) proxy_stats = proxy->stats();
     }
     std::cout << testing::to_json(stats) << std::endl;
+    if (proxy_stats) {
+      std::cout << "proxy: tunnels " << proxy_stats->tunnels << ", refused (credentials) "
+                << proxy_stats->refused_auth << ", refused (target) " << proxy_stats->refused_target
+                << std::endl;
+    }
     return 0;
   } catch (const std::exception& e) {
     std::cerr << "nxsys-mock-server: " << e.what() << "\n";

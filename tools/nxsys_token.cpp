@@ -55,8 +55,9 @@ Exit status:
   0  success
   1  any other failure
   2  usage or configuration error (bad flag, missing variable, invalid_config)
-  3  authorization needed: invalid_grant, invalid_client, unauthorized_client
-     (re-authorize to get a new refresh token, or fix the client credentials)
+  3  authorization needed: invalid_grant, invalid_client, unauthorized_client,
+     proxy_authentication (re-authorize to get a new refresh token, or fix the client's
+     or the proxy's credentials)
   4  server or network failure: timeout, connection, tls, server_error,
      temporarily_unavailable, malformed_response, unexpected_status, response_too_large,
      unrecognized_error
@@ -143,6 +144,7 @@ int exit_code_for(const boost::system::error_code& ec) {
     case auth::errc::invalid_grant:
     case auth::errc::invalid_client:
     case auth::errc::unauthorized_client:
+    case auth::errc::proxy_authentication:
       return exit_authorization;
     case auth::errc::timeout:
     case auth::errc::connection:

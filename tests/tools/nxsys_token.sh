@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: BSL-1.0
 # nxsys-token against nxsys-mock-server on 127.0.0.1: configuration from the environment and
-# flags, --json, --store (no request for a stored token, rotation persisted, mode 0600), the
-# exit codes, and that no secret ever reaches stdout or stderr.
+# flags, --json, --store (no request for a stored token, rotation persisted, mode 0600), a
+# proxy, mutual TLS, client_credentials, the exit codes, and that no secret ever reaches stdout
+# or stderr.
 # Usage: nxsys_token.sh PATH/TO/nxsys-mock-server PATH/TO/nxsys-token
 set -euo pipefail
 server_bin=$1
@@ -204,9 +205,75 @@ run no_store env NXSYS_REFRESH_TOKEN="$rt2" "$token_bin"
 expect_token no_store
 stderr_has no_store "warning: the server rotated the refresh token"
 
-# No secret in any output: client secret, refresh tokens (given, stored, or rotated).
+# --- through a CONNECT proxy with Basic credentials (--proxy, --proxy-user, the password from
+# NXSYS_PROXY_PASSWORD or a file), --no-proxy, --proxy-from-env ---
+proxy_pw="pp-$RANDOM-$$-proxy-password"
+start_server proxied --proxy --proxy-user alice --proxy-password "$proxy_pw" --client-id cli-test \
+  --client-secret "$secret" --refresh-token "$rt0"
+for _ in $(seq 1 100); do grep -qs '^proxy listening' "$tmp/proxied.server" && break; sleep 0.1; done
+proxy="http://$(sed -n 's/^proxy listening on //p' "$tmp/proxied.server")"
+[ "$proxy" != "http://" ] || fail "the proxy did not start"
+export NXSYS_BASE_API_URL=$base
+run via_proxy env NXSYS_PROXY_PASSWORD="$proxy_pw" "$token_bin" --proxy "$proxy" --proxy-user alice
+expect_token via_proxy
+printf '%s\n' "$proxy_pw" >"$tmp/proxy_pw.txt"
+run via_proxy_file "$token_bin" --proxy "$proxy" --proxy-user alice \
+  --proxy-password-file "$tmp/proxy_pw.txt"
+expect_token via_proxy_file
+# The proxy's 407: its credentials to fix (3), named as the proxy's.
+run proxy_wrong_pw env NXSYS_PROXY_PASSWORD=wrong "$token_bin" --proxy "$proxy" --proxy-user alice
+expect proxy_wrong_pw 3
+stderr_has proxy_wrong_pw "proxy"
+run proxy_no_pw "$token_bin" --proxy "$proxy"
+expect proxy_no_pw 3
+run proxy_argv "$token_bin" --proxy "$proxy" --proxy-user alice --proxy-password "$proxy_pw"
+expect proxy_argv 2
+stderr_has proxy_argv "NXSYS_PROXY_PASSWORD"
+# A proxy that is not there: a network failure (4), unless the target is excluded.
+run proxy_gone "$token_bin" --proxy "http://127.0.0.1:$free_port" --timeout 10
+expect proxy_gone 4
+run proxy_excluded "$token_bin" --proxy "http://127.0.0.1:$free_port" --no-proxy 127.0.0.1
+expect_token proxy_excluded
+run proxy_env env "http_proxy=http://alice:$proxy_pw@${proxy#http://}" "$token_bin" --proxy-from-env
+expect_token proxy_env
+run proxy_env_unused env "http_proxy=http://127.0.0.1:$free_port" "$token_bin"
+expect_token proxy_env_unused
+run proxy_https "$token_bin" --proxy "https://127.0.0.1:1"
+expect proxy_https 2
+
+# --- mutual TLS (--cert, --key) and the client_credentials grant (--grant) ---
+"$server_bin" --port 0 --tls --require-client-cert --client-id cli-test \
+  --client-secret "$secret" --refresh-token "$rt0" >"$tmp/mtls.server" &
+pids+=($!)
+for _ in $(seq 1 100); do grep -qs '^test client key' "$tmp/mtls.server" && break; sleep 0.1; done
+mtls="https://$(sed -n 's/^listening on //p' "$tmp/mtls.server")"
+ca=$(sed -n 's/^test CA //p' "$tmp/mtls.server")
+cert=$(sed -n 's/^test client certificate //p' "$tmp/mtls.server")
+key=$(sed -n 's/^test client key //p' "$tmp/mtls.server")
+[[ -s $ca && -s $cert && -s $key ]] || fail "the mTLS server did not start"
+export NXSYS_BASE_API_URL=$mtls
+run mtls "$token_bin" --ca-file "$ca" --cert "$cert" --key "$key"
+expect_token mtls
+run mtls_no_cert "$token_bin" --ca-file "$ca" --timeout 10
+expect mtls_no_cert 4
+run mtls_no_key "$token_bin" --ca-file "$ca" --cert "$cert"
+expect mtls_no_key 2
+stderr_has mtls_no_key "private key"
+run client_credentials env -u NXSYS_REFRESH_TOKEN "$token_bin" --grant client_credentials \
+  --ca-file "$ca" --cert "$cert" --key "$key" --scope read --json
+expect client_credentials 0
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["scope"] == "read", d' \
+  "$tmp/runs/client_credentials.out" || fail "client_credentials: no scope"
+run cc_with_rt "$token_bin" --grant client_credentials --ca-file "$ca" --cert "$cert" --key "$key"
+expect cc_with_rt 2
+stderr_has cc_with_rt "takes no refresh token"
+run bad_grant_name "$token_bin" --grant password
+expect bad_grant_name 2
+
+# No secret in any output: client secret, refresh tokens (given, stored, or rotated), the
+# proxy's password.
 all_out=$(cat "$tmp"/runs/*.out "$tmp"/runs/*.err)
-for s in "$secret" "$rt0" "$rt1" "$rt2"; do
+for s in "$secret" "$rt0" "$rt1" "$rt2" "$proxy_pw"; do
   ! grep -qF -- "$s" <<<"$all_out" || fail "a secret appeared in the output"
 done
 ! grep -qE 'refresh-[0-9]' <<<"$all_out" || fail "a rotated refresh token appeared in the output"

@@ -45,6 +45,7 @@ const std::vector<std::pair<errc, bool>> all_errc = {
     {errc::store_busy, false},
     {errc::invalid_argument, false},
     {errc::internal, false},
+    {errc::proxy_authentication, false},
 };
 
 std::string_view category_name(const error_code& ec) {

@@ -25,11 +25,17 @@ extern const std::string_view client_flags_help;
 struct client_flags {
   std::string base_url, token_url, client_id, client_secret, refresh_token;
   std::string scope, store, ca_file;
+  auth::grant_type grant = auth::grant_type::refresh_token;
   auth::dialect dialect = auth::dialect::nxsys;
   auth::client_authentication authentication = auth::client_authentication::request_body;
   bool insecure_http = false;
+  // Network: a proxy (its password a secret like the others), a client certificate.
+  std::string proxy, proxy_user, proxy_password, no_proxy;
+  bool proxy_from_environment = false;
+  std::string certificate_file, private_key_file, private_key_password;
 
-  /// NXSYS_BASE_API_URL, NXSYS_CLIENT_ID, NXSYS_CLIENT_SECRET, NXSYS_REFRESH_TOKEN.
+  /// NXSYS_BASE_API_URL, NXSYS_CLIENT_ID, NXSYS_CLIENT_SECRET, NXSYS_REFRESH_TOKEN,
+  /// NXSYS_PROXY_PASSWORD, NXSYS_KEY_PASSWORD.
   void read_environment();
 
   /// Takes `flag` if it is one of the shared flags: `value()` yields its value (and throws
@@ -38,8 +44,9 @@ struct client_flags {
   bool take(std::string_view flag, const std::function<std::string()>& value,
             const std::function<void()>& no_value);
 
-  /// Checks that the endpoint and credentials are there (a refresh token only until the store
-  /// file exists), and fills token_url from base_url. Throws usage_error.
+  /// Checks that the endpoint and credentials are there (a refresh token only for the
+  /// refresh_token grant, and only until the store file exists), and fills token_url from
+  /// base_url. Throws usage_error.
   void finish();
 
   /// A client_config with these settings; a file_store when --store was given (throws what

@@ -45,6 +45,9 @@ enum class errc : int {
                       ///< '/', a store save without a refresh token): nothing was sent or written
   internal,  ///< a step of the refresh threw, or a store or transport dropped its completion
              ///< handler: a bug (ours or a store's); diagnostics say which step
+  /// The HTTP proxy (http_options::proxy) answered 407: it wants credentials, or other ones.
+  /// Not retried; diagnostics say what the proxy answered (never the password).
+  proxy_authentication,
 };
 
 /// Category of the OAuth server's errors ("nxsys.auth.oauth").
