@@ -4,6 +4,8 @@
 #include <nxsys/auth/config.hpp>
 #include <nxsys/auth/session.hpp>
 
+#include "proxy.hpp"
+
 #include <string>
 
 namespace nxsys::auth {
@@ -84,27 +86,14 @@ error_code http_options::validate(diagnostics* diag, const char* prefix) const {
       .require(proxy.username.empty() || has_proxy, prefix,
                "proxy.username is set without proxy.url or proxy.from_environment");
   if (!c.failed() && !proxy.url.empty()) {
-    const std::string name = std::string(prefix) + "proxy.url";
-    // User info is refused with a pointer to where credentials go (the URL is never quoted).
-    const auto scheme_end = proxy.url.find("://");
-    const auto authority = scheme_end == std::string::npos
-                               ? std::string_view{}
-                               : std::string_view(proxy.url).substr(scheme_end + 3);
-    c.require(authority.substr(0, authority.find_first_of("/?#")).find('@') == std::string::npos,
-              prefix,
-              "proxy.url must not hold user info: put the credentials in proxy.username and "
-              "proxy.password");
+    // The parse the connections use, so that what passes here is what they accept.
     diagnostics url_diag;
-    protocol::endpoint ep;
-    if (c.failed()) return c.result();
-    if (auto ec = protocol::parse_url(proxy.url, name, "proxy credentials", true, ep, url_diag)) {
+    detail::proxy_route route;
+    if (auto ec = detail::parse_proxy_url(proxy.url, std::string(prefix) + "proxy.url", false,
+                                          route, url_diag)) {
       if (diag != nullptr) *diag = std::move(url_diag);
       return ec;
     }
-    c.require(!ep.tls, prefix,
-              "proxy.url must be http://: a proxy reached over TLS (https://) is not supported")
-        .require(ep.target == "/", prefix,
-                 "proxy.url must be http://host:port, without a path or query");
   }
   return c.result();
 }

@@ -5,6 +5,7 @@
 #include "diag.hpp"
 #include "secret_string.hpp"
 #include "text.hpp"
+#include "url_authority.hpp"
 #include "wiping_json.hpp"
 
 #include <boost/json/object.hpp>
@@ -246,34 +247,16 @@ error_code parse_url(std::string_view url, std::string_view name, std::string_vi
   }
   if (u.has_userinfo()) return bad("must not hold user info");
   if (u.has_fragment()) return bad("must not hold a fragment");
-  out.host = u.host_address();
-  if (out.host.empty()) return bad("has no host");
   // Boost.URL reads "http://127.0.0.1.nip.io/t" as host 127.0.0.1 and path ".nip.io/t": a
   // path after an authority must start with '/', so such a URL is not what it looks like.
   if (!u.encoded_path().empty() && u.encoded_path().front() != '/')
     return bad("has an invalid host");
-  switch (u.host_type()) {
-    case boost::urls::host_type::ipv4:
-      out.host_is_ip = true;
-      out.loopback = u.host_ipv4_address().is_loopback();
-      break;
-    case boost::urls::host_type::ipv6:
-      out.host_is_ip = true;
-      out.loopback = u.host_ipv6_address().is_loopback();
-      break;
-    case boost::urls::host_type::name:
-      out.host_is_ip = false;
-      out.loopback = detail::iequals(out.host, "localhost");
-      break;
-    default:
-      return bad("has an unsupported host");
-  }
-  if (u.has_port()) {
-    if (u.port().empty() || u.port_number() == 0) return bad("has an invalid port");
-    out.port = std::to_string(u.port_number());
-  } else {
-    out.port = out.tls ? "443" : "80";
-  }
+  detail::url_authority a;
+  if (const char* wrong = detail::read_authority(u, out.tls ? "443" : "80", a)) return bad(wrong);
+  out.host = std::move(a.host);
+  out.port = std::move(a.port);
+  out.host_is_ip = a.host_is_ip;
+  out.loopback = a.loopback;
   out.target = u.encoded_path().empty() ? std::string("/") : std::string(u.encoded_path());
   if (u.has_query()) {
     out.target += '?';

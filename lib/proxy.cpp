@@ -4,6 +4,7 @@
 #include "proxy.hpp"
 
 #include "diag.hpp"
+#include "url_authority.hpp"
 
 #include <boost/asio/ip/address.hpp>
 #include <boost/asio/ip/network_v4.hpp>
@@ -150,25 +151,11 @@ error_code parse_proxy_url(std::string_view url, std::string_view name, bool sch
   }
   if (u.has_query() || u.has_fragment() || (!u.encoded_path().empty() && u.encoded_path() != "/"))
     return bad("must be http://host:port, without a path, query or fragment");
-  out.host = u.host_address();
-  if (out.host.empty()) return bad("has no host");
-  switch (u.host_type()) {
-    case boost::urls::host_type::ipv4:
-    case boost::urls::host_type::ipv6:
-      out.host_is_ip = true;
-      break;
-    case boost::urls::host_type::name:
-      out.host_is_ip = false;
-      break;
-    default:
-      return bad("has an unsupported host");
-  }
-  if (u.has_port()) {
-    if (u.port().empty() || u.port_number() == 0) return bad("has an invalid port");
-    out.port = std::to_string(u.port_number());
-  } else {
-    out.port = "80";
-  }
+  url_authority a;
+  if (const char* wrong = read_authority(u, "80", a)) return bad(wrong);
+  out.host = std::move(a.host);
+  out.port = std::move(a.port);
+  out.host_is_ip = a.host_is_ip;
   const bool v6 = out.host.find(':') != std::string::npos;
   out.display = (v6 ? "[" + out.host + "]" : out.host) + ":" + out.port;
   out.source = std::string(name);

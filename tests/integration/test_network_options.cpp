@@ -994,7 +994,7 @@ BOOST_AUTO_TEST_CASE(proxy_fields) {
   h.proxy.url = "http://proxy.example:3128/path";
   check(h, "without a path");
   h.proxy.url = "http://proxy.example:3128?x=1";
-  check(h, "without a path or query");
+  check(h, "without a path, query or fragment");
   h.proxy.url = "socks5://proxy.example:1080";
   check(h, "http.proxy.url");
   h.proxy.url = "proxy.example:3128";
