@@ -12,7 +12,7 @@
 /// may break the API.
 #define NXSYS_AUTH_VERSION_MAJOR 0
 /// The minor version.
-#define NXSYS_AUTH_VERSION_MINOR 1
+#define NXSYS_AUTH_VERSION_MINOR 2
 /// The patch version.
 #define NXSYS_AUTH_VERSION_PATCH 0
 
