@@ -10,6 +10,8 @@
 //   mutex                 a std::mutex-guarded cache handing out a shared_ptr copy
 //   shared_mutex          the same with a reader lock
 //   shared_ptr            no lock, but every reader copies one shared_ptr (one shared count)
+//   many tenants          token() over 1,000 clients read in turn (a gateway holding one
+//                         client per credential), beside client.token() of one client
 //
 // and, for completion-handler users, a chain of async_token(callback) calls beside the same
 // chain of asio::post(ctx, callback): async_token's fast path completes through the executor
@@ -27,12 +29,14 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <malloc.h>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <shared_mutex>
 #include <string>
+#include <tuple>
 #include <unistd.h>
 #include <utility>
 #include <vector>
@@ -45,6 +49,7 @@ namespace bench = nxsys::auth::bench;
 namespace {
 
 constexpr int max_threads = 2;
+constexpr std::size_t tenant_count = 1000;
 
 struct token_copy {
   std::string value = std::string(40, 't');
@@ -235,9 +240,37 @@ int main(int argc, char** argv) try {
     env.ctx.run();
   }
 
+  // Many tenants: what an idle client costs, and what each thread's first read adds to it.
+  auto heap = [] {
+    const auto mi = mallinfo2();
+    return static_cast<double>(mi.uordblks + mi.hblkhd);
+  };
+  const double heap_before = heap();
+  std::vector<na::client> tenants;
+  tenants.reserve(tenant_count);
+  for (std::size_t i = 0; i < tenant_count; ++i)
+    tenants.emplace_back(client_ctx.get_executor(), bench::config_for(server));
+  const double idle_client_bytes = (heap() - heap_before) / tenant_count;
+  for (auto& t : tenants)
+    asio::co_spawn(
+        client_ctx, [&t]() -> asio::awaitable<void> { co_await t.token(); }, rethrow);
+  client_ctx.restart();
+  client_ctx.run();
+  const double heap_fetched = heap();
+  asio::co_spawn(
+      client_ctx,
+      [&]() -> asio::awaitable<void> {
+        for (auto& t : tenants) co_await t.token();
+      },
+      rethrow);
+  client_ctx.restart();
+  client_ctx.run();
+  const double thread_client_bytes = (heap() - heap_fetched) / tenant_count;
+
   const std::vector<candidate> candidates = {
       {"floor", "floor (co_await returning a pointer)", ""},
       {"token", "nxsys::auth client.token()", "floor"},
+      {"tenants", "token() over 1,000 clients", "token"},
       {"mutex", "std::mutex cache", "floor"},
       {"shared_mutex", "std::shared_mutex cache", "floor"},
       {"shared_ptr", "shared shared_ptr copy", "floor"},
@@ -261,20 +294,31 @@ int main(int argc, char** argv) try {
         state, env, [&client] { return client.token(); },
         [](const na::access_token& t) { return !t.value().empty(); });
   });
+  reg(candidates[2].id, [&tenants](benchmark::State& state, thread_env& env) {
+    // The threads start half the ring apart, then each reads the clients in turn.
+    std::size_t i = static_cast<std::size_t>(state.thread_index()) * tenants.size() / max_threads;
+    await_loop(
+        state, env,
+        [&] {
+          if (++i == tenants.size()) i = 0;
+          return tenants[i].token();
+        },
+        [](const na::access_token& t) { return !t.value().empty(); });
+  });
   auto non_empty = [](const std::shared_ptr<const token_copy>& t) { return !t->value.empty(); };
-  reg(candidates[2].id, [non_empty](benchmark::State& state, thread_env& env) {
+  reg(candidates[3].id, [non_empty](benchmark::State& state, thread_env& env) {
     await_loop(state, env, mutex_op, non_empty);
   });
-  reg(candidates[3].id, [non_empty](benchmark::State& state, thread_env& env) {
+  reg(candidates[4].id, [non_empty](benchmark::State& state, thread_env& env) {
     await_loop(state, env, shared_mutex_op, non_empty);
   });
-  reg(candidates[4].id, [non_empty](benchmark::State& state, thread_env& env) {
+  reg(candidates[5].id, [non_empty](benchmark::State& state, thread_env& env) {
     await_loop(state, env, shared_ptr_op, non_empty);
   });
-  reg(candidates[5].id, [](benchmark::State& state, thread_env& env) {
+  reg(candidates[6].id, [](benchmark::State& state, thread_env& env) {
     callback_chain(state, env, [&env](chain& c) { asio::post(env.ctx, post_step{&env.ctx, &c}); });
   });
-  reg(candidates[6].id, [](benchmark::State& state, thread_env& env) {
+  reg(candidates[7].id, [](benchmark::State& state, thread_env& env) {
     callback_chain(state, env, [&env](chain& c) {
       env.own_client->async_token(token_step{&*env.own_client, &c});
     });
@@ -337,8 +381,17 @@ int main(int argc, char** argv) try {
   const row* floor1 = reporter.find(candidates[0].id, 1);
   if (tok1 && floor1) {
     const double ratio = tok1->ns_per_op / floor1->ns_per_op;
-    targets.add("fast path: token() / bare co_await floor, T=1", bench::fmt("%.2fx", ratio), "<= 1.5x",
-                ratio <= 1.5);
+    targets.add("fast path: token() / bare co_await floor, T=1", bench::fmt("%.2fx", ratio),
+                "<= 1.5x", ratio <= 1.5);
+  }
+  const row* ten1 = reporter.find(candidates[2].id, 1);
+  const row* ten2 = reporter.find(candidates[2].id, max_threads);
+  for (auto [ten, tok, t] : {std::tuple{ten1, tok1, 1}, std::tuple{ten2, tok2, max_threads}}) {
+    if (ten == nullptr || tok == nullptr) continue;
+    const double ratio = ten->ns_per_op / tok->ns_per_op;
+    targets.add("many tenants: token() over " + std::to_string(tenant_count) +
+                    " clients / one client, T=" + std::to_string(t),
+                bench::fmt("%.2fx", ratio), "<= 1.5x", ratio <= 1.5);
   }
   if (tok1 && tok2) {
     const double scaling = tok2->items_per_second / tok1->items_per_second;
@@ -346,6 +399,20 @@ int main(int argc, char** argv) try {
                 bench::fmt("%.2f", scaling), ">= 1.8", scaling >= 1.8);
   }
   targets.print();
+
+  std::printf(
+      "\nmany tenants: %.0f heap bytes per idle client (a token fetched: %.0f), and %.0f "
+      "per client for each thread that reads it (its slot and its copy of the token)\n",
+      idle_client_bytes, (heap_fetched - heap_before) / tenant_count, thread_client_bytes);
+  std::uint64_t tenant_slow_path = 0, tenant_refreshes = 0;
+  for (const auto& t : tenants) {
+    const auto st = t.stats();
+    tenant_slow_path += st.slow_path_calls;
+    tenant_refreshes += st.refreshes_started;
+  }
+  std::printf("tenants: %llu refresh(es) for %zu clients, %llu slow-path calls\n",
+              static_cast<unsigned long long>(tenant_refreshes), tenant_count,
+              static_cast<unsigned long long>(tenant_slow_path));
 
   const auto shared_stats = client.stats();
   std::uint64_t own_slow_path = 0;
@@ -358,13 +425,19 @@ int main(int argc, char** argv) try {
       static_cast<unsigned long long>(own_slow_path));
 
   if (json_path) {
-    bench::write_json(*json_path,
-                      json::object{{"benchmark", "fast_path"},
-                                   {"machine", bench::machine_info()},
-                                   {"candidates", std::move(rows)},
-                                   {"targets", targets.json()},
-                                   {"client_stats", bench::to_json(shared_stats)},
-                                   {"async_token_clients_slow_path_calls", own_slow_path}});
+    bench::write_json(
+        *json_path,
+        json::object{{"benchmark", "fast_path"},
+                     {"machine", bench::machine_info()},
+                     {"candidates", std::move(rows)},
+                     {"targets", targets.json()},
+                     {"client_stats", bench::to_json(shared_stats)},
+                     {"async_token_clients_slow_path_calls", own_slow_path},
+                     {"tenants", json::object{{"clients", tenant_count},
+                                              {"idle_client_bytes", idle_client_bytes},
+                                              {"per_thread_client_bytes", thread_client_bytes},
+                                              {"refreshes", tenant_refreshes},
+                                              {"slow_path_calls", tenant_slow_path}}}});
   }
   return 0;
 } catch (const std::exception& e) {

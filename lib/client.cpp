@@ -63,25 +63,6 @@ access_token replicate(const access_token& t) {
   return access_token(std::make_shared<const token_data>(*t.data()));
 }
 
-}  // namespace
-
-// Each thread keeps its own copy of the current token of the clients it reads. Handing out a
-// copy then touches only this thread's reference count: one shared count written by every
-// reader costs several times the whole fast path on two cores.
-struct replica {
-  std::uint64_t uid = 0;      // which client
-  std::uint64_t version = 0;  // which publication of that client
-  access_token token;
-  clock_type::time_point refresh_at{};
-  clock_type::time_point ahead_at{};
-  clock_type::time_point first_deadline{};  // the earlier of the two
-};
-
-namespace {
-constexpr std::size_t replicas_per_thread = 4;
-thread_local std::array<replica, replicas_per_thread> tls_replicas;
-thread_local std::size_t tls_next_victim = 0;
-
 // The token URL's parts, once validate() accepted the configuration.
 protocol::endpoint checked_endpoint(const client_config& cfg) {
   diagnostics diag;
@@ -148,10 +129,9 @@ bool client_impl::before(clock_type::time_point deadline) const noexcept {
 
 const access_token* client_impl::fresh_token() {
   const auto v = version_.load(std::memory_order_acquire);
-  replica* r = nullptr;
-  for (auto& c : tls_replicas)
-    if (c.uid == uid_) r = &c;
-  if (r == nullptr || r->version != v) r = renew_replica(r);
+  replica* r = replicas_.local();
+  if (r == nullptr) return nullptr;  // a thread without a slot: the slow path serves it
+  if (r->version != v) renew_replica(*r);
   // One clock read settles the common case: neither the window nor the refresh point is near.
   if (before(r->first_deadline)) return &r->token;
   const auto t = now();
@@ -284,7 +264,7 @@ client_stats client_impl::stats() const {
   return s;
 }
 
-replica* client_impl::renew_replica(replica* r) {
+void client_impl::renew_replica(replica& r) {
   access_token current;
   clock_type::time_point refresh_at, ahead_at;
   std::uint64_t version;
@@ -295,22 +275,16 @@ replica* client_impl::renew_replica(replica* r) {
     ahead_at = machine_.ahead_at();
     version = version_.load(std::memory_order_relaxed);
   }
-  if (r == nullptr) {
-    r = &tls_replicas[tls_next_victim];
-    tls_next_victim = (tls_next_victim + 1) % replicas_per_thread;
-  }
-  r->uid = uid_;
-  r->version = version;
-  r->refresh_at = refresh_at;
-  r->ahead_at = ahead_at;
+  r.version = version;
+  r.refresh_at = refresh_at;
+  r.ahead_at = ahead_at;
   if (current) {
-    r->token = replicate(current);
+    r.token = replicate(current);
   } else {
-    r->token = access_token{};
-    r->refresh_at = clock_type::time_point::min();
+    r.token = access_token{};
+    r.refresh_at = clock_type::time_point::min();
   }
-  r->first_deadline = std::min(r->refresh_at, r->ahead_at);
-  return r;
+  r.first_deadline = std::min(r.refresh_at, r.ahead_at);
 }
 
 namespace {
