@@ -637,7 +637,7 @@ bench::target_list check_targets(const std::vector<cell>& cells,
 
 // Gnuplot data: one block per design (separated by two blank lines, gnuplot's `index`), the
 // cells at one latency and one thread count: N, p99 (ms), token requests, wake-up per waiter
-// (ns). The Go peer's block is last and empty when it did not run.
+// (ns). The Go peer's block is last; a design that did not run has one NaN line.
 void write_plot_data(const std::string& path, const std::vector<cell>& cells, int latency_ms,
                      unsigned t) {
   std::ofstream out(path, std::ios::trunc);
@@ -647,10 +647,15 @@ void write_plot_data(const std::string& path, const std::vector<cell>& cells, in
        {std::string_view("single-flight"), std::string_view("herd"), std::string_view("serialized"),
         std::string_view("timer floor"), go_design}) {
     out << "# " << d << "\n# N p99_ms requests wake_ns\n";
+    bool any = false;
     for (const auto& c : cells)
       if (c.design == d && c.latency_ms == latency_ms && c.failures == 0 &&
-          (c.threads == t || d == "serialized"))
+          (c.threads == t || d == "serialized")) {
         out << c.n << ' ' << c.wait_ms.p99 << ' ' << c.requests << ' ' << c.wake_ns << '\n';
+        any = true;
+      }
+    // A design that did not run keeps its block (gnuplot counts blocks by their data lines).
+    if (!any) out << "NaN NaN NaN NaN\n";
     out << "\n\n";
   }
   if (!out) throw std::runtime_error("cannot write " + path);

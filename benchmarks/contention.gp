@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: BSL-1.0
 # Plots nxsys-contention-bench --plot-data output: p99 waiter latency and token-endpoint
 # requests and the wake-up cost per waiter against N, for single-flight, herd, serialized, the real
-# golang.org/x/oauth2 ReuseTokenSource (Go peer; its block is empty when it did not run) and the
+# golang.org/x/oauth2 ReuseTokenSource (Go peer; a design that did not run has a NaN line) and the
 # timer floor.
 # gnuplot -e "datafile='contention.dat'; outfile='contention.png'; subtitle='...'" contention.gp
 if (!exists("datafile")) datafile = 'contention.dat'
