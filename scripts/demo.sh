@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: BSL-1.0
 # The main job: installs what it needs, builds the benchmarks and the mock server (Release) and
 # runs the refresh-contention benchmark against the embedded mock token server (nxsys-auth's
-# single flight beside a herd, a serialized cache and the timer floor), then a short fast-path
+# single flight beside a herd, a serialized cache, the timer floor and, when the Go peer was built,
+# the real golang.org/x/oauth2 ReuseTokenSource), then a short fast-path
 # and sustained-load run. Prints the tables, writes results.json and a plot.
 #   OUT_DIR (default ./results)  where the JSON files, contention.dat and contention.png go
 #   extra arguments go to nxsys-contention-bench (see --help), e.g. --latency-ms 0,5,50

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: BSL-1.0
-# Installs the Debian packages nxsys-auth needs to build, test and run its demo. Idempotent:
+# Installs the Debian packages nxsys-auth needs to build, test and run its demo (golang-go and
+# golang-golang-x-oauth2-dev: the Go peer of the contention benchmark, built offline). Idempotent:
 # packages already present are not touched, and apt is only called when something is missing.
 #   scripts/setup.sh            # everything below
 #   scripts/setup.sh doxygen    # only the packages named (scripts/docs.sh needs no compiler)
@@ -10,6 +11,7 @@ packages=(
   libboost1.81-all-dev libboost-json1.81-dev libboost-url1.81-dev
   libssl-dev openssl curl libbenchmark-dev libgtest-dev gnuplot-nox wrk redis-server
   libhiredis-dev doxygen
+  golang-go golang-golang-x-oauth2-dev
 )
 if (($#)); then packages=("$@"); fi
 missing=()
