@@ -69,21 +69,13 @@ int key_password_callback(char* buf, int size, int /*rwflag*/, void* userdata) {
   throw error_with_diagnostics(make_error_code(errc::invalid_config), std::move(d));
 }
 
-// The client certificate and its key of `opts`, if any, into `ctx`.
+// The client certificate and its key of `opts`, if any, into `ctx`. http_options::validate
+// (which every client and session runs first) has checked that they come in pairs, one of
+// each kind.
 void load_client_certificate(asio::ssl::context& ctx, const tls_options& opts) {
-  const bool cert_file = !opts.certificate_file.empty(), cert_pem = !opts.certificate_pem.empty();
-  const bool key_file = !opts.private_key_file.empty(), key_pem = !opts.private_key_pem.empty();
-  if (cert_file && cert_pem)
-    invalid_tls("tls.certificate_file and tls.certificate_pem are exclusive: set one");
-  if (key_file && key_pem)
-    invalid_tls("tls.private_key_file and tls.private_key_pem are exclusive: set one");
-  if ((cert_file || cert_pem) != (key_file || key_pem))
-    invalid_tls(cert_file || cert_pem
-                    ? "a client certificate needs its private key (tls.private_key_file or "
-                      "tls.private_key_pem)"
-                    : "a private key needs its client certificate (tls.certificate_file or "
-                      "tls.certificate_pem)");
-  if (!cert_file && !cert_pem) return;
+  const bool cert_file = !opts.certificate_file.empty();
+  const bool key_file = !opts.private_key_file.empty();
+  if (!cert_file && opts.certificate_pem.empty()) return;
 
   SSL_CTX* h = ctx.native_handle();
   key_password_request request{&opts.private_key_password};

@@ -7,6 +7,7 @@
 
 #include "helpers.hpp"
 #include "proxy.hpp"
+#include "session_requests.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -112,24 +113,6 @@ std::optional<na::error_with_diagnostics> construction_error(F f) {
 std::string all_text(const attempt& a) {
   return a.what + "|" + a.ec.message() + "|" + a.diag.client_message + "|" + a.diag.server_error +
          "|" + a.diag.server_description;
-}
-
-na::session::request_type get(std::string target) {
-  return na::session::request_type{http::verb::get, target, 11};
-}
-
-struct api_result {
-  error_code ec;
-  na::diagnostics diag;
-  na::session::response_type res;
-};
-
-api_result send(asio::io_context& ctx, na::session& s, na::session::request_type req) {
-  api_result r;
-  run_coro(ctx, [&]() -> asio::awaitable<void> {
-    std::tie(r.ec, r.res) = co_await s.async_request(std::move(req), r.diag, use_tuple);
-  });
-  return r;
 }
 
 // Sets environment variables for one test and restores them all (set or not) afterwards. The
@@ -964,19 +947,21 @@ BOOST_AUTO_TEST_CASE(the_hook_is_not_called_for_plain_http) {
 
 BOOST_AUTO_TEST_SUITE_END()
 
+// validate() accepts `h` (empty `words`), or refuses it with a message holding `words`.
+void check(const na::http_options& h, const std::string& words) {
+  na::diagnostics d;
+  const auto ec = h.validate(&d);
+  if (words.empty()) {
+    BOOST_TEST(!ec, d.client_message);
+    return;
+  }
+  BOOST_TEST(ec == na::errc::invalid_config);
+  BOOST_TEST(d.client_message.find(words) != std::string::npos, d.client_message);
+}
+
 BOOST_AUTO_TEST_SUITE(network_options_validate)
 
 BOOST_AUTO_TEST_CASE(proxy_fields) {
-  auto check = [](const na::http_options& h, const std::string& words) {
-    na::diagnostics d;
-    const auto ec = h.validate(&d);
-    if (words.empty()) {
-      BOOST_TEST(!ec, d.client_message);
-      return;
-    }
-    BOOST_TEST(ec == na::errc::invalid_config);
-    BOOST_TEST(d.client_message.find(words) != std::string::npos, d.client_message);
-  };
   na::http_options h;
   check(h, "");
   for (const char* ok : {"http://127.0.0.1:3128", "http://proxy.example:3128/", "http://[::1]:8080",
@@ -1017,16 +1002,6 @@ BOOST_AUTO_TEST_CASE(proxy_fields) {
 }
 
 BOOST_AUTO_TEST_CASE(client_certificate_fields) {
-  auto check = [](const na::http_options& h, const std::string& words) {
-    na::diagnostics d;
-    const auto ec = h.validate(&d);
-    if (words.empty()) {
-      BOOST_TEST(!ec, d.client_message);
-      return;
-    }
-    BOOST_TEST(ec == na::errc::invalid_config);
-    BOOST_TEST(d.client_message.find(words) != std::string::npos, d.client_message);
-  };
   na::http_options h;
   h.tls.certificate_file = "c.pem";
   check(h, "needs a private key");

@@ -4,6 +4,7 @@
 // compare-and-invalidate, the connection pool, errors, timeouts, TLS, cancellation and
 // destruction.
 #include "helpers.hpp"
+#include "session_requests.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
@@ -31,8 +32,6 @@ using boost::system::error_code;
 
 namespace {
 
-constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
-
 na::session_config session_config_for(const mock_server& api) {
   na::session_config cfg;
   cfg.base_url = api.base_url();
@@ -40,25 +39,6 @@ na::session_config session_config_for(const mock_server& api) {
   cfg.http.connect_timeout = 5s;
   cfg.http.request_timeout = 20s;
   return cfg;
-}
-
-na::session::request_type get(std::string target) {
-  return na::session::request_type{http::verb::get, target, 11};
-}
-
-struct result {
-  error_code ec;
-  na::diagnostics diag;
-  na::session::response_type res;
-};
-
-// One request run to completion on `ctx` (one thread, bounded).
-result send(asio::io_context& ctx, na::session& s, na::session::request_type req) {
-  result r;
-  run_coro(ctx, [&]() -> asio::awaitable<void> {
-    std::tie(r.ec, r.res) = co_await s.async_request(std::move(req), r.diag, use_tuple);
-  });
-  return r;
 }
 
 // A TCP server on 127.0.0.1 that hands each accepted connection to `serve`, on a thread of

@@ -18,6 +18,24 @@ namespace asio = boost::asio;
 namespace na = nxsys::auth;
 using namespace nxsys::auth::testing;
 
+namespace {
+
+// `n` clients of `server` on `ctx`, all on the clock `clk`.
+std::vector<na::client> make_clients(std::size_t n, asio::io_context& ctx,
+                                     const mock_server& server,
+                                     const std::shared_ptr<manual_clock>& clk) {
+  std::vector<na::client> cs;
+  cs.reserve(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    auto cfg = config_for(server);
+    cfg.clock = clk;
+    cs.emplace_back(ctx.get_executor(), std::move(cfg));
+  }
+  return cs;
+}
+
+}  // namespace
+
 BOOST_AUTO_TEST_SUITE(many_clients)
 
 // Every thread reads every client in each phase; between phases every token is replaced:
@@ -30,13 +48,7 @@ BOOST_AUTO_TEST_CASE(clients_read_in_turn_on_four_threads_refresh_once_per_chang
   mock_server server;
   auto clk = std::make_shared<manual_clock>();
   asio::io_context ctx(threads);
-  std::vector<na::client> cs;
-  cs.reserve(clients);
-  for (std::size_t i = 0; i < clients; ++i) {
-    auto cfg = config_for(server);
-    cfg.clock = clk;
-    cs.emplace_back(ctx.get_executor(), std::move(cfg));
-  }
+  auto cs = make_clients(clients, ctx, server, clk);
   for (int phase = 1; phase <= phases; ++phase) {
     std::atomic<std::uint64_t> reads{0}, wrong_serial{0}, empty{0};
     for (int t = 0; t < threads; ++t) {
@@ -80,13 +92,7 @@ BOOST_AUTO_TEST_CASE(threads_that_come_and_go_never_see_a_stale_copy) {
   mock_server server;
   auto clk = std::make_shared<manual_clock>();
   asio::io_context client_ctx(1);
-  std::vector<na::client> cs;
-  cs.reserve(clients);
-  for (std::size_t i = 0; i < clients; ++i) {
-    auto cfg = config_for(server);
-    cfg.clock = clk;
-    cs.emplace_back(client_ctx.get_executor(), std::move(cfg));
-  }
+  auto cs = make_clients(clients, client_ctx, server, clk);
   auto work = asio::make_work_guard(client_ctx);
   std::thread runner([&] { client_ctx.run(); });
   std::atomic<std::uint64_t> wrong{0}, reads{0};
