@@ -60,7 +60,7 @@ clock_type::time_point coarse_now() noexcept {
 // A private copy of a token: same contents, its own reference count.
 access_token replicate(const access_token& t) {
   if (!t) return {};
-  return access_token(std::make_shared<const token_data>(*t.data()));
+  return access_token(t.block()->data);
 }
 
 // The token URL's parts, once validate() accepted the configuration.
@@ -127,17 +127,17 @@ bool client_impl::before(clock_type::time_point deadline) const noexcept {
   return clock_type::now() < deadline;
 }
 
-const access_token* client_impl::fresh_token() {
+const token_block* client_impl::fresh_token() {
   const auto v = version_.load(std::memory_order_acquire);
   replica* r = replicas_.local();
   if (r == nullptr) return nullptr;  // a thread without a slot: the slow path serves it
   if (r->version != v) renew_replica(*r);
   // One clock read settles the common case: neither the window nor the refresh point is near.
-  if (before(r->first_deadline)) return &r->token;
+  if (before(r->first_deadline)) return r->take();
   const auto t = now();
   if (t >= r->refresh_at) return nullptr;
   if (t >= r->ahead_at) maybe_refresh_ahead(v, r->token.serial());
-  return &r->token;
+  return r->take();
 }
 
 // Inside the refresh-ahead window: the token is served, and the first caller to get here for
@@ -275,6 +275,7 @@ void client_impl::renew_replica(replica& r) {
     ahead_at = machine_.ahead_at();
     version = version_.load(std::memory_order_relaxed);
   }
+  r.return_budget();
   r.version = version;
   r.refresh_at = refresh_at;
   r.ahead_at = ahead_at;
@@ -361,9 +362,9 @@ const asio::any_io_executor& executor_of(const client_impl& impl) noexcept {
 }
 
 bool try_fresh(client_impl& impl, access_token& out) {
-  const auto* t = impl.fresh_token();
-  if (t == nullptr) return false;
-  out = *t;
+  const auto* b = impl.fresh_token();
+  if (b == nullptr) return false;
+  out = access_token(b, adopt_reference);
   return true;
 }
 
@@ -397,7 +398,7 @@ client::executor_type client::get_executor() const noexcept {
 }
 
 boost::asio::awaitable<access_token> client::token() {
-  if (const auto* t = impl_->fresh_token()) co_return *t;
+  if (const auto* b = impl_->fresh_token()) co_return access_token(b, detail::adopt_reference);
   // Awaiting a deferred operation (rather than use_awaitable) runs the initiation from this
   // frame with no second coroutine frame, and the result lands in this frame: a waiter costs
   // its node and nothing else.

@@ -690,9 +690,8 @@ action refresh_machine::on_internal_error(std::string what, instant now) {
 void refresh_machine::publish(new_token t) {
   last_issued_ = t.value.copy();
   const auto expires = t.issued + t.lifetime;
-  current_ = access_token(std::make_shared<const token_data>(
-      token_data{t.value.str(), std::move(t.type), expires, ++serial_, std::move(t.scope),
-                 std::move(t.extra)}));
+  current_ = access_token(token_data{t.value.str(), std::move(t.type), expires, ++serial_,
+                                     std::move(t.scope), std::move(t.extra)});
   lifetime_ = t.lifetime;
   refresh_at_ =
       refresh_deadline(t.issued, t.lifetime, policy_.refresh_leeway, policy_.leeway_max_fraction);
