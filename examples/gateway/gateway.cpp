@@ -587,9 +587,8 @@ int run(const options& o) {
   cfg.observers.log = stderr_log(o.verbose);
   // Before the client, whose refresh observer points at it: it outlives the client.
   std::unique_ptr<nxsys_gateway::timeline> timeline;
-  if (!o.timeline.empty())
+  if (!o.timeline.empty()) {
     timeline = std::make_unique<nxsys_gateway::timeline>(o.timeline, o.timeline_slice);
-  if (timeline) {
     cfg.observers.on_refresh = [t = timeline.get()](const auth::refresh_event& e) {
       t->refresh(e.latency, e.ahead, e.waiters, e.ec ? error_name(e.ec) : "ok");
     };
