@@ -4,11 +4,11 @@
 // tab-separated file while the gateway runs. Load generators such as wrk only report a whole
 // run; this shows what a refresh does to throughput and tail latency at the moment it happens.
 //
-// The serving threads pay one steady_clock read per request and one relaxed atomic increment
-// on a cache line their thread alone writes: each thread has a shard, a ring of slices of
-// fixed log-bucket histograms. A thread of the timeline's own takes each slice out of the
-// shards (atomic exchange, so no count is ever lost) one slice after it ended and writes it;
-// a request whose thread stalled for longer than that is counted in a later slice.
+// The serving threads pay two steady_clock reads per request (read, written) and one relaxed
+// atomic increment on a cache line their thread alone writes: each thread has a shard, a ring
+// of slices of fixed log-bucket histograms. A thread of the timeline's own takes each slice out
+// of the shards (atomic exchange, so no count is ever lost) one slice after it ended and writes
+// it; a request whose thread stalled for longer than that is counted in a later slice.
 #pragma once
 
 #include <algorithm>
