@@ -171,8 +171,12 @@ worst = max(steady, key=lambda s: s[3]) if steady else None
 # continuous load starts a background refresh 0.2 (refresh_ahead_fraction) of the lifetime
 # before that: every 0.55 s for a 1 s token (plus the refresh's round trip), the first one when
 # the first request arrives.
+# At most one per 0.55 s; the first call after the point starts the next, a little later under
+# load (2 to 3 % on the development VM), so at least 95 % of that. Far fewer would be tokens
+# refreshed at 0.75 s or after they expired, more would be extra refreshes.
 at_refresh, at_ahead = ttl * 0.75, ttl * 0.55
 expected = 1 + math.floor(took / at_ahead)
+expected_min = math.floor(0.95 * expected)
 seen = m["refreshes"]
 c = g["client"]
 # Between the refreshes' starts: the refresh-ahead point counts from when a refresh was sent.
@@ -181,9 +185,10 @@ gaps = [b - a for a, b in zip(ok_marks, ok_marks[1:])]
 ahead = sum(1 for _, _, a, _ in marks if a)
 
 print("summary: %.0f requests/s (%d requests in %gs), p99 %.2f ms (wrk), %d refreshes seen by "
-      "the token endpoint (expected %d: 1 + %gs / %gs refresh-ahead point; %.0f without "
-      "refresh-ahead), %d 401s retried, %d non-2xx, %d reuse detected, %d refresh failures%s"
-      % (rps, total, took, p99, seen, expected, took, at_ahead, took / at_refresh,
+      "the token endpoint (expected %d to %d: at most 1 + %gs / %gs refresh-ahead point; %.0f "
+      "without refresh-ahead), %d 401s retried, %d non-2xx, %d reuse detected, %d refresh "
+      "failures%s"
+      % (rps, total, took, p99, seen, expected_min, expected, took, at_ahead, took / at_refresh,
          g["session"]["unauthorized_retries"], non2xx, m["reuse_detected"],
          c["refreshes_failed"], "; " + errors.group(0) if errors else ""))
 print("timeline: %d answers in %d slices of %.0f ms (wrk counted %d: %+d, answers in flight "
@@ -223,8 +228,8 @@ target("one refresh per token generation",
                                                      m["errors"] + c["refreshes_failed"],
                                                      min(gaps, default=float("nan"))),
        "one each", one_each, True)
-target("refreshes seen by the token endpoint vs expected", "%d vs %d" % (seen, expected),
-       "within 1", abs(seen - expected) <= 1)
+target("refreshes seen by the token endpoint vs expected", "%d" % seen,
+       "%d to %d" % (expected_min, expected), expected_min <= seen <= expected)
 target("slice p99 with a background refresh / without",
        "%.2f / %.2f ms" % (med(with_r), med(without_r)), "<= 1.25x",
        bool(with_r) and bool(without_r) and med(with_r) <= 1.25 * med(without_r))
@@ -235,7 +240,7 @@ with open(json_path, "w") as f:
     json.dump({"benchmark": "gateway", "targets": targets,
                "figures": {"requests_per_s": rps, "requests": total, "p99_ms": p99,
                            "timeline_requests": answered, "refreshes": seen,
-                           "refreshes_expected": expected, "seconds": took}}, f)
+                           "refreshes_expected": [expected_min, expected], "seconds": took}}, f)
 sys.exit(1 if any(t["result"] == "FAIL" for t in targets) else 0)
 EOF
 
