@@ -16,7 +16,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD_DIR:-$root/build-release}
 out=${OUT_DIR:-$root/results}
 start=$SECONDS
-echo "building the benchmarks and nxsys-mock-server (Release, $build)..."
+echo "building the benchmarks, nxsys-mock-server and nxsys-gateway (Release, $build)..."
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$build" -j "$(nproc)" --target nxsys-contention-bench nxsys-fast-path-bench \
   nxsys-sustained-bench nxsys-bench-summary nxsys-mock-server nxsys-gateway | grep -v '^\[' || true
@@ -47,7 +47,8 @@ if [ "$gateway_seconds" -gt 0 ]; then
   rm -f "$out/gateway.json"
   DURATION=$gateway_seconds NO_BUILD=1 BUILD_DIR=$build OUT_DIR=$out \
     "$root/scripts/gateway-load.sh" >"$out/gateway-load.log" 2>&1 || rc=1
-  grep -E '^(summary|timeline|refreshes in the timeline):' "$out/gateway-load.log" || tail -n 20 "$out/gateway-load.log"
+  grep -E '^(summary|timeline|refreshes in the timeline):' "$out/gateway-load.log" ||
+    tail -n 20 "$out/gateway-load.log"
   echo "(gateway run: $((SECONDS - gateway_start)) s; the whole report in $out/gateway.txt)"
   summaries+=("$out/gateway.json")
   wrote_gateway=", gateway.png, gateway-timeline.tsv, gateway.txt"
