@@ -9,7 +9,9 @@
 //   * Beast + C++20 coroutines: a coroutine per downstream connection, on a strand of its own,
 //     with errors as values (as_tuple(use_awaitable)) instead of exceptions on the hot path;
 //   * limits and timeouts on what callers send, and error answers that never carry a secret;
-//   * a graceful stop on SIGINT/SIGTERM, with the final counters as one JSON line on stdout.
+//   * a graceful stop on SIGINT/SIGTERM, with the final counters as one JSON line on stdout;
+//   * --timeline FILE: requests/s and latency percentiles per time slice with each refresh
+//     marked (timeline.hpp), for watching a refresh under sustained load.
 //
 // The client settings are the ones nxsys-token takes (tools/cli/client_flags.hpp): the NXSYS_*
 // environment, flags over it, secrets only from the environment or files (argv is visible in
@@ -29,6 +31,7 @@
 #include <nxsys/auth/version.hpp>
 
 #include "cli/client_flags.hpp"
+#include "timeline.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -109,6 +112,10 @@ Options:
                          printed on stdout as "listening on http://ADDR:PORT".
   --threads N            threads running the server (default: the number of cores)
   --max-connections N    connections to the API at most (default 64)
+  --timeline FILE        write requests, requests/s and latency percentiles per time slice,
+                         and each refresh of the token as it finishes, to FILE (tab-separated,
+                         written as the gateway runs; see examples/gateway/timeline.hpp)
+  --timeline-slice-ms N  the slices' length (default 100)
   --verbose              log everything the client does on stderr (never a secret or token);
                          by default only warnings and errors
   --help                 show this message
@@ -126,6 +133,8 @@ struct options {
   std::uint16_t port = 8080;
   unsigned threads = std::max(1u, std::thread::hardware_concurrency());
   std::size_t max_connections = 64;
+  std::string timeline;  // empty: no timeline
+  std::chrono::milliseconds timeline_slice{100};
   bool verbose = false;
   auth::cli::client_flags client;  // endpoint, credentials, dialect, store, TLS
 };
@@ -177,6 +186,11 @@ std::optional<options> parse_args(int argc, char** argv) {
       o.threads = parse_number<unsigned>(arg, value(), 1, 256);
     } else if (arg == "--max-connections") {
       o.max_connections = parse_number<std::size_t>(arg, value(), 1, 100'000);
+    } else if (arg == "--timeline") {
+      o.timeline = value();
+      if (o.timeline.empty()) throw usage_error{"--timeline needs a file name"};
+    } else if (arg == "--timeline-slice-ms") {
+      o.timeline_slice = std::chrono::milliseconds(parse_number<unsigned>(arg, value(), 1, 60'000));
     } else if (o.client.take(arg, value, flag)) {
       // a client setting (tools/cli/client_flags.hpp)
     } else if (arg == "--verbose" || arg == "-v") {
@@ -252,9 +266,11 @@ struct downstream {
 // stop that gives up on slow connections may destroy their coroutines in any order.
 class gateway {
  public:
-  gateway(auth::client& client, auth::session& api) : client_(client), api_(api) {}
+  gateway(auth::client& client, auth::session& api, nxsys_gateway::timeline* timeline)
+      : client_(client), api_(api), timeline_(timeline) {}
 
   auth::session& api() { return api_; }
+  nxsys_gateway::timeline* timeline() { return timeline_; }  // nullptr without --timeline
   bool stopping() const { return stopping_.load(std::memory_order_acquire); }
 
   // A connection is registered for the life of its coroutine: a stop must find the idle ones.
@@ -315,6 +331,7 @@ class gateway {
  private:
   auth::client& client_;
   auth::session& api_;
+  nxsys_gateway::timeline* timeline_;
   std::atomic<bool> stopping_{false};
   mutable std::mutex mutex_;
   std::unordered_set<std::shared_ptr<downstream>> open_;
@@ -476,6 +493,10 @@ asio::awaitable<void> serve(std::shared_ptr<gateway> gw, tcp::socket socket) {
       break;  // end_of_stream (the caller closed), timeout, reset, or a stop
     }
     ++gw->requests;
+    // The clock is read only for a timeline: a gateway without one pays nothing for it.
+    auto* timeline = gw->timeline();
+    const auto read_at = timeline ? nxsys_gateway::timeline::clock::now()
+                                  : nxsys_gateway::timeline::clock::time_point{};
 
     request req = parser.release();
     // The upstream exchange has its own timeouts (session_config): no deadline on our stream
@@ -487,6 +508,8 @@ asio::awaitable<void> serve(std::shared_ptr<gateway> gw, tcp::socket socket) {
     res.prepare_payload();
     stream.expires_after(write_timeout);
     auto [wec, written] = co_await http::async_write(stream, res, use_tuple);
+    if (timeline && !wec)
+      timeline->record(read_at, nxsys_gateway::timeline::clock::now(), res.result_int());
     if (wec || !res.keep_alive()) break;
   }
   // Half-close: the caller reads our last answer, then sees the end of the stream.
@@ -562,6 +585,14 @@ int run(const options& o) {
 
   auto cfg = o.client.make_config();  // throws store_corrupt for a damaged --store file
   cfg.observers.log = stderr_log(o.verbose);
+  // Before the client, whose refresh observer points at it: it outlives the client.
+  std::unique_ptr<nxsys_gateway::timeline> timeline;
+  if (!o.timeline.empty()) {
+    timeline = std::make_unique<nxsys_gateway::timeline>(o.timeline, o.timeline_slice);
+    cfg.observers.on_refresh = [t = timeline.get()](const auth::refresh_event& e) {
+      t->refresh(e.latency, e.ahead, e.waiters, e.ec ? error_name(e.ec) : "ok");
+    };
+  }
   // The one client and the one session of the process: every connection on every thread uses
   // them, which is what makes the refresh a single flight. Both throw invalid_config.
   auth::client client(ctx.get_executor(), std::move(cfg));
@@ -572,7 +603,7 @@ int run(const options& o) {
   api_cfg.http.allow_insecure_http = o.client.insecure_http;
   auth::session api(client, std::move(api_cfg));
 
-  auto gw = std::make_shared<gateway>(client, api);
+  auto gw = std::make_shared<gateway>(client, api, timeline.get());
   // The acceptor and the signal wait share a strand: the stop closes the acceptor safely.
   auto control = asio::make_strand(ctx);
   tcp::acceptor acceptor(control);
@@ -601,8 +632,12 @@ int run(const options& o) {
   }
   for (auto& t : threads) t.join();
 
-  // Every thread is done: these are the final counters.
+  // Every thread is done: these are the final counters, and the timeline's last slices.
   std::cout << json::serialize(gw->stats()) << std::endl;
+  if (timeline && !timeline->finish()) {
+    std::cerr << "nxsys-gateway: error: --timeline " + o.timeline + ": write failed\n";
+    return 1;
+  }
   return std::cout ? 0 : 1;
 }
 

@@ -5,8 +5,9 @@
 # refresh every 0.55 to 0.75 s (never one per request, no reuse of a rotated refresh token),
 # every 401 retried once, a failed refresh answered 502 with its name, no secret in any output,
 # SIGTERM ending it with exit 0 and its final counters, and --store carrying a rotating chain
-# across a restart that has no refresh token (RFC 6749 names, Basic authentication, a scope).
-# Counts and behaviour, no timings.
+# across a restart that has no refresh token (RFC 6749 names, Basic authentication, a scope),
+# and --timeline writing a well-formed file whose slices count every answer and whose refresh
+# lines are the client's refreshes. Counts and behaviour, no timings.
 # Usage: gateway.sh PATH/TO/nxsys-mock-server PATH/TO/nxsys-gateway
 set -euo pipefail
 server_bin=$1
@@ -61,10 +62,16 @@ grep -q '^usage: nxsys-gateway' "$tmp/usage.err" || fail "a bad flag: no usage o
 rc=0; env -u NXSYS_CLIENT_SECRET "$gateway_bin" >/dev/null 2>"$tmp/noenv.err" || rc=$?
 [ "$rc" -eq 2 ] || fail "no NXSYS_CLIENT_SECRET: exit $rc, expected 2"
 grep -q NXSYS_CLIENT_SECRET "$tmp/noenv.err" || fail "no NXSYS_CLIENT_SECRET: not named"
+rc=0; "$gateway_bin" --timeline-slice-ms 0 >/dev/null 2>"$tmp/slice.err" || rc=$?
+[ "$rc" -eq 2 ] || fail "--timeline-slice-ms 0: exit $rc, expected 2"
+rc=0; "$gateway_bin" --port 0 --timeline "$tmp/no-such-dir/t.tsv" >/dev/null 2>"$tmp/tl.err" || rc=$?
+[ "$rc" -eq 1 ] || fail "--timeline in a missing directory: exit $rc, expected 1"
+grep -q -- '--timeline: cannot write' "$tmp/tl.err" || fail "--timeline: no message for a bad file"
 
 # --- the gateway ---
 start=$(date +%s.%N)
-"$gateway_bin" --port 0 --threads 2 --max-connections 8 >"$tmp/gateway.out" 2>"$tmp/gateway.err" &
+"$gateway_bin" --port 0 --threads 2 --max-connections 8 --timeline "$tmp/timeline.tsv" \
+  --timeline-slice-ms 50 >"$tmp/gateway.out" 2>"$tmp/gateway.err" &
 gateway_pid=$!
 pids+=("$gateway_pid")
 wait_for_line "$tmp/gateway.out" '^listening on http://' || fail "the gateway did not start"
@@ -144,6 +151,46 @@ d = json.load(open(sys.argv[1]))
 assert set(d) == {"gateway", "client", "session"}, d
 assert d["session"]["requests"] == int(sys.argv[2]), d
 assert d["gateway"]["connections_open"] == 0, d
+EOF
+
+# --- --timeline: well-formed, and its counts add up to the final counters ---
+python3 - "$tmp/timeline.tsv" "$tmp/final.json" <<'EOF' || fail "--timeline: the file is wrong"
+import json, math, sys
+d = json.load(open(sys.argv[2]))
+lines = open(sys.argv[1]).read().split("\n")
+assert lines[-1] == "", "the file does not end with a newline"
+lines = lines[:-1]
+assert lines[0].startswith("# nxsys-gateway timeline: slices of 50 ms"), lines[0]
+assert lines[1].split("\t")[:3] == ["# slice", "t_s", "requests"], lines[1]
+assert lines[2].split("\t")[:2] == ["# refresh", "t_s"], lines[2]
+slices, refreshes = [], []
+for line in lines[3:-1]:
+    f = line.split("\t")
+    if f[0] == "slice":
+        assert len(f) == 9, line
+        t, n, per_s = float(f[1]), int(f[2]), float(f[3])
+        p = [float(x) for x in f[4:8]]
+        assert round(t * 1000) == 50 * len(slices), "slice %d starts at %s" % (len(slices), f[1])
+        assert per_s == n * 20, line
+        if n == 0:
+            assert all(math.isnan(x) for x in p), line
+        else:
+            assert 0 <= p[0] <= p[1] <= p[2] <= p[3], line
+        assert 0 <= int(f[8]) <= n, line
+        slices.append(n)
+    elif f[0] == "refresh":
+        assert len(f) == 6 and float(f[2]) >= 0 and f[3] in ("0", "1") and f[5] == "ok", line
+        refreshes.append(float(f[1]))
+    else:
+        raise AssertionError("unexpected line: " + line)
+assert refreshes == sorted(refreshes), "refreshes out of order"
+total = "# total: %d requests, %d refreshes, %d slices" % (sum(slices), len(refreshes), len(slices))
+assert lines[-1] == total, (lines[-1], total)
+# Every request the gateway read was answered and counted once: the 200, and GET /gateway/stats.
+assert sum(slices) == d["gateway"]["requests"], (sum(slices), d["gateway"]["requests"])
+c = d["client"]
+assert len(refreshes) == c["refreshes_succeeded"] + c["refreshes_failed"] >= 2, (len(refreshes), c)
+print("timeline: %d answers in %d slices, %d refreshes" % (sum(slices), len(slices), len(refreshes)))
 EOF
 
 # --- a refresh token the server refuses: 502 with the error's name and the server's words ---
