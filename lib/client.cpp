@@ -80,6 +80,9 @@ protocol::endpoint checked_endpoint(const client_config& cfg) {
   throw error_with_diagnostics(out.ec, out.result.diag ? *out.result.diag : diagnostics{});
 }
 
+// Room in token()'s frame for its waiter node (make_waiter_in checks that it fits).
+constexpr std::size_t token_waiter_size = 96;
+
 struct outcome_call {
   template <class Handler>
   void operator()(Handler&& h, error_code ec, const flight_result& r) const {
@@ -164,7 +167,7 @@ void client_impl::maybe_refresh_ahead(std::uint64_t version, std::uint64_t seria
   carry_out(d, flight);
 }
 
-void client_impl::wait(std::unique_ptr<token_flight::waiter> w) {
+void client_impl::wait(token_flight::waiter_ptr w) {
   std::unique_lock lk(mu_);
   auto d = machine_.on_call(now());
   const auto flight = machine_.flight_serial();
@@ -368,7 +371,7 @@ bool try_fresh(client_impl& impl, access_token& out) {
   return true;
 }
 
-void wait_for_token(client_impl& impl, std::unique_ptr<token_flight::waiter> w) {
+void wait_for_token(client_impl& impl, token_flight::waiter_ptr w) {
   impl.wait(std::move(w));
 }
 
@@ -400,14 +403,18 @@ client::executor_type client::get_executor() const noexcept {
 boost::asio::awaitable<access_token> client::token() {
   if (const auto* b = impl_->fresh_token()) co_return access_token(b, detail::adopt_reference);
   // Awaiting a deferred operation (rather than use_awaitable) runs the initiation from this
-  // frame with no second coroutine frame, and the result lands in this frame: a waiter costs
-  // its node and nothing else.
+  // frame with no second coroutine frame, and the result lands in this frame. The waiter's
+  // node lives in this frame too, which stays suspended until the node is gone: a waiter
+  // costs no allocation beyond the frame.
+  detail::waiter_storage<detail::token_waiter_size> room;
   detail::token_outcome out = co_await boost::asio::async_initiate<const boost::asio::deferred_t&,
                                                                    void(detail::token_outcome)>(
-      [](auto handler, detail::client_impl* impl) {
-        impl->wait(impl->flight().make_waiter(std::move(handler), detail::outcome_call{}));
+      [](auto handler, detail::client_impl* impl,
+         detail::waiter_storage<detail::token_waiter_size>* room) {
+        impl->wait(
+            impl->flight().make_waiter_in(*room, std::move(handler), detail::outcome_call{}));
       },
-      boost::asio::deferred, impl_.get());
+      boost::asio::deferred, impl_.get(), &room);
   if (out.ec) detail::throw_outcome(out);
   co_return std::move(out.result.token);
 }

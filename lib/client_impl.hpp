@@ -91,7 +91,7 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
   ///   token, take the slow path
   const token_block* fresh_token();
   /// The slow path of every caller whose thread cache had no fresh token.
-  void wait(std::unique_ptr<token_flight::waiter> w);
+  void wait(token_flight::waiter_ptr w);
   bool invalidate(const access_token* rejected);  // nullptr: whatever is current
   void set_refresh_token(std::string refresh_token);
   void shutdown();

@@ -3,6 +3,7 @@
 // exactly-once completion, per-waiter cancellation, destruction, executors.
 #include <nxsys/auth/detail/single_flight.hpp>
 
+#include <boost/asio/bind_allocator.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/cancellation_signal.hpp>
@@ -11,6 +12,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include <chrono>
+#include <cstddef>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -35,6 +37,32 @@ auto record(outcome& o) {
     o.value = std::move(v);
   };
 }
+
+// An allocator that counts what goes through it.
+struct allocation_counts {
+  int allocated = 0;
+  int freed = 0;
+};
+template <class T>
+struct counting_allocator {
+  using value_type = T;
+  allocation_counts* counts;
+  explicit counting_allocator(allocation_counts* c) noexcept : counts(c) {}
+  template <class U>
+  counting_allocator(const counting_allocator<U>& o) noexcept : counts(o.counts) {}
+  T* allocate(std::size_t n) {
+    ++counts->allocated;
+    return std::allocator<T>().allocate(n);
+  }
+  void deallocate(T* p, std::size_t n) noexcept {
+    ++counts->freed;
+    std::allocator<T>().deallocate(p, n);
+  }
+  template <class U>
+  bool operator==(const counting_allocator<U>& o) const noexcept {
+    return counts == o.counts;
+  }
+};
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(single_flight)
@@ -230,6 +258,69 @@ BOOST_AUTO_TEST_CASE(waiters_on_the_io_executor_keep_its_context_running) {
   completer.join();
   BOOST_TEST(o.calls == 1);
   BOOST_TEST(o.value == "late");
+}
+
+// The Asio idiom: a waiter's node comes from its handler's associated allocator, and is freed
+// before the handler runs.
+BOOST_AUTO_TEST_CASE(a_waiter_node_comes_from_the_handlers_allocator) {
+  asio::io_context ctx;
+  flight f(ctx.get_executor());
+  allocation_counts counts;
+  int freed_before_the_handler_ran = -1;
+  f.join(asio::bind_allocator(counting_allocator<void>(&counts), [&](error_code, std::string) {
+    freed_before_the_handler_ran = counts.freed;
+  }));
+  BOOST_TEST(counts.allocated == 1);
+  f.take_all().complete({}, "tok");
+  ctx.run();
+  BOOST_TEST(freed_before_the_handler_ran == 1);
+  BOOST_TEST(counts.allocated == 1);
+  BOOST_TEST(counts.freed == 1);
+}
+
+// A node placed in storage that the handler itself owns (as a coroutine's frame holds the node
+// and is owned by the handler that resumes it): completing, cancelling or destroying the
+// waiter must end the node before the handler frees the storage. ASan catches the order.
+BOOST_AUTO_TEST_CASE(a_node_in_storage_owned_by_its_handler_ends_before_the_storage) {
+  using room = nxsys::auth::detail::waiter_storage<256>;
+  auto owning = [](std::shared_ptr<room>& r, outcome& o) {
+    return [keep = r, &o](error_code ec, std::string v) {
+      ++o.calls;
+      o.ec = ec;
+      o.value = std::move(v);
+    };
+  };
+  outcome completed, cancelled, dropped;
+  std::optional<asio::io_context> ctx(std::in_place);
+  flight f(ctx->get_executor());
+  asio::cancellation_signal sig;
+  {
+    auto r1 = std::make_shared<room>(), r2 = std::make_shared<room>();
+    f.join(f.make_waiter_in(*r1, owning(r1, completed)));
+    f.join(f.make_waiter_in(*r2, asio::bind_cancellation_slot(sig.slot(), owning(r2, cancelled))));
+  }  // each handler now owns its node's storage alone
+  sig.emit(asio::cancellation_type::terminal);
+  f.take_all().complete({}, "tok");
+  ctx->run();
+  BOOST_TEST(completed.calls == 1);
+  BOOST_TEST(completed.value == "tok");
+  BOOST_TEST(cancelled.calls == 1);
+  BOOST_TEST(cancelled.ec == asio::error::operation_aborted);
+  {
+    auto r3 = std::make_shared<room>();
+    f.join(f.make_waiter_in(*r3, owning(r3, dropped)));
+  }
+  f.take_all().complete({}, "tok-2");
+  ctx.reset();  // never run: the waiter is destroyed with the posted completion
+  BOOST_TEST(dropped.calls == 0);
+  // And a waiter never joined is destroyed by its owner alone.
+  asio::io_context other;
+  flight g(other.get_executor());
+  auto r4 = std::make_shared<room>();
+  auto w = g.make_waiter_in(*r4, owning(r4, dropped));
+  r4.reset();
+  w.reset();
+  BOOST_TEST(dropped.calls == 0);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -41,7 +41,7 @@ const boost::asio::any_io_executor& executor_of(const client_impl& impl) noexcep
 /// True, with the token, when the calling thread's cache holds a fresh one (no lock, no I/O).
 bool try_fresh(client_impl& impl, access_token& out);
 /// The slow path: joins (or starts) the refresh; completes `w` at once if it can.
-void wait_for_token(client_impl& impl, std::unique_ptr<token_flight::waiter> w);
+void wait_for_token(client_impl& impl, token_flight::waiter_ptr w);
 
 /// Completes an async_token handler: (ec, token), after filling the caller's diagnostics.
 struct diagnostics_call {

@@ -5,6 +5,7 @@
 #define NXSYS_AUTH_DETAIL_SINGLE_FLIGHT_HPP
 
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/associated_allocator.hpp>
 #include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/bind_executor.hpp>
@@ -14,12 +15,14 @@
 #include <boost/asio/execution/outstanding_work.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/prefer.hpp>
+#include <boost/asio/recycling_allocator.hpp>
 #include <boost/system/error_code.hpp>
 
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <type_traits>
 #include <utility>
 
@@ -53,10 +56,19 @@ struct plain_call {
   }
 };
 
+/// Caller-owned room for one waiter (see single_flight::make_waiter): it must outlive the
+/// waiter, which ends before its handler runs.
+template <std::size_t Size>
+struct waiter_storage {
+  alignas(std::max_align_t) std::byte bytes[Size];
+};
+
 /// Thread-safe. R must be default-constructible and copyable (it is copied to every waiter).
 ///
-/// A waiter is one allocation holding its handler, like an Asio operation; waiters whose
-/// handler runs on the flight's own I/O executor are completed in chunks, one posted function
+/// A waiter is a node holding its handler, like an Asio operation: allocated with the handler's
+/// associated allocator (Asio's recycling allocator by default), or placed by the caller in
+/// storage it owns until the handler runs (a coroutine's frame: no allocation at all). Waiters
+/// whose handler runs on the flight's own I/O executor are completed in chunks, one posted function
 /// per chunk resuming each of them in turn, as a timer's cancel() completes its waiters. Other
 /// waiters are each posted to their own executor, whose context they keep running while they
 /// wait.
@@ -73,6 +85,10 @@ class single_flight {
   /// A waiting handler. Owned by the flight while linked, then by whatever completes it.
   class waiter {
    public:
+    /// Owns a waiter not yet joined: destroy() frees it.
+    struct deleter {
+      void operator()(waiter* w) const noexcept { w->destroy(); }
+    };
     virtual ~waiter() {
       // Whichever way the waiter ends (completed, or destroyed with an io_context that never
       // ran it), no cancellation handler may outlive it in the waiter's slot.
@@ -83,7 +99,10 @@ class single_flight {
 
     /// The handler's executor is the flight's I/O executor.
     bool on_io_executor() const noexcept { return on_io_executor_; }
-    /// Runs the handler now, then deletes this. The caller is running on the handler's
+    /// Destroys the waiter without running its handler and frees its node. The handler is
+    /// destroyed last, once the node is gone: it may own the node's storage.
+    virtual void destroy() noexcept = 0;
+    /// Runs the handler now, after destroying this. The caller is running on the handler's
     /// executor (for on_io_executor() waiters: in a function posted to the I/O executor).
     virtual void invoke(boost::system::error_code ec, const R& value) = 0;
     /// Schedules invoke() on the handler's own executor; never runs it inline.
@@ -154,7 +173,7 @@ class single_flight {
           value(std::move(o.value)) {}
     chunk_op& operator=(chunk_op&&) = delete;
     ~chunk_op() {
-      while (head != nullptr) delete std::exchange(head, head->next);
+      while (head != nullptr) std::exchange(head, head->next)->destroy();
     }
     void operator()() {
       try {
@@ -166,7 +185,11 @@ class single_flight {
     }
   };
 
-  template <class Handler, class Call>
+  // A waiter's node lives in the caller's storage: freeing it only runs its destructor.
+  struct caller_storage {};
+
+  // Alloc: the handler's associated allocator (rebound to bytes), or caller_storage.
+  template <class Handler, class Call, class Alloc>
   class handler_waiter final : public waiter {
     using handler_executor =
         boost::asio::associated_executor_t<Handler, boost::asio::any_io_executor>;
@@ -174,8 +197,9 @@ class single_flight {
         std::declval<handler_executor>(), boost::asio::execution::outstanding_work.tracked))>;
 
    public:
-    handler_waiter(Handler&& h, Call&& call, const boost::asio::any_io_executor& io_ex, bool on_io)
-        : waiter(on_io), handler_(std::move(h)), call_(std::move(call)) {
+    handler_waiter(Handler&& h, Call&& call, const boost::asio::any_io_executor& io_ex, bool on_io,
+                   const Alloc& alloc)
+        : waiter(on_io), handler_(std::move(h)), call_(std::move(call)), alloc_(alloc) {
       if (!on_io) {
         work_ = std::make_unique<work_executor>(
             boost::asio::prefer(boost::asio::get_associated_executor(handler_, io_ex),
@@ -190,10 +214,15 @@ class single_flight {
       this->slot_ = boost::asio::cancellation_slot();  // the base must not touch it again
     }
 
+    void destroy() noexcept override {
+      [[maybe_unused]] Handler h(std::move(handler_));
+      free_node();
+    }  // h last: it may own the node's storage (the frame of the coroutine it resumes)
+
     void invoke(boost::system::error_code ec, const R& value) override {
       Handler h(std::move(handler_));
       Call call(std::move(call_));
-      delete this;  // clears the slot before the handler runs
+      free_node();  // clears the slot before the handler runs, and frees the node as Asio does
       call(std::move(h), ec, value);
     }
 
@@ -203,8 +232,8 @@ class single_flight {
       // Through the I/O executor, which is never blocking; Asio then dispatches to the
       // handler's own executor (work_dispatcher), which never runs it inline here.
       boost::asio::post(
-          io_ex, boost::asio::bind_executor(*work_, [self = std::unique_ptr<waiter>(this), ec,
-                                                     value = std::move(value)]() mutable {
+          io_ex, boost::asio::bind_executor(*work_, [self = std::unique_ptr<waiter, deleter>(this),
+                                                     ec, value = std::move(value)]() mutable {
             self.release()->invoke(ec, value);
           }));
     }
@@ -218,8 +247,23 @@ class single_flight {
     }
 
    private:
+    using deleter = typename waiter::deleter;
+
+    void free_node() noexcept {
+      if constexpr (std::is_same_v<Alloc, caller_storage>) {
+        this->~handler_waiter();
+      } else {
+        using traits =
+            typename std::allocator_traits<Alloc>::template rebind_traits<handler_waiter>;
+        typename traits::allocator_type alloc(alloc_);
+        traits::destroy(alloc, this);
+        traits::deallocate(alloc, this, 1);
+      }
+    }
+
     Handler handler_;
     Call call_;
+    [[no_unique_address]] Alloc alloc_;
     // Separate, and only for waiters on other executors: it would double the size of the
     // common waiter, which the I/O executor's own flight-wide work count already covers.
     std::unique_ptr<work_executor> work_;
@@ -316,23 +360,50 @@ class single_flight {
   /// Completes every remaining waiter with operation_aborted.
   ~single_flight() { take_all().complete(boost::asio::error::operation_aborted, R{}); }
 
-  /// Makes a waiter for `h`, to be passed to join(). `call(handler, ec, value)` runs on the
-  /// handler's executor when the flight completes (plain_call: handler(ec, value)).
+  /// A waiter not yet joined; destroying it frees it without running its handler.
+  using waiter_ptr = std::unique_ptr<waiter, typename waiter::deleter>;
+
+  /// Makes a waiter for `h`, to be passed to join(), in memory from the handler's associated
+  /// allocator (Asio's recycling allocator when it has none). `call(handler, ec, value)` runs
+  /// on the handler's executor when the flight completes (plain_call: handler(ec, value)).
   template <class Handler, class Call = plain_call>
-  std::unique_ptr<waiter> make_waiter(Handler&& h, Call call = {}) const {
+  waiter_ptr make_waiter(Handler&& h, Call call = {}) const {
     using H = std::decay_t<Handler>;
-    const bool on_io = same_executor(boost::asio::get_associated_executor(h, s_->io_ex), s_->io_ex);
-    auto w = std::make_unique<handler_waiter<H, Call>>(H(std::forward<Handler>(h)), std::move(call),
-                                                       s_->io_ex, on_io);
-    // Installed before the waiter is visible to completers, so no other thread touches the
-    // slot while we do.
-    w->install(s_);
-    return w;
+    using byte_alloc = typename std::allocator_traits<boost::asio::associated_allocator_t<
+        H, boost::asio::recycling_allocator<void>>>::template rebind_alloc<std::byte>;
+    using node = handler_waiter<H, Call, byte_alloc>;
+    using traits = typename std::allocator_traits<byte_alloc>::template rebind_traits<node>;
+    typename traits::allocator_type alloc(
+        boost::asio::get_associated_allocator(h, boost::asio::recycling_allocator<void>()));
+    node* w = traits::allocate(alloc, 1);
+    try {
+      traits::construct(alloc, w, H(std::forward<Handler>(h)), std::move(call), s_->io_ex,
+                        on_io_executor(h), alloc);
+    } catch (...) {
+      traits::deallocate(alloc, w, 1);
+      throw;
+    }
+    return installed(w);
+  }
+
+  /// make_waiter() with the node placed in `room`, which the caller keeps until the handler
+  /// runs or the waiter is destroyed (the frame of the coroutine the handler resumes): a
+  /// waiter then costs no allocation.
+  template <std::size_t Size, class Handler, class Call = plain_call>
+  waiter_ptr make_waiter_in(waiter_storage<Size>& room, Handler&& h, Call call = {}) const {
+    using H = std::decay_t<Handler>;
+    using node = handler_waiter<H, Call, caller_storage>;
+    static_assert(sizeof(node) <= Size, "waiter_storage too small for this handler");
+    static_assert(alignof(node) <= alignof(std::max_align_t));
+    auto* w =
+        ::new (static_cast<void*>(room.bytes)) node(H(std::forward<Handler>(h)), std::move(call),
+                                                    s_->io_ex, on_io_executor(h), caller_storage{});
+    return installed(w);
   }
 
   /// Attaches a waiter. Returns true when no flight was in progress: the caller must now start
   /// the operation and later call take_all() and complete the batch.
-  bool join(std::unique_ptr<waiter> w) {
+  bool join(waiter_ptr w) {
     std::lock_guard lk(s_->mu);
     if (w->on_io_executor() && !s_->work)
       s_->work = boost::asio::prefer(s_->io_ex, boost::asio::execution::outstanding_work.tracked);
@@ -401,6 +472,19 @@ class single_flight {
   }
 
  private:
+  template <class Handler>
+  bool on_io_executor(const Handler& h) const {
+    return same_executor(boost::asio::get_associated_executor(h, s_->io_ex), s_->io_ex);
+  }
+  // Installed before the waiter is visible to completers, so no other thread touches the slot
+  // while we do.
+  template <class Node>
+  waiter_ptr installed(Node* w) const {
+    waiter_ptr owned(w);
+    w->install(s_);
+    return owned;
+  }
+
   std::shared_ptr<state> s_;
 };
 
