@@ -375,10 +375,11 @@ class single_flight {
     using traits = typename std::allocator_traits<byte_alloc>::template rebind_traits<node>;
     typename traits::allocator_type alloc(
         boost::asio::get_associated_allocator(h, boost::asio::recycling_allocator<void>()));
+    const bool on_io = on_io_executor(h);  // before h is moved from
     node* w = traits::allocate(alloc, 1);
     try {
-      traits::construct(alloc, w, H(std::forward<Handler>(h)), std::move(call), s_->io_ex,
-                        on_io_executor(h), alloc);
+      traits::construct(alloc, w, H(std::forward<Handler>(h)), std::move(call), s_->io_ex, on_io,
+                        alloc);
     } catch (...) {
       traits::deallocate(alloc, w, 1);
       throw;
@@ -395,9 +396,9 @@ class single_flight {
     using node = handler_waiter<H, Call, caller_storage>;
     static_assert(sizeof(node) <= Size, "waiter_storage too small for this handler");
     static_assert(alignof(node) <= alignof(std::max_align_t));
-    auto* w =
-        ::new (static_cast<void*>(room.bytes)) node(H(std::forward<Handler>(h)), std::move(call),
-                                                    s_->io_ex, on_io_executor(h), caller_storage{});
+    const bool on_io = on_io_executor(h);  // before h is moved from
+    auto* w = ::new (static_cast<void*>(room.bytes))
+        node(H(std::forward<Handler>(h)), std::move(call), s_->io_ex, on_io, caller_storage{});
     return installed(w);
   }
 
