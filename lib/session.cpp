@@ -10,9 +10,9 @@
 #include "secret_string.hpp"
 #include "text.hpp"
 
-#include <boost/asio/append.hpp>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
@@ -199,24 +199,34 @@ class request_listing {
   bool done_ = false;
 };
 
-// The handler's invocation when the caller's slot was connected: the slot is cleared on the
-// caller's executor, where the caller emits, so that a late emission never races the clear.
-struct clear_then_complete {
+// A request's completion, posted to the handler's executor. A slot of the caller's it was
+// connected to is cleared there, where the caller emits, so that a late emission never races
+// the clear.
+struct api_completion {
   api_handler handler;
-  asio::any_io_executor fallback;  // the session's, for a handler without an executor
   asio::cancellation_slot slot;
   error_code ec;
   response_type res;
 
-  using executor_type = asio::associated_executor_t<api_handler, asio::any_io_executor>;
-  executor_type get_executor() const noexcept {
-    return asio::get_associated_executor(handler, fallback);
-  }
   void operator()() {
     if (slot.is_connected()) slot.clear();
     std::move(handler)(ec, std::move(res));
   }
 };
+
+// Runs `c` on its handler's associated executor (`fallback` when it has none), never inline.
+// `handler_ex` is that executor as the public template resolved it; empty: it is asked of the
+// handler.
+void post_completion(const asio::any_io_executor& handler_ex, const asio::any_io_executor& fallback,
+                     api_completion&& c) {
+  if (handler_ex) {
+    asio::post(handler_ex, std::move(c));  // `c` has no executor of its own: it runs there
+  } else {
+    // Through `fallback`, then dispatched to the handler's executor, as Asio's post(ex, h) does.
+    auto ex = asio::get_associated_executor(c.handler, fallback);
+    asio::post(fallback, asio::bind_executor(std::move(ex), std::move(c)));
+  }
+}
 
 class session_impl : public std::enable_shared_from_this<session_impl> {
  public:
@@ -234,7 +244,8 @@ class session_impl : public std::enable_shared_from_this<session_impl> {
   }
 
   const asio::any_io_executor& executor() const noexcept { return ex_; }
-  void start(request_type req, diagnostics* diag, api_handler handler);
+  void start(request_type req, diagnostics* diag, asio::any_io_executor handler_ex,
+             api_handler handler);
   void shutdown();
   session_stats stats() const;
 
@@ -242,9 +253,14 @@ class session_impl : public std::enable_shared_from_this<session_impl> {
   // The whole request in one coroutine frame; only waits for a token or a connection and new
   // connections' setup await frames of their own.
   static asio::awaitable<void> run(std::shared_ptr<session_impl> self, request_strand& strand,
-                                   request_type req, diagnostics* caller_diag, api_handler handler,
+                                   request_type req, diagnostics* caller_diag,
+                                   asio::any_io_executor handler_ex, api_handler handler,
                                    std::shared_ptr<cancel_link> link);
   error_code prepare(request_type& req, diagnostics& diag) const;
+  // The token when the thread's cache has no fresh one: the refresh's waiter, which
+  // op.token_cancel reaches. A frame of its own, so that run()'s stays small.
+  asio::awaitable<std::tuple<error_code, access_token>> wait_for_token(request_op& op,
+                                                                       diagnostics& diag);
   // An idle connection (the most recently used) or a new slot into `conn`; else, when all
   // max_connections are busy, a place in line into `w`.
   error_code try_acquire(request_op& op, std::unique_ptr<http_connection>& conn,
@@ -271,13 +287,13 @@ class session_impl : public std::enable_shared_from_this<session_impl> {
       tokens_invalidated_{0}, connections_reused_{0}, stale_retries_{0}, waited_{0};
 };
 
-void session_impl::start(request_type req, diagnostics* diag, api_handler handler) {
+void session_impl::start(request_type req, diagnostics* diag, asio::any_io_executor handler_ex,
+                         api_handler handler) {
   requests_.fetch_add(1, std::memory_order_relaxed);
   if (closed_.load(std::memory_order_acquire)) {
     failures_.fetch_add(1, std::memory_order_relaxed);
-    // post(default, h) runs h on its associated executor.
-    asio::post(ex_, asio::append(std::move(handler), error_code(asio::error::operation_aborted),
-                                 response_type{}));
+    post_completion(handler_ex, ex_,
+                    api_completion{std::move(handler), {}, asio::error::operation_aborted, {}});
     return;
   }
   // Round robin per thread: no cache line shared by the threads that start requests.
@@ -292,13 +308,13 @@ void session_impl::start(request_type req, diagnostics* diag, api_handler handle
       asio::post(link->strand, [link, type] { link->cancel(type); });
     });
   }
-  asio::co_spawn(
-      strand.ex,
-      run(shared_from_this(), strand, std::move(req), diag, std::move(handler), std::move(link)),
-      // A bug or bad_alloc leaves run(), as it does Asio's own operations.
-      [](std::exception_ptr e) {
-        if (e) std::rethrow_exception(e);
-      });
+  asio::co_spawn(strand.ex,
+                 run(shared_from_this(), strand, std::move(req), diag, std::move(handler_ex),
+                     std::move(handler), std::move(link)),
+                 // A bug or bad_alloc leaves run(), as it does Asio's own operations.
+                 [](std::exception_ptr e) {
+                   if (e) std::rethrow_exception(e);
+                 });
 }
 
 error_code session_impl::prepare(request_type& req, diagnostics& diag) const {
@@ -318,7 +334,8 @@ error_code session_impl::prepare(request_type& req, diagnostics& diag) const {
 
 asio::awaitable<void> session_impl::run(std::shared_ptr<session_impl> self, request_strand& strand,
                                         request_type req, diagnostics* caller_diag,
-                                        api_handler handler, std::shared_ptr<cancel_link> link) {
+                                        asio::any_io_executor handler_ex, api_handler handler,
+                                        std::shared_ptr<cancel_link> link) {
   request_op op(strand);
   request_listing listed(op, link.get());
   if (link && link->pending != asio::cancellation_type::none) op.cancel_here(link->pending);
@@ -336,10 +353,7 @@ asio::awaitable<void> session_impl::run(std::shared_ptr<session_impl> self, requ
     if (try_fresh(*self->client_, token)) {
       diag.clear();  // the fast path: no suspension, no post
     } else {
-      op.waiting_for_token = true;
-      std::tie(ec, token) = co_await async_token(
-          self->client_, &diag, asio::bind_cancellation_slot(op.token_cancel.slot(), use_tuple));
-      op.waiting_for_token = false;
+      std::tie(ec, token) = co_await self->wait_for_token(op, diag);
       if (op.cancelled) ec = asio::error::operation_aborted;
       if (ec) break;
       diag.clear();
@@ -406,13 +420,9 @@ asio::awaitable<void> session_impl::run(std::shared_ptr<session_impl> self, requ
   (ec ? self->failures_ : self->responses_).fetch_add(1, std::memory_order_relaxed);
   // No cancellation reaches the request from here on.
   listed.end();
-  if (link) {
-    asio::post(self->ex_,
-               clear_then_complete{std::move(handler), self->ex_, link->slot, ec, std::move(res)});
-  } else {
-    // post(default, h) runs h on its associated executor, never inline.
-    asio::post(self->ex_, asio::append(std::move(handler), ec, std::move(res)));
-  }
+  post_completion(handler_ex, self->ex_,
+                  api_completion{std::move(handler), link ? link->slot : asio::cancellation_slot(),
+                                 ec, std::move(res)});
 }
 
 error_code session_impl::try_acquire(request_op& op, std::unique_ptr<http_connection>& conn,
@@ -441,6 +451,15 @@ error_code session_impl::try_acquire(request_op& op, std::unique_ptr<http_connec
   w = std::make_shared<pool_waiter>(op.strand.ex);
   waiters_.push_back(w);
   return {};
+}
+
+asio::awaitable<std::tuple<error_code, access_token>> session_impl::wait_for_token(
+    request_op& op, diagnostics& diag) {
+  op.waiting_for_token = true;
+  auto r = co_await async_token(client_, &diag,
+                                asio::bind_cancellation_slot(op.token_cancel.slot(), use_tuple));
+  op.waiting_for_token = false;
+  co_return r;
 }
 
 asio::awaitable<std::tuple<error_code, std::unique_ptr<http_connection>>>
@@ -522,9 +541,13 @@ session_stats session_impl::stats() const {
   return s;
 }
 
+const asio::any_io_executor& executor_of(const session_impl& impl) noexcept {
+  return impl.executor();
+}
+
 void start_request(const std::shared_ptr<session_impl>& impl, request_type req, diagnostics* diag,
-                   api_handler handler) {
-  impl->start(std::move(req), diag, std::move(handler));
+                   asio::any_io_executor handler_ex, api_handler handler) {
+  impl->start(std::move(req), diag, std::move(handler_ex), std::move(handler));
 }
 
 }  // namespace detail

@@ -12,6 +12,7 @@
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/beast/http/message.hpp>
@@ -22,6 +23,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <type_traits>
 
 namespace nxsys::auth {
 
@@ -65,9 +67,14 @@ namespace detail {
 class session_impl;
 using api_handler = boost::asio::any_completion_handler<void(
     boost::system::error_code, boost::beast::http::response<boost::beast::http::string_body>)>;
+/// The session's executor: the handlers' when they have none.
+const boost::asio::any_io_executor& executor_of(const session_impl& impl) noexcept;
+/// `handler_ex` is the handler's associated executor, resolved where its type is known; empty
+/// when it is no any_io_executor, and then asked of `handler` (whose type-erased answer costs
+/// allocations at each query).
 void start_request(const std::shared_ptr<session_impl>& impl,
                    boost::beast::http::request<boost::beast::http::string_body> req,
-                   diagnostics* diag, api_handler handler);
+                   diagnostics* diag, boost::asio::any_io_executor handler_ex, api_handler handler);
 }  // namespace detail
 
 /// Sends requests to the Nxsys API with the client's access token, over a pool of keep-alive
@@ -191,7 +198,12 @@ class session {
                                        void(boost::system::error_code, response_type)>(
         [](auto handler, const std::shared_ptr<detail::session_impl>& impl, request_type r,
            diagnostics* d) {
-          detail::start_request(impl, std::move(r), d, detail::api_handler(std::move(handler)));
+          auto ex = boost::asio::get_associated_executor(handler, detail::executor_of(*impl));
+          boost::asio::any_io_executor handler_ex;
+          if constexpr (std::is_convertible_v<decltype(ex), boost::asio::any_io_executor>)
+            handler_ex = std::move(ex);
+          detail::start_request(impl, std::move(r), d, std::move(handler_ex),
+                                detail::api_handler(std::move(handler)));
         },
         tok, impl_, std::move(req), diag);
   }
