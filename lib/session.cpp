@@ -289,8 +289,10 @@ class session_impl : public std::enable_shared_from_this<session_impl> {
 
 void session_impl::start(request_type req, diagnostics* diag, asio::any_io_executor handler_ex,
                          api_handler handler) {
-  requests_.fetch_add(1, std::memory_order_relaxed);
-  if (closed_.load(std::memory_order_acquire)) {
+  // Sequentially consistent with shutdown()'s store and reads: either it counts this request
+  // as in flight, or this sees it closed.
+  requests_.fetch_add(1, std::memory_order_seq_cst);
+  if (closed_.load(std::memory_order_seq_cst)) {
     failures_.fetch_add(1, std::memory_order_relaxed);
     post_completion(handler_ex, ex_,
                     api_completion{std::move(handler), {}, asio::error::operation_aborted, {}});
@@ -514,10 +516,15 @@ void session_impl::shutdown() {
   std::vector<std::unique_ptr<http_connection>> idle;
   {
     std::lock_guard lk(mu_);
-    closed_.store(true, std::memory_order_release);
+    closed_.store(true, std::memory_order_seq_cst);
     slots_ -= idle_.size();
     idle.swap(idle_);
   }
+  // None in flight (each request counts its end before it leaves its strand's list): no
+  // strand to visit, and nothing keeps this alive in the executor's queue.
+  const auto ended =
+      responses_.load(std::memory_order_seq_cst) + failures_.load(std::memory_order_seq_cst);
+  if (requests_.load(std::memory_order_seq_cst) == ended) return;
   // Each strand's requests are cancelled on it; one listed later sees closed_ first.
   for (auto& s : strands_)
     asio::post(s.ex, [self = shared_from_this(), &s] {

@@ -91,7 +91,8 @@ class session {
   /// The answers it completes with.
   using response_type = boost::beast::http::response<boost::beast::http::string_body>;
 
-  /// Requests run on `ex` (each on a strand of its own) with tokens from `c`. The session
+  /// Requests run on `ex` (on strands of it the session makes once; two requests may share
+  /// one, taking turns between their steps) with tokens from `c`. The session
   /// shares the client's state: destroying the client first makes requests that need a token
   /// fail with operation_aborted.
   /// @param ex runs the requests, and the handlers that have no associated executor
@@ -133,10 +134,13 @@ class session {
   /// never inline inside this call.
   ///
   /// @par Cancellation
-  /// Terminal and partial. The request is abandoned (its connection closed, a
-  /// wait for a token or a connection ended) and completes with operation_aborted; a refresh
-  /// it waited for goes on for the client's other callers. Total cancellation is not supported
-  /// (a request on the wire cannot promise to have had no effect): it is ignored.
+  /// Terminal and partial, through the handler's slot, which is cleared on the handler's
+  /// executor just before the handler runs. The request is abandoned (the connection it uses
+  /// closed, a wait for a token or a connection ended) and completes with operation_aborted
+  /// promptly; a refresh it waited for goes on for the client's other callers, and the
+  /// connection is closed rather than returned to the pool in an unknown state. Emit the signal
+  /// from the handler's executor, as for any Asio operation. Total cancellation is not
+  /// supported (a request on the wire cannot promise to have had no effect): it is ignored.
   ///
   /// @par Errors
   /// The client's token errors (invalid_grant: re-authorize; see client::async_token);
