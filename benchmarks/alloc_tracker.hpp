@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: BSL-1.0
-// Heap attribution for the contention benchmark: answers "how many heap bytes does one waiting
-// token() call hold inside the SDK" directly, instead of subtracting RSS figures that also
-// hold the caller's own coroutine frames.
+// Heap attribution for the benchmarks: answers "how many heap bytes does one waiting token()
+// call hold inside the SDK" directly (contention bench), instead of subtracting RSS figures
+// that also hold the caller's own coroutine frames, and "how many allocations does one API
+// request make" (session bench).
 //
 // Asio allocates its frames and operations with std::aligned_alloc, not operator new, so the
 // counting sits under malloc itself: the program that includes this header (exactly one
@@ -26,6 +27,13 @@ inline std::atomic<bool> enabled{false};
 inline std::atomic<std::int64_t> sdk_bytes{0};
 /// Set by the caller around its token() call.
 inline thread_local bool in_sdk = false;
+/// Set by a thread whose allocation calls are to be counted, whatever their size or caller (the
+/// session bench's io_context threads): a plain thread-local increment, so that the design
+/// that allocates more is not also charged for the counting.
+inline thread_local bool count_calls = false;
+/// The calling thread's allocations (malloc, calloc, realloc, aligned and memalign calls that
+/// returned memory) while count_calls was set.
+inline thread_local std::uint64_t calls = 0;
 
 /// Bytes in use on the heap (all arenas, including mmap'ed blocks).
 inline std::int64_t heap_in_use() {
@@ -87,6 +95,7 @@ inline real_allocator& real() {
 }
 
 inline void* note(void* p) {
+  if (p != nullptr && count_calls) ++calls;
   if (p != nullptr && in_sdk && enabled.load(std::memory_order_relaxed))
     sdk_bytes.fetch_add(static_cast<std::int64_t>(malloc_usable_size(p)),
                         std::memory_order_relaxed);

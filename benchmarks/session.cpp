@@ -14,10 +14,16 @@
 //
 // The overhead of the session per request is 1/throughput(session) - 1/throughput(baseline).
 // Every request's latency (from before the token is asked for to the answer) goes into a
-// histogram. Exits 1 unless every request was answered 200, the token endpoint saw the
-// expected refreshes (one with long-lived tokens; with --ttl, no reused refresh token and at
-// most one per half token lifetime) and the session opened at most C connections.
+// histogram, and every allocation the io_context threads make during a phase is counted
+// (allocations per request: the mock server's threads are not counted). Exits 1 unless every
+// request was answered 200, the token endpoint saw the expected refreshes (one with long-lived
+// tokens; with --ttl, no reused refresh token and at most one per half token lifetime) and the
+// session opened at most C connections.
 #include "bench_util.hpp"
+
+#if NXSYS_AUTH_BENCH_TRACK_ALLOC  // off under sanitizers, which replace malloc themselves
+#include "alloc_tracker.hpp"
+#endif
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -255,8 +261,9 @@ struct design_result {
   std::uint64_t server_connections = 0;  // accepted by the mock server during its phases
   std::uint64_t server_api_requests = 0, server_api_unauthorized = 0, server_refreshes = 0;
   std::uint64_t total_ns = 0, max_ns = 0;
-  cpu_times client_cpu;   // the T io_context threads
-  cpu_times process_cpu;  // the whole process: client threads, mock server, main thread
+  cpu_times client_cpu;           // the T io_context threads
+  std::uint64_t allocations = 0;  // by the T io_context threads (0 without the alloc tracker)
+  cpu_times process_cpu;          // the whole process: client threads, mock server, main thread
   bench::histogram latency;
   std::string first_error;
   std::vector<double> round_rps;  // requests/s of each phase
@@ -265,6 +272,9 @@ struct design_result {
   double rps() const { return seconds > 0 ? static_cast<double>(requests) / seconds : 0; }
   double us_per_request(double s) const {
     return requests ? s * 1e6 / static_cast<double>(requests) : 0;
+  }
+  double allocations_per_request() const {
+    return requests ? static_cast<double>(allocations) / static_cast<double>(requests) : 0;
   }
   double mean_us() const {
     return requests ? static_cast<double>(total_ns) / 1e3 / static_cast<double>(requests) : 0;
@@ -323,10 +333,21 @@ void run_phase(asio::io_context& ctx, const options& o, na::testing::mock_server
       if (--remaining == 0) all_done.set_value();
     });
   std::vector<cpu_times> thread_cpu(static_cast<std::size_t>(o.threads));
+  std::vector<std::uint64_t> thread_allocations(static_cast<std::size_t>(o.threads));
   std::vector<std::thread> pool;
-  for (auto& cpu : thread_cpu)
-    pool.emplace_back([&ctx, &cpu] {
+  for (std::size_t i = 0; i < thread_cpu.size(); ++i)
+    pool.emplace_back([&ctx, &cpu = thread_cpu[i], &allocations = thread_allocations[i]] {
+#if NXSYS_AUTH_BENCH_TRACK_ALLOC
+      namespace alloc = bench::alloc;
+      alloc::count_calls = true;
+      const auto before = alloc::calls;
       ctx.run();
+      allocations = alloc::calls - before;
+      alloc::count_calls = false;
+#else
+      ctx.run();
+      allocations = 0;
+#endif
       cpu = rusage_of(RUSAGE_THREAD);
     });
   auto done = all_done.get_future();
@@ -360,6 +381,7 @@ void run_phase(asio::io_context& ctx, const options& o, na::testing::mock_server
     r.client_cpu.user_s += cpu.user_s;
     r.client_cpu.sys_s += cpu.sys_s;
   }
+  for (auto n : thread_allocations) r.allocations += n;
   r.process_cpu.user_s += process_after.user_s - process_before.user_s;
   r.process_cpu.sys_s += process_after.sys_s - process_before.sys_s;
   r.requests += requests;
@@ -378,7 +400,8 @@ run. M coroutines on T io_context threads loop GET /api/bench for S seconds agai
 in-process mock server, first through one shared session (max_connections C), then each on a
 keep-alive connection of its own with "Authorization: Bearer <client.token()>" (401: invalidate
 and one retry, as the session does). Prints requests/s, latency percentiles, CPU time per
-request, connections and the session's overhead per request (1/throughput difference). Exits 1
+request (and the session's over the baseline's), allocations per request of the io_context
+threads, connections and the session's overhead per request (1/throughput difference). Exits 1
 unless every request got a 200, the token endpoint saw the expected refreshes (one with the
 default ttl; with a short one, no refresh token reused and at most one refresh per half
 lifetime) and the session opened at most C connections.
@@ -483,6 +506,7 @@ json::object to_json(const design_result& r, bool with_session) {
       {"client_threads_cpu_us_per_request", r.us_per_request(r.client_cpu.total())},
       {"client_threads_user_s", r.client_cpu.user_s},
       {"client_threads_sys_s", r.client_cpu.sys_s},
+      {"allocations_per_request", r.allocations_per_request()},
       {"process_cpu_us_per_request", r.us_per_request(r.process_cpu.total())},
       {"process_user_s", r.process_cpu.user_s},
       {"process_sys_s", r.process_cpu.sys_s},
@@ -655,6 +679,10 @@ int main(int argc, char** argv) try {
   const double process_cpu_overhead_us = both ? sess.us_per_request(sess.process_cpu.total()) -
                                                     base.us_per_request(base.process_cpu.total())
                                               : 0.0;
+  // The target: the session's client-thread CPU per request over the baseline's.
+  const double client_cpu_ratio = both ? sess.us_per_request(sess.client_cpu.total()) /
+                                             base.us_per_request(base.client_cpu.total())
+                                       : 0.0;
   std::printf(
       "coroutines M %d, client threads T %d, max_connections C %d, server threads %d,\n"
       "token ttl %d s, %d s per phase, %d round%s\n\n",
@@ -689,6 +717,12 @@ int main(int argc, char** argv) try {
       fixed(base.us_per_request(base.client_cpu.user_s), 2));
   row("  of which sys (us)", fixed(sess.us_per_request(sess.client_cpu.sys_s), 2),
       fixed(base.us_per_request(base.client_cpu.sys_s), 2));
+  row("  session / baseline", "", "", fixed(client_cpu_ratio, 3) + "x");
+#if NXSYS_AUTH_BENCH_TRACK_ALLOC
+  row("allocations/request, client threads", fixed(sess.allocations_per_request(), 2),
+      fixed(base.allocations_per_request(), 2),
+      fixed(sess.allocations_per_request() - base.allocations_per_request(), 2));
+#endif
   row("CPU/request, whole process (us)", fixed(sess.us_per_request(sess.process_cpu.total()), 2),
       fixed(base.us_per_request(base.process_cpu.total()), 2), fixed(process_cpu_overhead_us, 2));
   row("client CPU use (cores)", fixed(sess.client_cpu.total() / sess.seconds, 2),
@@ -728,8 +762,8 @@ int main(int argc, char** argv) try {
   if (both)
     std::printf(
         "session overhead per request: %.2f us of throughput (1/rps difference), %.2f us "
-        "of client-thread CPU, %.2f us of process CPU\n",
-        overhead_us, client_cpu_overhead_us, process_cpu_overhead_us);
+        "of client-thread CPU (%.3fx the baseline's), %.2f us of process CPU\n",
+        overhead_us, client_cpu_overhead_us, client_cpu_ratio, process_cpu_overhead_us);
   std::printf(
       "(latency from before the token is asked for to the answer; percentiles within "
       "3%%, the max exact.\n The mock server runs in this process on the same %ld cores: "
@@ -758,6 +792,7 @@ int main(int argc, char** argv) try {
                                   {"baseline", to_json(base, false)},
                                   {"overhead_us_per_request", overhead_us},
                                   {"client_cpu_overhead_us_per_request", client_cpu_overhead_us},
+                                  {"client_cpu_ratio", client_cpu_ratio},
                                   {"process_cpu_overhead_us_per_request", process_cpu_overhead_us},
                                   {"server", json::parse(na::testing::to_json(ss))},
                                   {"client_stats", bench::to_json(cs)},

@@ -42,8 +42,6 @@ namespace http = beast::http;
 using boost::system::error_code;
 
 namespace {
-// Headers beyond this are refused whatever max_response_bytes says: no honest server needs more.
-constexpr std::size_t max_header_bytes = 16 * 1024;
 
 // What OpenSSL's passphrase callback reads and tells while a private key is loaded.
 struct key_password_request {

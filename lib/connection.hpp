@@ -11,16 +11,24 @@
 #include "proxy.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/append.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/compose.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/message.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/serializer.hpp>
 #include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <optional>
@@ -42,6 +50,8 @@ struct connection_limits {
 /// Answer sizes when http_options::max_response_bytes is 0.
 inline constexpr std::size_t default_token_response_bytes = 64 * 1024;
 inline constexpr std::size_t default_api_response_bytes = 8 * 1024 * 1024;
+/// Headers beyond this are refused whatever max_response_bytes says: no honest server needs more.
+inline constexpr std::size_t max_header_bytes = 16 * 1024;
 
 /// Where connections go, with the limits, TLS context and proxy every connection to it shares.
 /// Not copied or moved: connections keep a reference. Thread safety: const after construction
@@ -109,6 +119,15 @@ class http_connection {
   boost::asio::awaitable<exchange_result> exchange(
       const boost::beast::http::request<boost::beast::http::string_body>& req,
       boost::beast::http::response<boost::beast::http::string_body>& res, steady_time deadline);
+  /// exchange() as one composed operation, for the session's per-request path: it makes no
+  /// coroutine frame of its own, and writes and reads through a serializer and a parser kept
+  /// in the connection, where Beast's message overloads would allocate theirs per call.
+  /// Requires is_open(). Completes with `void(error_code raw, bool answer_started)` on the
+  /// handler's associated executor, never inline. `req` and `res` must outlive it.
+  template <class CompletionToken>
+  auto async_exchange(const boost::beast::http::request<boost::beast::http::string_body>& req,
+                      boost::beast::http::response<boost::beast::http::string_body>& res,
+                      steady_time deadline, CompletionToken&& tok);
   /// Turns a raw error of connect()/exchange() into an errc with a message for `diag`.
   boost::system::error_code classify(boost::system::error_code ec, const char* phase,
                                      diagnostics& diag) const;
@@ -134,6 +153,8 @@ class http_connection {
       Stream& s, const boost::beast::http::request<boost::beast::http::string_body>& req,
       boost::beast::http::response<boost::beast::http::string_body>& res);
 
+  struct exchange_op;
+
   boost::asio::any_io_executor ex_;
   const origin& origin_;
   boost::asio::ip::tcp::resolver resolver_;
@@ -144,7 +165,95 @@ class http_connection {
   std::optional<tls_stream> tls_;
   boost::beast::flat_buffer buffer_;
   steady_time last_used_{};
+  // async_exchange()'s, between its steps only.
+  std::optional<boost::beast::http::request_serializer<boost::beast::http::string_body>>
+      serializer_;
+  std::optional<boost::beast::http::response_parser<boost::beast::http::string_body>> parser_;
 };
+
+// The steps of async_exchange(): write, then read, on whichever stream is open.
+struct http_connection::exchange_op {
+  http_connection* c;
+  const boost::beast::http::request<boost::beast::http::string_body>* req;
+  boost::beast::http::response<boost::beast::http::string_body>* res;
+  steady_time deadline;
+  enum class step { start, written, read, refused } at = step::start;
+
+  template <class Self>
+  void operator()(Self& self, boost::system::error_code ec = {}, std::size_t = 0) {
+    namespace http = boost::beast::http;
+    switch (at) {
+      case step::start:
+        if (c->cancelled_ || !c->is_open()) {
+          c->close();
+          at = step::refused;
+          boost::asio::post(
+              c->ex_,
+              boost::asio::append(std::move(self),
+                                  boost::system::error_code(boost::asio::error::operation_aborted),
+                                  std::size_t{0}));
+          return;
+        }
+        c->lowest_layer().expires_at(std::min(
+            std::chrono::steady_clock::now() + c->origin_.limits_.request_timeout, deadline));
+        at = step::written;
+        c->serializer_.emplace(*req);
+        if (c->tls_) {
+          http::async_write(*c->tls_, *c->serializer_, std::move(self));
+        } else {
+          http::async_write(*c->tcp_, *c->serializer_, std::move(self));
+        }
+        return;
+      case step::written: {
+        c->serializer_.reset();
+        if (ec) {
+          c->close();
+          self.complete(ec, false);
+          return;
+        }
+        at = step::read;
+        const auto max = c->origin_.limits_.max_response_bytes;
+        auto& p = c->parser_.emplace();
+        p.header_limit(static_cast<std::uint32_t>(std::min(max, max_header_bytes)));
+        p.body_limit(max);
+        if (c->tls_) {
+          http::async_read(*c->tls_, c->buffer_, p, std::move(self));
+        } else {
+          http::async_read(*c->tcp_, c->buffer_, p, std::move(self));
+        }
+        return;
+      }
+      case step::read: {
+        if (ec) {
+          const bool started = c->parser_->got_some();
+          c->parser_.reset();
+          c->close();
+          self.complete(ec, started);
+          return;
+        }
+        *res = c->parser_->release();
+        c->parser_.reset();
+        c->lowest_layer().expires_never();
+        c->last_used_ = std::chrono::steady_clock::now();
+        if (!res->keep_alive()) c->close();
+        self.complete(boost::system::error_code{}, true);
+        return;
+      }
+      case step::refused:
+        self.complete(ec, false);
+        return;
+    }
+  }
+};
+
+template <class CompletionToken>
+auto http_connection::async_exchange(
+    const boost::beast::http::request<boost::beast::http::string_body>& req,
+    boost::beast::http::response<boost::beast::http::string_body>& res, steady_time deadline,
+    CompletionToken&& tok) {
+  return boost::asio::async_compose<CompletionToken, void(boost::system::error_code, bool)>(
+      exchange_op{this, &req, &res, deadline}, tok);
+}
 
 /// Overwrites the value of every Authorization header of `h` in place (the header keeps its
 /// length). For a message about to be destroyed: Beast frees its header storage unwiped.

@@ -12,6 +12,7 @@
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/beast/http/message.hpp>
@@ -22,6 +23,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <type_traits>
 
 namespace nxsys::auth {
 
@@ -65,9 +67,14 @@ namespace detail {
 class session_impl;
 using api_handler = boost::asio::any_completion_handler<void(
     boost::system::error_code, boost::beast::http::response<boost::beast::http::string_body>)>;
+/// The session's executor: the handlers' when they have none.
+const boost::asio::any_io_executor& executor_of(const session_impl& impl) noexcept;
+/// `handler_ex` is the handler's associated executor, resolved where its type is known; empty
+/// when it is no any_io_executor, and then asked of `handler` (whose type-erased answer costs
+/// allocations at each query).
 void start_request(const std::shared_ptr<session_impl>& impl,
                    boost::beast::http::request<boost::beast::http::string_body> req,
-                   diagnostics* diag, api_handler handler);
+                   diagnostics* diag, boost::asio::any_io_executor handler_ex, api_handler handler);
 }  // namespace detail
 
 /// Sends requests to the Nxsys API with the client's access token, over a pool of keep-alive
@@ -84,7 +91,8 @@ class session {
   /// The answers it completes with.
   using response_type = boost::beast::http::response<boost::beast::http::string_body>;
 
-  /// Requests run on `ex` (each on a strand of its own) with tokens from `c`. The session
+  /// Requests run on `ex` (on strands of it the session makes once; two requests may share
+  /// one, taking turns between their steps) with tokens from `c`. The session
   /// shares the client's state: destroying the client first makes requests that need a token
   /// fail with operation_aborted.
   /// @param ex runs the requests, and the handlers that have no associated executor
@@ -126,10 +134,13 @@ class session {
   /// never inline inside this call.
   ///
   /// @par Cancellation
-  /// Terminal and partial. The request is abandoned (its connection closed, a
-  /// wait for a token or a connection ended) and completes with operation_aborted; a refresh
-  /// it waited for goes on for the client's other callers. Total cancellation is not supported
-  /// (a request on the wire cannot promise to have had no effect): it is ignored.
+  /// Terminal and partial, through the handler's slot, which is cleared on the handler's
+  /// executor just before the handler runs. The request is abandoned (the connection it uses
+  /// closed, a wait for a token or a connection ended) and completes with operation_aborted
+  /// promptly; a refresh it waited for goes on for the client's other callers, and the
+  /// connection is closed rather than returned to the pool in an unknown state. Emit the signal
+  /// from the handler's executor, as for any Asio operation. Total cancellation is not
+  /// supported (a request on the wire cannot promise to have had no effect): it is ignored.
   ///
   /// @par Errors
   /// The client's token errors (invalid_grant: re-authorize; see client::async_token);
@@ -191,7 +202,12 @@ class session {
                                        void(boost::system::error_code, response_type)>(
         [](auto handler, const std::shared_ptr<detail::session_impl>& impl, request_type r,
            diagnostics* d) {
-          detail::start_request(impl, std::move(r), d, detail::api_handler(std::move(handler)));
+          auto ex = boost::asio::get_associated_executor(handler, detail::executor_of(*impl));
+          boost::asio::any_io_executor handler_ex;
+          if constexpr (std::is_convertible_v<decltype(ex), boost::asio::any_io_executor>)
+            handler_ex = std::move(ex);
+          detail::start_request(impl, std::move(r), d, std::move(handler_ex),
+                                detail::api_handler(std::move(handler)));
         },
         tok, impl_, std::move(req), diag);
   }
