@@ -427,41 +427,12 @@ asio::awaitable<error_code> http_connection::tunnel(diagnostics& diag) {
   co_return error_code{};
 }
 
-template <class Stream>
-asio::awaitable<exchange_result> http_connection::exchange_on(
-    Stream& s, const http::request<http::string_body>& req,
-    http::response<http::string_body>& res) {
-  auto [wec, written] = co_await http::async_write(s, req, use_tuple);
-  if (wec) co_return exchange_result{wec, false};
-
-  const auto max = origin_.limits_.max_response_bytes;
-  http::response_parser<http::string_body> parser;
-  parser.header_limit(static_cast<std::uint32_t>(std::min(max, max_header_bytes)));
-  parser.body_limit(max);
-  auto [rec, read] = co_await http::async_read(s, buffer_, parser, use_tuple);
-  if (rec) co_return exchange_result{rec, parser.got_some()};
-  res = parser.release();
-  co_return exchange_result{{}, true};
-}
-
+// The token transport's coroutine form of the one exchange the session also uses.
 asio::awaitable<exchange_result> http_connection::exchange(
     const http::request<http::string_body>& req, http::response<http::string_body>& res,
     steady_time deadline) {
-  if (cancelled_ || !is_open()) {
-    close();
-    co_return exchange_result{asio::error::operation_aborted, false};
-  }
-  lowest_layer().expires_at(
-      std::min(std::chrono::steady_clock::now() + origin_.limits_.request_timeout, deadline));
-  auto r = tls_ ? co_await exchange_on(*tls_, req, res) : co_await exchange_on(*tcp_, req, res);
-  if (r.ec) {
-    close();
-    co_return r;
-  }
-  lowest_layer().expires_never();
-  last_used_ = std::chrono::steady_clock::now();
-  if (!res.keep_alive()) close();
-  co_return r;
+  auto [ec, started] = co_await async_exchange(req, res, deadline, deferred_tuple);
+  co_return exchange_result{ec, started};
 }
 
 }  // namespace nxsys::auth::detail

@@ -148,10 +148,6 @@ class http_connection {
                                         diagnostics& diag) const;
   /// CONNECT through the proxy on the open tcp_; on success the tunnel is open.
   boost::asio::awaitable<boost::system::error_code> tunnel(diagnostics& diag);
-  template <class Stream>
-  boost::asio::awaitable<exchange_result> exchange_on(
-      Stream& s, const boost::beast::http::request<boost::beast::http::string_body>& req,
-      boost::beast::http::response<boost::beast::http::string_body>& res);
 
   struct exchange_op;
 
