@@ -236,6 +236,8 @@ inline boost::json::object to_json(const client_stats& s) {
       {"store_saves", s.store_saves},
       {"store_save_failures", s.store_save_failures},
       {"store_conflicts", s.store_conflicts},
+      {"store_handoffs", s.store_handoffs},
+      {"leases_lost", s.leases_lost},
       {"refreshes_failed_by_reason", boost::json::value_from(s.refreshes_failed_by_reason)},
       {"waiters_per_refresh_histogram", boost::json::value_from(s.waiters_per_refresh_histogram)},
       {"refresh_latency_last_us", s.refresh_latency_last.count() / 1e3},

@@ -114,7 +114,7 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
   // -- the driver (refresh.cpp), on strand_: carries out the machine's actions
   static boost::asio::awaitable<void> drive(std::shared_ptr<client_impl> self);
   boost::asio::awaitable<action> perform(action a, refresh_lease& lease);
-  boost::asio::awaitable<action> request(action a);
+  boost::asio::awaitable<action> request(action a, const refresh_lease& lease);
   /// Runs `input` on the machine under the lock; completes the flight it ends, writes its logs.
   template <class Input>
   action advance(Input&& input);

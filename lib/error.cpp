@@ -55,6 +55,10 @@ const char* name_of(errc e) noexcept {
       return "internal error";
     case errc::proxy_authentication:
       return "proxy authentication failed";
+    case errc::store_updated:
+      return "token store updated by another holder";
+    case errc::lease_lost:
+      return "token store lease lost";
   }
   return "unknown nxsys.auth error";
 }

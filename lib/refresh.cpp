@@ -205,7 +205,7 @@ asio::awaitable<action> client_impl::perform(action a, refresh_lease& lease) {
       });
     }
     case action::kind::request:
-      co_return co_await request(std::move(a));
+      co_return co_await request(std::move(a), lease);
     case action::kind::wait: {
       wait_timer_.expires_after(std::max(clock_type::duration::zero(), a.until - now()));
       co_await wait_timer_.async_wait(deferred_tuple);  // cancelled: woken early
@@ -223,7 +223,7 @@ asio::awaitable<action> client_impl::perform(action a, refresh_lease& lease) {
   co_return a;
 }
 
-asio::awaitable<action> client_impl::request(action a) {
+asio::awaitable<action> client_impl::request(action a, const refresh_lease& lease) {
   const auto connections_before = transport_.connections_opened();
   log(log_level::debug, "refreshing the access token");
   auto req = cfg_.grant == grant_type::client_credentials
@@ -238,7 +238,7 @@ asio::awaitable<action> client_impl::request(action a) {
   const auto sent = now();
   http_answer answer;
   diagnostics diag;
-  auto ec = co_await transport_.post_form(req, answer, diag, to_steady(a.deadline));
+  auto ec = co_await transport_.post_form(req, answer, diag, to_steady(a.deadline), &lease);
   protocol::token_response tr;
   std::optional<std::chrono::seconds> retry_after;
   if (!ec) {

@@ -222,6 +222,7 @@ action refresh_machine::start(instant now) {
   attempts_ = 0;
   conflicts_ = 0;
   reread_done_ = false;
+  unleased_loads_ = 0;
   rotated_ = false;
   store_ec_ = {};
   store_diag_.clear();
@@ -239,6 +240,22 @@ action refresh_machine::start(instant now) {
 }
 
 action refresh_machine::on_acquired(error_code ec, const diagnostics& diag, instant now) {
+  if (ec == errc::store_updated) {
+    // I8: another holder saved while we waited. Read it without the lease: adopted if it
+    // serves, else the lease is asked for again. Bounded, should a store keep saying so.
+    lease_held_ = false;
+    if (++unleased_loads_ > max_unleased_loads) {
+      diagnostics d;
+      d.client_message = "the token store reported " + std::to_string(max_unleased_loads) +
+                         " newer states in one refresh without granting the lease";
+      if (destroyed_) return end_run(act(action::kind::done));
+      ++stats_.store_load_failures;
+      return finish_failure(make_error_code(errc::store_failed), std::move(d), now,
+                            act(action::kind::done));
+    }
+    phase_ = phase::loading;
+    return act(action::kind::load);
+  }
   if (ec) {
     lease_held_ = false;
     if (destroyed_) {
@@ -277,8 +294,31 @@ action refresh_machine::on_loaded(error_code ec, const diagnostics& diag,
             : with_cause("the token store could not be read", ec, diag);
     return finish_failure(ec, std::move(d), now, act(action::kind::done));
   }
+  if (!lease_held_) {
+    // I8: read without the lease (store_updated): only an adoption may come of it.
+    if (stored && adoptable_without_lease(*stored, now)) {
+      ++stats_.store_handoffs;
+      return reconcile(std::move(stored), now);
+    }
+    phase_ = phase::acquiring;
+    auto a = act(action::kind::acquire);
+    a.deadline = run_deadline_;
+    return a;
+  }
   store_loaded_ = true;
   return reconcile(std::move(stored), now);
+}
+
+// I8: what reconcile() would settle by handing out the stored token, and nothing else: no
+// request, no save (those need the lease), and every check reconcile makes first.
+bool refresh_machine::adoptable_without_lease(const stored_tokens& s, instant now) const {
+  if (pending_ || !flight_open_ || destroyed_) return false;
+  if (policy_.client_credentials != s.refresh_token.empty()) return false;
+  if (!is_header_token(s.access_token) || (!s.token_type.empty() && !is_header_token(s.token_type)))
+    return false;
+  const bool ours = s.refresh_token == rt_.view();
+  if (!ours && (known_spent(s.refresh_token) || s.generation < gen_)) return false;
+  return usable_stored(s, now).has_value();
 }
 
 bool refresh_machine::known_spent(std::string_view rt) const {
@@ -600,6 +640,23 @@ action refresh_machine::on_failure(error_code ec, diagnostics diag,
       return save_pending(std::move(a));
     }
     return end_run(std::move(a));
+  }
+  if (ec == errc::lease_lost && !written) {
+    // The lease ran out before the request went (a pause, a failover): another holder may be
+    // refreshing with this very token. Not an attempt; the lease is taken again, and the store
+    // read again under it.
+    if (attempts_ > 0) --attempts_;
+    ++stats_.leases_lost;
+    lease_held_ = false;
+    store_loaded_ = false;
+    phase_ = phase::acquiring;
+    a.logs.push_back({log_level::warning,
+                      "the token store's lease ran out before the token request was written (" +
+                          describe(ec, diag) + "): not sent; taking the lease again"});
+    a.what = action::kind::acquire;
+    a.deadline = run_deadline_;
+    a.release_lease = true;
+    return a;
   }
   if (written && (ec == errc::timeout || ec == errc::connection)) rt_answer_lost_ = true;
   if (retry_after && now.steady + clock_type::duration(*retry_after) > retry_after_until_) {

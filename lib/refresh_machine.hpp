@@ -29,6 +29,11 @@
 //      from the server (protocol.cpp) or from a store (here: a bad one is store_corrupt).
 //  I7  Every step of a refresh is inside refresh_deadline, and a refresh always ends with a
 //      result: an exception or a dropped handler is errc::internal, never a hang.
+//  I8  Without the lease nothing is written, to the server or to the store. A state read
+//      without it (the store said store_updated) is only adopted, and only if reconcile would
+//      adopt it under the lease; otherwise the lease is taken. A request is written only while
+//      the lease holds (the client checks refresh_lease::lost() right before the write); one
+//      whose lease ran out first is not sent, and the lease is taken again.
 //
 // With the client_credentials grant there is no chain: I1, I2 and the dead grant of I5 do not
 // apply (invalid_grant or invalid_client is a definite failure under the spacing), a stored
@@ -288,6 +293,7 @@ class refresh_machine {
   void publish(new_token t);
   stored_tokens to_stored(const new_token& t, instant now) const;
   std::optional<new_token> usable_stored(const stored_tokens& s, instant now) const;
+  bool adoptable_without_lease(const stored_tokens& s, instant now) const;
   bool known_spent(std::string_view rt) const;
   void mark_spent(std::string_view rt);
   bool token_valid_for_failure(clock_type::time_point now) const;
@@ -341,7 +347,9 @@ class refresh_machine {
   clock_type::time_point wait_until_{};
   unsigned attempts_ = 0;
   unsigned conflicts_ = 0;
-  bool reread_done_ = false;            // invalid_grant: the store was read once more
+  bool reread_done_ = false;     // invalid_grant: the store was read once more
+  unsigned unleased_loads_ = 0;  // store_updated answers in this run (I8)
+  static constexpr unsigned max_unleased_loads = 16;
   bool rotated_ = false;                // this run's answer rotated the refresh token
   boost::system::error_code store_ec_;  // this run's failed save
   diagnostics store_diag_;

@@ -29,7 +29,8 @@ void http_transport::abort_unless_written() {
 
 asio::awaitable<error_code> http_transport::post_form(const protocol::refresh_request& form,
                                                       http_answer& out, diagnostics& diag,
-                                                      steady_time deadline) {
+                                                      steady_time deadline,
+                                                      const refresh_lease* lease) {
   http::request<http::string_body> req{http::verb::post, origin_.endpoint().target, 11};
   req.set(http::field::host, origin_.host_header());
   req.set(http::field::user_agent,
@@ -48,6 +49,13 @@ asio::awaitable<error_code> http_transport::post_form(const protocol::refresh_re
     ec = co_await conn_.connect(deadline, diag);
   }
   if (!ec && closed_) ec = asio::error::operation_aborted;  // aborted while connecting
+  if (!ec && lease != nullptr && lease->lost()) {
+    // The last moment to find out: a pause or a slow connect may have outlived the lease, and
+    // another holder may be presenting this very refresh token now.
+    ec = make_error_code(errc::lease_lost);
+    diag.client_message =
+        "the lease ran out before the request to " + origin_.host_header() + " was written";
+  }
   if (!ec) {
     http::response<http::string_body> res;
     out.written = true;

@@ -4,6 +4,8 @@
 #ifndef NXSYS_AUTH_LIB_TRANSPORT_HPP
 #define NXSYS_AUTH_LIB_TRANSPORT_HPP
 
+#include <nxsys/auth/token_store.hpp>
+
 #include "connection.hpp"
 #include "secret_string.hpp"
 
@@ -30,10 +32,12 @@ class http_transport {
   /// (they hold credentials). `form` must outlive the operation. Errors are errc values
   /// (connection, timeout, tls, response_too_large, malformed_response) or operation_aborted
   /// after abort_unless_written(). Nothing of the exchange outlives `deadline` (errc::timeout),
-  /// whatever the timeouts say.
+  /// whatever the timeouts say. With `lease`, the request is written only if the lease has
+  /// not run out once the connection is ready (checked right before the write): else
+  /// errc::lease_lost, and nothing was sent.
   boost::asio::awaitable<boost::system::error_code> post_form(
       const protocol::refresh_request& form, http_answer& out, diagnostics& diag,
-      steady_time deadline = steady_time::max());
+      steady_time deadline = steady_time::max(), const refresh_lease* lease = nullptr);
 
   /// For a client being destroyed: a post_form that has not started writing its request ends
   /// with operation_aborted and later ones are refused; one already writing or reading goes

@@ -21,8 +21,11 @@
 #include <openssl/rand.h>
 
 #include <algorithm>
+#include <atomic>
 #include <list>
+#include <optional>
 #include <unistd.h>
+#include <utility>
 
 namespace nxsys::auth {
 namespace asio = boost::asio;
@@ -33,18 +36,21 @@ using steady = std::chrono::steady_clock;
 namespace {
 
 // Takes the lease if it is free, or confirms it to its owner: sent again after a lost reply, it
-// does not lock its own sender out for lease_ttl as a second SET NX would.
+// does not lock its own sender out for lease_ttl as a second SET NX would. Answers {taken,
+// version}: the state's save count, so that a replica that finds the lease held knows at once
+// whether a save it has not read happened.
 constexpr const char* acquire_script = R"lua(
+local version = tonumber(redis.call('HGET', KEYS[2], 'version') or '0')
 local holder = redis.call('GET', KEYS[1])
 if not holder then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
+  return {1, version}
 end
 if holder == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
+  return {1, version}
 end
-return 0)lua";
+return {0, version})lua";
 
 // Extends the lease only for its owner.
 constexpr const char* renew_script = R"lua(
@@ -63,17 +69,21 @@ end
 return 0)lua";
 
 // Compare-and-set on the stored refresh token (nothing stored counts as a match), then tells
-// the waiters. Finding the new token already stored means a retry of a save whose reply was
-// lost: done.
+// the waiters which version it wrote ("saved <version>"), so that they read it without the
+// lease. Finding the new token already stored means a retry of a save whose reply was lost:
+// done. Answers {saved, version}.
 constexpr const char* save_script = R"lua(
 local current = redis.call('HGET', KEYS[1], 'refresh_token')
 if current and current ~= ARGV[1] then
-  if current == ARGV[2] then return 1 end
-  return 0
+  if current == ARGV[2] then
+    return {1, tonumber(redis.call('HGET', KEYS[1], 'version') or '0')}
+  end
+  return {0, 0}
 end
+local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
 redis.call('HSET', KEYS[1], 'refresh_token', ARGV[2], 'state', ARGV[3])
-redis.call('PUBLISH', ARGV[4], 'saved')
-return 1)lua";
+redis.call('PUBLISH', ARGV[4], 'saved ' .. version)
+return {1, version})lua";
 
 // "<pid>-<random>": unique, and tells an operator which process holds the lease.
 std::string random_owner() {
@@ -114,6 +124,27 @@ bool passing_state(std::string_view code) {
 
 bool all_digits(std::string_view s) {
   return std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// The {flag, version} answer of the acquire and save scripts; nullopt for any other shape.
+std::optional<std::pair<bool, std::uint64_t>> flag_and_version(const redis::reply& r) {
+  using kind = redis::reply::kind;
+  if (r.type != kind::array || r.elements.size() != 2 || r.elements[0].type != kind::integer ||
+      r.elements[1].type != kind::integer || r.elements[1].integer < 0)
+    return std::nullopt;
+  return std::pair{r.elements[0].integer == 1, static_cast<std::uint64_t>(r.elements[1].integer)};
+}
+
+// The version a "saved <version>" publication carries; 0 for anything else ("released", or a
+// "saved" of a replica from before versions, which then only wakes the waiters).
+std::uint64_t published_version(const redis::reply& r) {
+  using kind = redis::reply::kind;
+  if (r.type != kind::array || r.elements.size() != 3 || r.elements[0].str != "message") return 0;
+  std::string_view text = r.elements[2].str;
+  if (!text.starts_with("saved ")) return 0;
+  text.remove_prefix(6);
+  if (text.empty() || text.size() > 19 || !all_digits(text)) return 0;
+  return std::stoull(std::string(text));
 }
 
 // An error reply made fit for diagnostics: every argument we sent cut out (the error replies
@@ -244,22 +275,33 @@ struct redis_store::state : std::enable_shared_from_this<state> {
     for (auto* t : waiting) t->cancel();
   }
 
-  // Keeps a SUBSCRIBE open while acquirers wait; ends when none do or the connection fails.
+  // Keeps a SUBSCRIBE open while acquires run: from before their first lease attempt, so that
+  // no publication they need can fall between the attempt and the subscription. Ends when
+  // none runs (the last one closes the connection) or the connection fails.
   static asio::awaitable<void> listen(std::shared_ptr<state> self) {
     diagnostics diag;
     redis::reply r;
     auto ec = co_await self->events.exec(redis::command("SUBSCRIBE", self->channel), r,
                                          self->command_deadline(), diag);
-    while (!ec && !self->closed) {
+    if (!ec && !r.is_error() && !self->closed) {
+      self->subscribed = true;
+      self->wake_all();  // the acquires waiting for the subscription
+    }
+    while (!ec && !r.is_error() && !self->closed && self->acquires != 0) {
       r = {};
       ec = co_await self->events.receive(r, steady::time_point::max(), diag);
-      if (!ec) self->wake_all();  // a "saved" or "released": try the lease again
-      if (self->waiting.empty()) break;
+      if (ec) break;
+      // A "saved <version>" lets the waiters read that version; "released" sends them back to
+      // the lease.
+      self->published = std::max(self->published, published_version(r));
+      self->wake_all();
     }
+    self->subscribed = false;
     self->events.close();
     self->listening = false;
-    // A waiter that came while this ended would otherwise be left to the poll alone.
-    if (!self->waiting.empty() && ec == asio::error::operation_aborted) self->ensure_listening();
+    self->wake_all();  // acquires still waiting for the subscription go on without it (polling)
+    // An acquire that came while this ended would otherwise be left to the poll alone.
+    if (self->acquires != 0 && ec == asio::error::operation_aborted) self->ensure_listening();
   }
 
   void ensure_listening() {
@@ -268,17 +310,61 @@ struct redis_store::state : std::enable_shared_from_this<state> {
     asio::co_spawn(strand, listen(shared_from_this()), asio::detached);
   }
 
+  // Sleeps on `t` until it expires or wake_all() (a publication, the subscription made or
+  // lost, the store closing, a cancellation through `current_wait`).
+  asio::awaitable<void> wait_on(asio::steady_timer& t,
+                                const std::shared_ptr<asio::steady_timer*>& current_wait) {
+    waiting.push_back(&t);
+    *current_wait = &t;
+    co_await t.async_wait(use_tuple);
+    *current_wait = nullptr;
+    waiting.remove(&t);
+  }
+
+  // One acquire in progress: the subscription lives while any does.
+  struct acquire_scope {
+    std::shared_ptr<state> s;
+    explicit acquire_scope(std::shared_ptr<state> st) : s(std::move(st)) { ++s->acquires; }
+    ~acquire_scope() {
+      // The last one: stop listening, so that an idle store keeps no work on the executor.
+      if (--s->acquires == 0) s->events.close();
+    }
+    acquire_scope(const acquire_scope&) = delete;
+    acquire_scope& operator=(const acquire_scope&) = delete;
+  };
+
+  // One lease as its holder's renewal and the client see it.
+  struct lease_state {
+    // Until when the lease certainly holds (steady ticks; 0: lost or released). The client
+    // reads it from its own strand right before writing a request: atomic.
+    std::atomic<steady::rep> held_until{0};
+    // Set on the store's strand when the lease's last copy goes. The renewal reads it after
+    // every wait and every command: a flag cannot be missed as a cancellation can (one posted
+    // while the renewal's command runs would be lost, and the renewal would go on for ever).
+    bool released = false;
+  };
+
+  // The lease certainly holds until lease_ttl after the command that set it was sent, less a
+  // tenth: clock rates differ a little, and the write that checks it takes a moment.
+  steady::rep certain_until(steady::time_point sent) const {
+    return (sent + opts.lease_ttl - opts.lease_ttl / 10).time_since_epoch().count();
+  }
+
   // The lease, held by the client; its last copy releases it.
   struct hold {
     std::shared_ptr<state> s;
     std::string owner;
-    std::shared_ptr<asio::steady_timer> renew_timer;  // shared with renew(), which it ends
-    hold(std::shared_ptr<state> st, std::string o)
+    std::shared_ptr<lease_state> ls;                  // shared with renew()
+    std::shared_ptr<asio::steady_timer> renew_timer;  // shared with renew(), woken to end it
+    hold(std::shared_ptr<state> st, std::string o, std::shared_ptr<lease_state> l)
         : s(std::move(st)),
           owner(std::move(o)),
+          ls(std::move(l)),
           renew_timer(std::make_shared<asio::steady_timer>(s->strand)) {}
     ~hold() {
-      asio::post(s->strand, [s = s, owner = std::move(owner), t = renew_timer]() mutable {
+      asio::post(s->strand, [s = s, owner = std::move(owner), ls = ls, t = renew_timer]() mutable {
+        ls->released = true;
+        ls->held_until.store(0, std::memory_order_release);
         t->cancel();
         asio::co_spawn(s->strand, release(s, std::move(owner)), asio::detached);
       });
@@ -293,17 +379,30 @@ struct redis_store::state : std::enable_shared_from_this<state> {
     // A failure leaves the lease to expire after lease_ttl.
   }
 
-  // Extends the lease every third of its lifetime until the hold goes.
+  // Extends the lease every third of its lifetime until the hold goes, or until a renewal
+  // finds it gone (expired during a pause, or a failover lost it): then it is marked lost, for
+  // the client's check before its write.
   static asio::awaitable<void> renew(std::shared_ptr<state> self,
-                                     std::shared_ptr<asio::steady_timer> timer, std::string owner) {
+                                     std::shared_ptr<asio::steady_timer> timer,
+                                     std::shared_ptr<lease_state> ls, std::string owner) {
     for (;;) {
       timer->expires_after(self->opts.lease_ttl / 3);
-      auto [ec] = co_await timer->async_wait(use_tuple);
-      if (ec || self->closed) co_return;  // cancelled: released
+      co_await timer->async_wait(use_tuple);
+      if (ls->released || self->closed) co_return;
       redis::reply r;
-      co_await self->exec(redis::command("EVAL", renew_script, "1", self->lease_key, owner,
-                                         std::to_string(self->opts.lease_ttl.count())),
-                          r, steady::time_point::max());
+      const auto sent = steady::now();
+      const auto o =
+          co_await self->exec(redis::command("EVAL", renew_script, "1", self->lease_key, owner,
+                                             std::to_string(self->opts.lease_ttl.count())),
+                              r, steady::time_point::max());
+      if (ls->released || self->closed) co_return;
+      if (o.ec) continue;  // no answer: the lease runs out by itself unless a renewal gets through
+      if (r.type == redis::reply::kind::integer && r.integer == 1) {
+        ls->held_until.store(self->certain_until(sent), std::memory_order_release);
+      } else {
+        ls->held_until.store(0, std::memory_order_release);
+        co_return;
+      }
     }
   }
 
@@ -314,14 +413,32 @@ struct redis_store::state : std::enable_shared_from_this<state> {
     const auto aborted = [] {
       return std::tuple{error_code(asio::error::operation_aborted), refresh_lease{}, diagnostics{}};
     };
+    const auto updated = [] {
+      return std::tuple{make_error_code(errc::store_updated), refresh_lease{}, diagnostics{}};
+    };
+    acquire_scope scope(self);
+    // Subscribed before the first attempt: a save after it is heard, one before it is seen in
+    // the version the attempt answers. Bounded: without a subscription the poll still works.
+    if (!self->subscribed) {
+      self->ensure_listening();
+      asio::steady_timer t(self->strand, self->command_deadline(deadline));
+      if (!self->subscribed && self->listening) co_await self->wait_on(t, current_wait);
+    }
     for (;;) {
       if (self->closed || *cancelled) co_return aborted();
+      // A save this store has not handed out was heard: read it, no lease needed.
+      if (self->published > self->seen) co_return updated();
       redis::reply r;
-      auto o =
-          co_await self->exec(redis::command("EVAL", acquire_script, "1", self->lease_key, owner,
-                                             std::to_string(self->opts.lease_ttl.count())),
-                              r, steady::time_point::max());  // bounded by command_timeout
+      const auto sent = steady::now();
+      auto o = co_await self->exec(
+          redis::command("EVAL", acquire_script, "2", self->lease_key, self->state_key, owner,
+                         std::to_string(self->opts.lease_ttl.count())),
+          r, steady::time_point::max());  // bounded by command_timeout
       if (self->closed || *cancelled) co_return aborted();
+      const auto answer = o.ec ? std::nullopt : flag_and_version(r);
+      if (!o.ec && !answer)
+        o = outcome::failed("the lease script gave an unexpected reply (type " +
+                            std::to_string(static_cast<int>(r.type)) + ")");
       if (o.unreachable && self->opts.local_fallback) {
         if (!self->local_held) {
           // Redis unreachable, and this process may refresh alone: the lease is local.
@@ -337,24 +454,25 @@ struct redis_store::state : std::enable_shared_from_this<state> {
         // reach without local_fallback: the refresh fails, and no replica refreshes on its own.
         auto diag = self->failure("the lease script", o);
         co_return std::tuple{o.ec, refresh_lease{}, std::move(diag)};
-      } else if (r.type == redis::reply::kind::integer && r.integer == 1) {
-        auto h = std::make_shared<hold>(self, owner);
-        asio::co_spawn(self->strand, renew(self, h->renew_timer, owner), asio::detached);
-        co_return std::tuple{error_code{}, refresh_lease(h), diagnostics{}};
+      } else if (answer->first) {
+        auto ls = std::make_shared<lease_state>();
+        ls->held_until.store(self->certain_until(sent), std::memory_order_release);
+        auto h = std::make_shared<hold>(self, owner, ls);
+        asio::co_spawn(self->strand, renew(self, h->renew_timer, ls, owner), asio::detached);
+        auto until = std::shared_ptr<const std::atomic<steady::rep>>(ls, &ls->held_until);
+        co_return std::tuple{error_code{}, refresh_lease(std::move(h), std::move(until)),
+                             diagnostics{}};
+      } else if (answer->second > self->seen) {
+        // Held by another replica, and a version this store has not handed out is stored.
+        co_return updated();
       }
       if (steady::now() >= deadline)
         co_return std::tuple{make_error_code(errc::store_busy), refresh_lease{}, diagnostics{}};
       // Held by another replica: wait for its publication, or poll.
       asio::steady_timer t(self->strand,
                            std::min(deadline, steady::now() + self->opts.poll_interval));
-      self->waiting.push_back(&t);
-      *current_wait = &t;
       self->ensure_listening();
-      co_await t.async_wait(use_tuple);
-      *current_wait = nullptr;
-      self->waiting.remove(&t);
-      // Nobody waits: stop listening, so that an idle store keeps no work on the executor.
-      if (self->waiting.empty()) self->events.close();
+      if (self->published <= self->seen) co_await self->wait_on(t, current_wait);
     }
   }
 
@@ -366,6 +484,13 @@ struct redis_store::state : std::enable_shared_from_this<state> {
   redis::connection commands;  // on strand
   redis::connection events;    // on strand: SUBSCRIBE
   std::list<asio::steady_timer*> waiting;
+  // The newest version (the state's save count) this store handed out (loaded or saved), and
+  // the newest a "saved" publication announced: a waiter reads the state when the second is
+  // ahead (errc::store_updated). Acquires in progress, and whether the subscription is made.
+  std::uint64_t seen = 0;
+  std::uint64_t published = 0;
+  unsigned acquires = 0;
+  bool subscribed = false;
   // With local_fallback: the state last read or written, served while Redis is unreachable,
   // and whether the local lease is held.
   std::optional<stored_tokens> last_known;
@@ -419,18 +544,26 @@ void redis_store::do_load(asio::any_completion_handler<load_signature> h) {
       [](std::shared_ptr<state> s)
           -> asio::awaitable<std::tuple<error_code, std::optional<stored_tokens>, diagnostics>> {
         redis::reply r;
-        auto o = co_await s->exec(redis::command("HGET", s->state_key, "state"), r,
+        auto o = co_await s->exec(redis::command("HMGET", s->state_key, "state", "version"), r,
                                   steady::time_point::max());
+        if (!o.ec && (r.type != redis::reply::kind::array || r.elements.size() != 2))
+          o = state::outcome::failed("an unexpected reply to HMGET (type " +
+                                     std::to_string(static_cast<int>(r.type)) + ")");
         // Only an unreachable Redis is answered from memory: one that answers an error may
         // hold a newer state than ours.
         if (o.unreachable && s->opts.local_fallback && s->last_known)
           co_return std::tuple{error_code{}, s->last_known, diagnostics{}};
         if (o.ec) co_return std::tuple{o.ec, std::nullopt, s->failure("reading the state", o)};
-        if (r.type == redis::reply::kind::nil)
+        const auto& text = r.elements[0];
+        const auto& version = r.elements[1];
+        if (version.type == redis::reply::kind::string && !version.str.empty() &&
+            version.str.size() <= 19 && all_digits(version.str))
+          s->seen = std::max<std::uint64_t>(s->seen, std::stoull(version.str));
+        if (text.type == redis::reply::kind::nil)
           co_return std::tuple{error_code{}, std::nullopt, diagnostics{}};
         stored_tokens t;
         diagnostics diag;
-        const auto ec = detail::parse_stored_tokens(r.str, "redis key " + s->state_key, t, diag);
+        const auto ec = detail::parse_stored_tokens(text.str, "redis key " + s->state_key, t, diag);
         if (ec) co_return std::tuple{ec, std::nullopt, std::move(diag)};
         s->remember(t);
         co_return std::tuple{error_code{}, std::optional<stored_tokens>(std::move(t)),
@@ -485,9 +618,11 @@ void redis_store::do_save(stored_tokens next, std::string expected,
         // Saved, or not saved for want of Redis (out of reach, or answering READONLY, OOM, ...):
         // kept as the newest state known here, which local_fallback serves while Redis is out
         // of reach. The failure still goes to the client, which retries until Redis takes it.
-        const bool saved = !o.ec && r.type == redis::reply::kind::integer && r.integer == 1;
+        const auto answer = o.ec ? std::nullopt : flag_and_version(r);
+        const bool saved = answer && answer->first;
+        if (saved) s->seen = std::max(s->seen, answer->second);
         if (saved || o.ec == errc::store_failed) s->remember(next);
-        if (!o.ec && r.type != redis::reply::kind::integer) {
+        if (!o.ec && !answer) {
           o = state::outcome::failed("an unexpected reply (type " +
                                      std::to_string(static_cast<int>(r.type)) + ")");
         }

@@ -2,7 +2,9 @@
 // The scale-out acceptance tests: 8 replica processes × 1,000 coroutines sharing one rotating
 // refresh-token chain through Redis, over 30+ token expiries, against the mock server with
 // reuse detection: one refresh per expiry and no reuse; again with the lease holder killed at
-// random points of its refresh (a reuse grace on the server), and with Redis restarted once.
+// random points of its refresh (a reuse grace on the server), with Redis restarted once, and
+// with lease holders paused (SIGSTOP) past the lease's lifetime right before their request,
+// then resumed (no grace: the resumed holder must not send its stale refresh token).
 #include "helpers.hpp"
 #include "redis_fixture.hpp"
 
@@ -28,13 +30,19 @@ constexpr int replicas = 8;
 constexpr int callers = 1000;
 constexpr std::uint64_t expiries = 30;
 
-enum class variant { plain, kill_holder, restart_redis };
+enum class variant { plain, kill_holder, restart_redis, pause_holder };
+
+// Replicas that stop themselves before their first request in the pause_holder variant.
+constexpr int pausing_replicas = 4;
 
 struct child {
   pid_t pid = -1;
   std::string out_path;
   bool killed = false;
   int status = -1;
+  bool paused = false;  // stopped itself (pause_holder), SIGCONT not sent yet
+  std::chrono::steady_clock::time_point paused_at{};
+  int pauses = 0;
 };
 
 child spawn_child(const std::vector<std::string>& args, const std::string& out_path) {
@@ -89,12 +97,28 @@ void run_cluster(variant v) {
   const std::string stop_file = dir + "/stop";
   int spawned = 0;
   auto start_replica = [&] {
-    const std::string out = dir + "/replica-" + std::to_string(spawned++) + ".out";
-    return spawn_child(
-        {NXSYS_CLUSTER_CHILD, "--url", server.token_url(), "--redis-port",
-         std::to_string(redis.port()), "--stop-file", stop_file, "--callers",
-         std::to_string(callers), "--threads", "1", "--pause-ms", "50", "--lease-ttl-ms", "2000"},
-        out);
+    const std::string out = dir + "/replica-" + std::to_string(spawned) + ".out";
+    std::vector<std::string> args = {NXSYS_CLUSTER_CHILD,
+                                     "--url",
+                                     server.token_url(),
+                                     "--redis-port",
+                                     std::to_string(redis.port()),
+                                     "--stop-file",
+                                     stop_file,
+                                     "--callers",
+                                     std::to_string(callers),
+                                     "--threads",
+                                     "1",
+                                     "--pause-ms",
+                                     "50",
+                                     "--lease-ttl-ms",
+                                     "2000"};
+    if (v == variant::pause_holder && spawned < pausing_replicas) {
+      args.emplace_back("--pause-before-request");
+      args.emplace_back("1");
+    }
+    ++spawned;
+    return spawn_child(args, out);
   };
   std::vector<child> children;
   for (int i = 0; i < replicas; ++i) {
@@ -104,6 +128,7 @@ void run_cluster(variant v) {
 
   std::mt19937 rng(std::random_device{}());
   int kills = 0;
+  int pauses = 0;
   std::uint64_t refreshes_at_kill = 0;
   bool restarted = false;
   auto last_kill = std::chrono::steady_clock::now();
@@ -111,7 +136,9 @@ void run_cluster(variant v) {
   const auto end = started + 240s;
   while (std::chrono::steady_clock::now() < end) {
     const auto s = server.stats();
-    if (s.refreshes >= expiries && (v != variant::kill_holder || kills >= 5)) break;
+    if (s.refreshes >= expiries && (v != variant::kill_holder || kills >= 5) &&
+        std::none_of(children.begin(), children.end(), [](const child& c) { return c.paused; }))
+      break;
     if (s.reuse_detected != 0) break;  // the chain is gone: no point waiting
     if (v == variant::restart_redis && !restarted && s.refreshes >= expiries / 2) {
       redis.restart();  // SIGKILL and start: the append-only file keeps the state
@@ -141,18 +168,38 @@ void run_cluster(variant v) {
         break;
       }
     }
+    if (v == variant::pause_holder) {
+      // A holder that stopped itself with the lease stays stopped past lease_ttl (2 s): its
+      // lease expires, another replica takes over and rotates the token it was about to send.
+      for (auto& c : children) {
+        int status = 0;
+        if (!c.paused && !c.killed && ::waitpid(c.pid, &status, WUNTRACED | WNOHANG) == c.pid &&
+            WIFSTOPPED(status)) {
+          c.paused = true;
+          c.paused_at = std::chrono::steady_clock::now();
+        }
+        if (c.paused && std::chrono::steady_clock::now() - c.paused_at > 3s) {
+          ::kill(c.pid, SIGCONT);
+          c.paused = false;
+          ++c.pauses;
+          ++pauses;
+        }
+      }
+    }
     std::this_thread::sleep_for(5ms);
   }
+  for (auto& c : children)
+    if (c.paused) ::kill(c.pid, SIGCONT);
   const auto elapsed = std::chrono::steady_clock::now() - started;
   std::ofstream(stop_file).put('\n');
   for (auto& c : children)
     if (!c.killed) reap(c, 60s);
 
   const auto s = server.stats();
-  BOOST_TEST_MESSAGE("refreshes " << s.refreshes << " in "
-                                  << std::chrono::duration<double>(elapsed).count()
-                                  << " s, min gap " << s.min_refresh_gap_ms << " ms, grace "
-                                  << s.grace_refreshes << ", kills " << kills);
+  BOOST_TEST_MESSAGE(
+      "refreshes " << s.refreshes << " in " << std::chrono::duration<double>(elapsed).count()
+                   << " s, min gap " << s.min_refresh_gap_ms << " ms, grace " << s.grace_refreshes
+                   << ", kills " << kills << ", pauses " << pauses);
   BOOST_TEST(s.refreshes >= expiries);
   BOOST_TEST(s.reuse_detected == 0u);
   // One refresh per expiry: a 1 s token is refreshed 0.55-0.75 s into its life, so two
@@ -160,6 +207,8 @@ void run_cluster(variant v) {
   BOOST_TEST(s.min_refresh_gap_ms >= 300u);
   if (v == variant::kill_holder) BOOST_TEST(kills >= 5);
   if (v == variant::restart_redis) BOOST_TEST(restarted);
+  if (v == variant::pause_holder) BOOST_TEST(pauses >= 1);
+  if (v != variant::kill_holder) BOOST_TEST(s.grace_refreshes == 0u);
 
   // Every caller of every replica that was not killed was served valid tokens, no error.
   int reported = 0;
@@ -170,6 +219,14 @@ void run_cluster(variant v) {
                     out.find("\nok\n") != std::string::npos;
     BOOST_TEST(ok, c.out_path << ":\n" << out);
     if (ok) ++reported;
+    // A resumed holder found its lease run out and withheld its request: the check right
+    // before the write, and no other (a stale token sent would have been reuse).
+    if (c.pauses != 0) {
+      const auto at = out.find("leases_lost=");
+      BOOST_TEST((at != std::string::npos && std::atoi(out.c_str() + at + 12) == c.pauses),
+                 c.out_path << ":\n"
+                            << out);
+    }
   }
   BOOST_TEST(reported == replicas);  // the killed ones were replaced
 
@@ -195,6 +252,10 @@ BOOST_AUTO_TEST_CASE(a_lease_holder_killed_mid_refresh_is_taken_over) {
 
 BOOST_AUTO_TEST_CASE(a_redis_restart_costs_no_error) {
   run_cluster(variant::restart_redis);
+}
+
+BOOST_AUTO_TEST_CASE(a_holder_paused_past_its_lease_withholds_its_request) {
+  run_cluster(variant::pause_holder);
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -13,6 +13,7 @@
 
 #include <mutex>
 #include <optional>
+#include <random>
 #include <set>
 #include <thread>
 
@@ -447,6 +448,151 @@ BOOST_AUTO_TEST_CASE(replicas_refresh_once_through_redis) {
   BOOST_TEST(from_store == 3u);
   BOOST_TEST(redis.command({"HGET", "nxsys-auth:{test}", "refresh_token"}) ==
              server.current_refresh_token());
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// The hand-off without the lease (issue 15): a waiter reads a state another replica saved, as
+// soon as its publication arrives, and the lease's safety: a lease lost by a renewal or by time
+// alone, and a renewal that ends with its lease.
+BOOST_AUTO_TEST_SUITE(redis_lease)
+
+namespace {
+int eval_calls(const redis_server& redis) {
+  const auto info = redis.command({"INFO", "commandstats"});
+  const auto at = info.find("cmdstat_eval:calls=");
+  if (at == std::string::npos) return 0;
+  return std::atoi(info.c_str() + at + std::string_view("cmdstat_eval:calls=").size());
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(a_waiter_reads_a_saved_state_without_the_lease) {
+  redis_server redis;
+  driver d;
+  auto opts = options_for(redis);
+  opts.poll_interval = 30s;  // only the publication can wake the waiter within the test
+  na::redis_store a(d.ctx.get_executor(), opts), b(d.ctx.get_executor(), opts);
+  auto first = d.acquire(a, 1s);
+  BOOST_REQUIRE(!std::get<0>(first));
+  // b waits (deadline 20 s); a saves 100 ms later and keeps its lease.
+  std::optional<error_code> got;
+  na::refresh_lease second;
+  b.async_acquire(std::chrono::steady_clock::now() + 20s,
+                  [&](error_code e, na::refresh_lease l, na::diagnostics) {
+                    got = e;
+                    second = std::move(l);
+                  });
+  std::optional<error_code> saved;
+  asio::steady_timer t(d.ctx, 100ms);
+  t.async_wait([&](error_code) {
+    a.async_save(tokens("rt-1"), "", [&](error_code e, na::diagnostics) { saved = e; });
+  });
+  d.ctx.restart();
+  const auto end = std::chrono::steady_clock::now() + 10s;
+  while (!got && std::chrono::steady_clock::now() < end) d.ctx.run_one_for(10ms);
+  BOOST_REQUIRE(got.has_value());
+  BOOST_TEST(*got == na::errc::store_updated);
+  BOOST_TEST(saved.has_value());
+  BOOST_TEST(!second.lost());
+  BOOST_TEST(redis.command({"GET", "nxsys-auth:{test}:lease"}) != "(nil)");  // still a's
+  // b reads it; with nothing newer, its next acquire waits for the lease again.
+  auto [ec, state] = d.load(b);
+  BOOST_REQUIRE(state.has_value());
+  BOOST_TEST(state->refresh_token == "rt-1");
+  BOOST_TEST(std::get<0>(d.acquire(b, 50ms)) == na::errc::store_busy);
+}
+
+BOOST_AUTO_TEST_CASE(a_replica_that_comes_after_the_save_learns_it_from_the_lease_script) {
+  redis_server redis;
+  driver d;
+  auto opts = options_for(redis);
+  opts.poll_interval = 30s;
+  na::redis_store a(d.ctx.get_executor(), opts);
+  auto [ec, held] = d.acquire(a, 1s);
+  BOOST_REQUIRE(!ec);
+  BOOST_REQUIRE(!d.save(a, tokens("rt-1"), ""));
+  // b subscribes after the publication: the lease script's version tells it, at once.
+  na::redis_store b(d.ctx.get_executor(), opts);
+  BOOST_TEST(std::get<0>(d.acquire(b, 20s)) == na::errc::store_updated);
+  BOOST_TEST(std::get<1>(d.load(b))->refresh_token == "rt-1");
+  BOOST_TEST(std::get<0>(d.acquire(b, 50ms)) == na::errc::store_busy);
+  // a itself saved that version: it is not told about its own save.
+  BOOST_TEST(std::get<0>(d.acquire(a, 50ms)) == na::errc::store_busy);  // its first lease holds
+  held.release();
+  auto [ec2, lease] = d.acquire(b, 5s);
+  BOOST_TEST(!ec2);
+}
+
+BOOST_AUTO_TEST_CASE(a_renewal_that_finds_the_lease_gone_marks_it_lost) {
+  redis_server redis;
+  driver d;
+  auto opts = options_for(redis);
+  opts.lease_ttl = 300ms;  // renewed every 100 ms
+  na::redis_store a(d.ctx.get_executor(), opts);
+  auto [ec, held] = d.acquire(a, 1s);
+  BOOST_REQUIRE(!ec);
+  BOOST_TEST(!held.lost());
+  // Another owner has it now (a failover lost ours, or it expired and was taken).
+  BOOST_TEST(redis.command({"SET", "nxsys-auth:{test}:lease", "other", "PX", "60000"}) == "OK");
+  d.ctx.restart();
+  const auto end = std::chrono::steady_clock::now() + 10s;
+  while (!held.lost() && std::chrono::steady_clock::now() < end) d.ctx.run_one_for(10ms);
+  BOOST_TEST(held.lost());
+  BOOST_TEST(redis.command({"GET", "nxsys-auth:{test}:lease"}) == "other");  // left alone
+}
+
+BOOST_AUTO_TEST_CASE(a_lease_whose_holder_paused_past_its_lifetime_is_lost_by_time_alone) {
+  redis_server redis;
+  driver d;
+  auto opts = options_for(redis);
+  opts.lease_ttl = 200ms;
+  na::redis_store a(d.ctx.get_executor(), opts);
+  auto [ec, held] = d.acquire(a, 1s);
+  BOOST_REQUIRE(!ec);
+  BOOST_TEST(!held.lost());
+  // The io_context does not run: no renewal can go out, as in a process stopped for a while.
+  std::this_thread::sleep_for(250ms);
+  BOOST_TEST(held.lost());
+  BOOST_TEST(held.lost(std::chrono::steady_clock::now() + 1h));
+  held.release();
+  BOOST_TEST(!held.lost());  // an empty lease cannot run out
+}
+
+BOOST_AUTO_TEST_CASE(renewals_end_with_their_lease_and_run_returns_once_the_store_is_gone) {
+  redis_server redis;
+  auto opts = options_for(redis);
+  opts.lease_ttl = 30ms;  // renewed every 10 ms: releases land while a renewal is in Redis
+  std::mt19937 rng(std::random_device{}());
+  asio::io_context ctx;
+  {
+    na::redis_store s(ctx.get_executor(), opts);
+    for (int i = 0; i < 150; ++i) {
+      std::optional<na::refresh_lease> lease;
+      s.async_acquire(std::chrono::steady_clock::now() + 5s,
+                      [&](error_code e, na::refresh_lease l, na::diagnostics) {
+                        BOOST_REQUIRE(!e);
+                        lease = std::move(l);
+                      });
+      ctx.restart();
+      const auto end = std::chrono::steady_clock::now() + 10s;
+      while (!lease && std::chrono::steady_clock::now() < end) ctx.run_one_for(10ms);
+      BOOST_REQUIRE(lease.has_value());
+      ctx.restart();
+      ctx.run_for(std::chrono::microseconds(rng() % 25'000));
+      lease->release();
+    }
+    // Every renewal has ended: no EVAL goes out any more while the store lives on.
+    ctx.restart();
+    ctx.run_for(100ms);
+    const int before = eval_calls(redis);
+    ctx.restart();
+    ctx.run_for(300ms);
+    BOOST_TEST(eval_calls(redis) == before);
+  }
+  // The store is gone: nothing of it keeps the io_context busy.
+  ctx.restart();
+  ctx.run_for(5s);
+  BOOST_TEST(ctx.stopped());
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -4,7 +4,7 @@
 //
 //   nxsys-cluster-child --url TOKEN_URL --redis-port P --stop-file F [--name N] [--callers C]
 //                       [--threads T] [--pause-ms MS] [--lease-ttl-ms MS] [--timeout-ms MS]
-//                       [--report-tokens 1]
+//                       [--report-tokens 1] [--pause-before-request N]
 //
 // C coroutines on T threads call token() in a loop (pausing MS between calls) until F exists,
 // with one client whose store is a redis_store on 127.0.0.1:P. Each token handed out must not
@@ -13,7 +13,10 @@
 // (never a token). With --report-tokens, also one line "seen <id> <ns>" per distinct token: a
 // short hash of it (the same in every process) and when this process first got it
 // (steady_clock, which is CLOCK_MONOTONIC and so comparable across processes; for
-// nxsys-cluster-bench). Exit 2: bad usage; 3: timed out.
+// nxsys-cluster-bench). With --pause-before-request N the process stops itself (SIGSTOP)
+// right before its N-th token request, holding the lease, as a long GC or VM pause would stop
+// it; the test sends SIGCONT. "leases_lost=" in the stats counts requests it then withheld.
+// Exit 2: bad usage; 3: timed out.
 #include <nxsys/auth.hpp>
 #include <nxsys/auth/redis_store.hpp>
 
@@ -30,7 +33,9 @@
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -60,6 +65,7 @@ struct options {
   long lease_ttl_ms = 1000;
   long timeout_ms = 300'000;
   bool report_tokens = false;
+  long pause_before_request = 0;
 };
 
 void say(std::string line) {
@@ -102,6 +108,8 @@ bool parse_args(int argc, char** argv, options& o) {
         o.timeout_ms = std::stol(v);
       else if (a == "--report-tokens")
         o.report_tokens = v == "1";
+      else if (a == "--pause-before-request")
+        o.pause_before_request = std::stol(v);
       else
         return false;
     } catch (const std::exception&) {
@@ -138,7 +146,19 @@ int main(int argc, char** argv) {
   cfg.client_secret = "test-secret";
   cfg.refresh_token = o.refresh_token;  // used only while Redis holds no state
   cfg.storage.store = std::make_shared<auth::redis_store>(ctx.get_executor(), ro);
-  auth::client client(ctx.get_executor(), cfg);
+  std::atomic<long> requests{0};
+  if (o.pause_before_request > 0) {
+    cfg.observers.log = [&](auth::log_level, std::string_view text) {
+      // Logged on the client's strand just before the request is built and sent.
+      if (text == "refreshing the access token" && ++requests == o.pause_before_request)
+        ::raise(SIGSTOP);
+    };
+  }
+  // Destroyed by the last caller: run() must then return on its own, with nothing of the
+  // client or its store (a renewal, a subscription) keeping the io_context busy.
+  std::optional<auth::client> client(std::in_place, ctx.get_executor(), cfg);
+  cfg = {};  // the client holds the only reference to the store
+  auth::client_stats final_stats;
 
   std::atomic<bool> stop{false};
   std::atomic<std::uint64_t> calls{0}, errors{0}, expired{0};
@@ -154,7 +174,7 @@ int main(int argc, char** argv) {
           asio::steady_timer pause(co_await asio::this_coro::executor);
           while (!stop.load(std::memory_order_relaxed)) {
             try {
-              auto t = co_await client.token();
+              auto t = co_await client->token();
               calls.fetch_add(1, std::memory_order_relaxed);
               if (t.expires_at() <= std::chrono::steady_clock::now()) expired.fetch_add(1);
               std::lock_guard lk(mu);
@@ -171,25 +191,40 @@ int main(int argc, char** argv) {
             pause.expires_after(std::chrono::milliseconds(o.pause_ms));
             co_await pause.async_wait(asio::use_awaitable);
           }
-          if (--running == 0) ctx.stop();
+          if (--running == 0) {
+            final_stats = client->stats();
+            client.reset();
+          }
         },
         asio::detached);
   }
   // The stop file is polled from a thread of its own: the callers' executor may be busy.
+  std::atomic<bool> returned{false};
   std::thread watcher([&] {
     const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(o.timeout_ms);
     while (!exists(o.stop_file) && std::chrono::steady_clock::now() < end)
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     stop = true;
+    // The callers end within a pause and a token wait; then the client goes, and run() must
+    // return by itself.
+    const auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (!returned && std::chrono::steady_clock::now() < limit)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    if (!returned) {
+      say(running.load() != 0 ? "fail callers still running 30 s after the stop"
+                              : "fail io_context::run() did not return once the client was gone");
+      std::_Exit(3);
+    }
   });
   say("ready");
   std::vector<std::thread> pool;
   for (unsigned i = 1; i < o.threads; ++i) pool.emplace_back([&] { ctx.run(); });
   ctx.run();
   for (auto& t : pool) t.join();
+  returned = true;
   watcher.join();
 
-  const auto s = client.stats();
+  const auto& s = final_stats;
   say("stats refreshes_started=" + std::to_string(s.refreshes_started) +
       " refreshes_succeeded=" + std::to_string(s.refreshes_succeeded) +
       " refreshes_failed=" + std::to_string(s.refreshes_failed) +
@@ -197,7 +232,8 @@ int main(int argc, char** argv) {
       " refresh_tokens_adopted=" + std::to_string(s.refresh_tokens_adopted) +
       " refreshes_ahead=" + std::to_string(s.refreshes_ahead) +
       " store_load_failures=" + std::to_string(s.store_load_failures) +
-      " store_save_failures=" + std::to_string(s.store_save_failures));
+      " store_save_failures=" + std::to_string(s.store_save_failures) + " store_handoffs=" +
+      std::to_string(s.store_handoffs) + " leases_lost=" + std::to_string(s.leases_lost));
   for (const auto& [id, ns] : first_seen)
     say("seen " + std::to_string(id) + " " + std::to_string(ns));
   say("calls " + std::to_string(calls.load()) + " errors " + std::to_string(errors.load()) +

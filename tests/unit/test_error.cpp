@@ -46,6 +46,8 @@ const std::vector<std::pair<errc, bool>> all_errc = {
     {errc::invalid_argument, false},
     {errc::internal, false},
     {errc::proxy_authentication, false},
+    {errc::store_updated, false},
+    {errc::lease_lost, false},
 };
 
 std::string_view category_name(const error_code& ec) {

@@ -633,3 +633,115 @@ BOOST_AUTO_TEST_CASE(invalid_client_is_spaced_not_a_dead_chain) {
 }
 
 BOOST_AUTO_TEST_SUITE_END()
+
+// I8: the hand-off without the lease (a store's store_updated), and a lease lost before the
+// request was written.
+BOOST_AUTO_TEST_SUITE(refresh_machine_lease)
+
+namespace {
+action updated(script& s) {
+  return s.m->on_acquired(make_error_code(na::errc::store_updated), {}, s.now);
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(a_state_saved_by_another_holder_is_adopted_without_the_lease) {
+  script s;
+  s.caller();
+  auto a = s.start();
+  BOOST_REQUIRE((a.what == kind::acquire));
+  a = updated(s);
+  BOOST_REQUIRE((a.what == kind::load));
+  a = s.loaded(stored("rt-1", 1, "at-1", s.now.wall + 3600s));
+  BOOST_REQUIRE(a.complete.has_value());
+  BOOST_TEST(!a.complete->ec);
+  BOOST_TEST(a.complete->token.value() == "at-1");
+  BOOST_TEST(a.complete->event.from_store);
+  BOOST_TEST((a.what == kind::done));
+  BOOST_TEST(s.m->refresh_token().view() == "rt-1");
+  BOOST_TEST(s.m->stats().store_handoffs == 1u);
+}
+
+BOOST_AUTO_TEST_CASE(a_state_read_without_the_lease_that_does_not_serve_sends_the_run_back_to_it) {
+  script s;
+  s.refresh_to("rt-1", "at-1");  // generation 1; rt-0 is spent
+  s.advance(3600s);
+  BOOST_REQUIRE((s.caller().what == call::join));
+  BOOST_REQUIRE((s.start().what == kind::acquire));
+  // Ours again without an access token, a spent token, one generation behind ours, and an
+  // access token about to expire: none is handed out, and none may lead to a request or a
+  // save without the lease.
+  for (auto st : {stored("rt-1", 1), stored("rt-0", 0, "at-0", s.now.wall + 3600s),
+                  stored("rt-7", 0, "at-7", s.now.wall + 3600s),
+                  stored("rt-2", 2, "at-2", s.now.wall + 1s)}) {
+    auto a = updated(s);
+    BOOST_REQUIRE((a.what == kind::load));
+    a = s.loaded(st);
+    BOOST_TEST((a.what == kind::acquire));
+    BOOST_TEST(!a.complete.has_value());
+  }
+  BOOST_TEST(s.m->stats().store_handoffs == 0u);
+  BOOST_TEST(s.m->refresh_token().view() == "rt-1");
+  // With the lease, the run goes on as always.
+  auto a = s.acquired();
+  BOOST_REQUIRE((a.what == kind::load));
+  a = s.loaded(std::nullopt);
+  BOOST_TEST((a.what == kind::request));
+  BOOST_TEST(a.refresh_token.view() == "rt-1");
+}
+
+BOOST_AUTO_TEST_CASE(a_store_that_keeps_reporting_new_states_ends_the_run_with_store_failed) {
+  script s;
+  s.caller();
+  s.start();
+  action a;
+  for (int i = 0; i < 100 && !a.complete; ++i) {
+    a = updated(s);
+    if (a.what == kind::load) a = s.loaded(stored("rt-0", 0));
+  }
+  BOOST_REQUIRE(a.complete.has_value());
+  BOOST_TEST(a.complete->ec == na::errc::store_failed);
+  BOOST_TEST(a.complete->diag->client_message.find("without granting the lease") !=
+             std::string::npos);
+}
+
+BOOST_AUTO_TEST_CASE(a_lease_lost_before_the_write_takes_it_again_and_is_no_attempt) {
+  auto p = script::defaults();
+  p.max_attempts = 2;
+  script s(p);
+  s.caller();
+  auto a = s.to_request();
+  BOOST_REQUIRE((a.what == kind::request));
+  a = s.failed(na::errc::lease_lost, false);
+  BOOST_TEST((a.what == kind::acquire));
+  BOOST_TEST(a.release_lease);
+  BOOST_TEST(!a.complete.has_value());
+  BOOST_TEST(s.m->stats().leases_lost == 1u);
+  BOOST_TEST(s.m->stats().retries == 0u);
+  a = s.acquired();
+  BOOST_REQUIRE((a.what == kind::load));
+  a = s.loaded(std::nullopt);
+  BOOST_REQUIRE((a.what == kind::request));
+  BOOST_TEST(a.refresh_token.view() == "rt-0");
+  // The lost one was not counted: a timeout now still has its retry of max_attempts = 2.
+  a = s.failed(na::errc::timeout, true);
+  BOOST_TEST((a.what == kind::wait));
+}
+
+BOOST_AUTO_TEST_CASE(after_a_lost_lease_the_other_holders_rotation_is_adopted_not_raced) {
+  script s;
+  s.caller();
+  auto a = s.to_request();
+  BOOST_REQUIRE((a.what == kind::request));
+  a = s.failed(na::errc::lease_lost, false);
+  BOOST_REQUIRE((a.what == kind::acquire));
+  // The holder that took over rotated rt-0 and saved: rt-0 is never presented.
+  a = updated(s);
+  BOOST_REQUIRE((a.what == kind::load));
+  a = s.loaded(stored("rt-1", 1, "at-1", s.now.wall + 3600s));
+  BOOST_REQUIRE(a.complete.has_value());
+  BOOST_TEST(!a.complete->ec);
+  BOOST_TEST(a.complete->token.value() == "at-1");
+  BOOST_TEST((a.what == kind::done));
+}
+
+BOOST_AUTO_TEST_SUITE_END()

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: BSL-1.0
 // A randomized model test of the refresh machine: random interleavings of callers, time, answers,
-// transient failures, Retry-After, lost answers, failing saves and loads, conflicts, invalidation
-// and destruction (followed by a new client on the same store), against a model server that
-// rotates the refresh token on every refresh and revokes the chain when a rotated-away token
-// comes back. No sockets, no clock: 100,000 steps per seed in well under a second.
+// transient failures, Retry-After, lost answers, lost leases, hand-offs without the lease,
+// failing saves and loads, conflicts, invalidation and destruction (followed by a new client on
+// the same store), against a model server that rotates the refresh token on every refresh and
+// revokes the chain when a rotated-away token comes back. No sockets, no clock: 100,000 steps
+// per seed in well under a second.
 //
 // Checked at every step:
 //  I1  no refresh token this client got an answer for is presented again, and the position in
@@ -11,6 +12,8 @@
 //  I2  the store's position in the chain never goes back;
 //  I3  a new access token is handed out only once its refresh token is stored (or, without
 //      strict durability, once a save was tried, failed and is pending);
+//  I8  nothing is sent to the server or written to the store without the lease (a store's
+//      store_updated, answered without one, and a lease lost before the write included);
 //  the server revokes the chain only after something no client can close alone happened: an
 //  answer lost after the server rotated (with no grace period), or a client destroyed with a
 //  token whose last save failed;
@@ -154,6 +157,7 @@ class simulation {
     // A restarted process: the configured token is the chain's first one; the store knows more.
     machine_.emplace(policy_, first_token_, rng_());
     act_.reset();
+    leased_ = false;
     waiters_ = 0;
     answered_.clear();
     last_presented_ = -1;
@@ -220,6 +224,7 @@ class simulation {
     }
     for (int guard = 0; act_ && guard < 200; ++guard) {
       if (d.cancel_acquire && act_->what == kind::acquire) {
+        leased_ = false;
         take(machine_->on_acquired(error_code(ECANCELED, boost::system::system_category()), {},
                                    now_));
       } else if (d.cancel_unwritten_request && act_->what == kind::request && chance(0.5)) {
@@ -243,8 +248,15 @@ class simulation {
       case kind::acquire:
         if (!calm_ && chance(0.03)) {
           note("acquire: busy");
+          leased_ = false;
           take(machine_->on_acquired(make_error_code(na::errc::store_busy), {}, now_));
+        } else if (!calm_ && chance(0.05)) {
+          // A store's hand-off: read the state without the lease (I8).
+          note("acquire: store updated, no lease");
+          leased_ = false;
+          take(machine_->on_acquired(make_error_code(na::errc::store_updated), {}, now_));
         } else {
+          leased_ = true;
           take(machine_->on_acquired({}, {}, now_));
         }
         break;
@@ -279,7 +291,15 @@ class simulation {
     const long idx = server_.index_of(rt);
     if (idx < last_presented_) fail("I1: presented " + rt + " after a newer token");
     last_presented_ = std::max(last_presented_, idx);
+    // I8: nothing goes to the server without the lease.
+    if (!leased_) fail("I8: a request without the lease");
     const int r = calm_ ? 99 : pick(0, 99);
+    if (r < 3) {
+      note("request " + rt + ": the lease ran out before the write");
+      take(machine_->on_failure(make_error_code(na::errc::lease_lost), {}, std::nullopt, false,
+                                now_));
+      return;
+    }
     if (r < 8) {
       note("request " + rt + ": connection failed before the write");
       take(machine_->on_failure(make_error_code(na::errc::connection), {}, std::nullopt, false,
@@ -328,6 +348,8 @@ class simulation {
   }
 
   void save(na::stored_tokens next, const std::string& expected) {
+    // I8: nothing goes to the store without the lease.
+    if (!leased_) fail("I8: a save without the lease");
     if (store_.fail_saves) {
       note("save " + next.refresh_token + ": failed");
       failed_save_ = next.refresh_token;
@@ -373,6 +395,7 @@ class simulation {
   }
 
   void take(action a) {
+    if (a.release_lease || a.what == kind::done) leased_ = false;
     if (a.complete) {
       const auto& c = *a.complete;
       if (!c.silent) waiters_ = 0;
@@ -440,6 +463,7 @@ class simulation {
   std::uint64_t waiters_ = 0;
   bool lost_ = false;
   bool calm_ = false;
+  bool leased_ = false;  // the driver holds the store's lease (I8)
   bool at_risk_ = false;
   unsigned incarnations_ = 0;
   unsigned reauthorizations_ = 0;

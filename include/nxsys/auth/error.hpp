@@ -48,6 +48,12 @@ enum class errc : int {
   /// The HTTP proxy (http_options::proxy) answered 407: it wants credentials, or other ones.
   /// Not retried; diagnostics say what the proxy answered (never the password).
   proxy_authentication,
+  /// token_store::async_acquire: no lease, because another holder saved a newer state while
+  /// this one waited. Load it; acquire again if it does not serve. The client handles it.
+  store_updated,
+  /// The store's lease ran out (a pause longer than its lifetime, a failover) before the
+  /// token request was written: the request was not sent. The client takes the lease again.
+  lease_lost,
 };
 
 /// Category of the OAuth server's errors ("nxsys.auth.oauth").

@@ -53,6 +53,12 @@ struct client_stats {
   std::uint64_t store_save_failures = 0;
   /// Saves refused because the store held another refresh token than expected.
   std::uint64_t store_conflicts = 0;
+  /// Refreshes settled by a state another holder saved, read without the lease because the
+  /// store reported it while this client waited (errc::store_updated: redis_store's hand-off).
+  std::uint64_t store_handoffs = 0;
+  /// Token requests not sent because the store's lease had run out first (a pause longer than
+  /// the lease, a failover): the lease was taken again instead (errc::lease_lost).
+  std::uint64_t leases_lost = 0;
 
   /// Failed refreshes by reason: the error's message ("invalid_grant", "timed out", "token store
   /// failure", ...).

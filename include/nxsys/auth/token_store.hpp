@@ -13,6 +13,7 @@
 #include <boost/asio/async_result.hpp>
 #include <boost/system/error_code.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -30,12 +31,35 @@ class refresh_lease {
   /// @param hold owns the right; its deleter releases it (closes the lock file, deletes the
   ///   Redis key)
   explicit refresh_lease(std::shared_ptr<void> hold) noexcept : hold_(std::move(hold)) {}
+  /// For stores whose lease can run out while it is held (a Redis lease whose holder was paused
+  /// past its lifetime, or lost in a failover).
+  /// @param hold as above
+  /// @param held_until until when the right certainly holds, in `steady_clock` ticks since its
+  ///   epoch: moved on by each renewal, set to 0 when the store finds the lease gone. The
+  ///   client reads it right before it writes a token request (lost()).
+  refresh_lease(
+      std::shared_ptr<void> hold,
+      std::shared_ptr<const std::atomic<std::chrono::steady_clock::rep>> held_until) noexcept
+      : hold_(std::move(hold)), held_until_(std::move(held_until)) {}
   /// Lets go of this copy's share of the right: it is released when no other copy holds it.
   /// Idempotent.
-  void release() noexcept { hold_.reset(); }
+  void release() noexcept {
+    hold_.reset();
+    held_until_.reset();
+  }
+  /// Whether the store says the right has run out by `now`. Never for a lease that cannot run
+  /// out (memory_store, file_store, an empty lease). Any thread.
+  /// @param now the time to judge at
+  /// @return true when a request written now could overlap another holder's
+  bool lost(
+      std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now()) const noexcept {
+    return held_until_ &&
+           now.time_since_epoch().count() >= held_until_->load(std::memory_order_acquire);
+  }
 
  private:
   std::shared_ptr<void> hold_;
+  std::shared_ptr<const std::atomic<std::chrono::steady_clock::rep>> held_until_;
 };
 
 /// The interface a client uses for its tokens. Designed for stores shared by many clients:
@@ -116,7 +140,10 @@ class token_store {
   /// @par Errors
   /// errc::store_busy when `deadline` passes while another holder keeps the right;
   /// errc::store_failed when the store cannot be reached or locked; operation_aborted on
-  /// cancellation or when the store is destroyed.
+  /// cancellation or when the store is destroyed. errc::store_updated (no lease) when another
+  /// holder saved a state newer than any this store handed out while this caller waited
+  /// (redis_store: its hand-off without the lease); the caller loads it, and acquires again
+  /// only if it does not serve. A store may never use it: the stores of memory and file do not.
   ///
   /// @par Thread safety
   /// May be called from any thread, concurrently with the other operations.
