@@ -37,10 +37,12 @@ namespace {
 
 // Takes the lease if it is free, or confirms it to its owner: sent again after a lost reply, it
 // does not lock its own sender out for lease_ttl as a second SET NX would. Answers {taken,
-// version}: the state's save count, so that a replica that finds the lease held knows at once
-// whether a save it has not read happened.
+// version}: the state's save count. A version newer than the one the replica last read
+// (ARGV[3]) is answered without taking the lease: the replica reads it first, so that replicas
+// arriving after a save do not queue for the lease one by one only to read it.
 constexpr const char* acquire_script = R"lua(
 local version = tonumber(redis.call('HGET', KEYS[2], 'version') or '0')
+if version > tonumber(ARGV[3]) then return {0, version} end
 local holder = redis.call('GET', KEYS[1])
 if not holder then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
@@ -432,7 +434,7 @@ struct redis_store::state : std::enable_shared_from_this<state> {
       const auto sent = steady::now();
       auto o = co_await self->exec(
           redis::command("EVAL", acquire_script, "2", self->lease_key, self->state_key, owner,
-                         std::to_string(self->opts.lease_ttl.count())),
+                         std::to_string(self->opts.lease_ttl.count()), std::to_string(self->seen)),
           r, steady::time_point::max());  // bounded by command_timeout
       if (self->closed || *cancelled) co_return aborted();
       const auto answer = o.ec ? std::nullopt : flag_and_version(r);
@@ -463,7 +465,7 @@ struct redis_store::state : std::enable_shared_from_this<state> {
         co_return std::tuple{error_code{}, refresh_lease(std::move(h), std::move(until)),
                              diagnostics{}};
       } else if (answer->second > self->seen) {
-        // Held by another replica, and a version this store has not handed out is stored.
+        // A version this store has not handed out is stored (the lease was not taken).
         co_return updated();
       }
       if (steady::now() >= deadline)
