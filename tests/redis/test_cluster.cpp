@@ -212,9 +212,12 @@ void run_cluster(variant v) {
 
   // Every caller of every replica that was not killed was served valid tokens, no error.
   int reported = 0;
+  long handoffs = 0;
   for (auto& c : children) {
     if (c.killed) continue;
     const auto out = read_file(c.out_path);
+    if (const auto at = out.find("store_handoffs="); at != std::string::npos)
+      handoffs += std::atol(out.c_str() + at + 15);
     const bool ok = WIFEXITED(c.status) && WEXITSTATUS(c.status) == 0 &&
                     out.find("\nok\n") != std::string::npos;
     BOOST_TEST(ok, c.out_path << ":\n" << out);
@@ -229,6 +232,8 @@ void run_cluster(variant v) {
     }
   }
   BOOST_TEST(reported == replicas);  // the killed ones were replaced
+  // The other replicas read each new state without the lease (about R - 1 per generation).
+  BOOST_TEST(handoffs >= static_cast<long>(expiries));
 
   // The chain in Redis is the server's (or, after a kill in the window, the one it replaced).
   const auto stored = redis.command({"HGET", "nxsys-auth:{cluster}", "refresh_token"});
