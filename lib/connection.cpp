@@ -187,8 +187,20 @@ origin::origin(protocol::endpoint ep, const http_options& http,
   if (ep_.tls) ssl_ctx_.emplace(make_ssl_context(http.tls));
 }
 
+// A resolve in progress and its timeout. The timer's handler owns it, not the connection: a
+// timer that has fired cannot be taken back (cancel() finds nothing to cancel and the handler
+// runs anyway), and on a strand that handler may run only after connect() has returned and the
+// session's pool has freed the connection. One per connect(), so that a late handler can only
+// cancel the resolve it was armed for, never a later connect()'s.
+struct http_connection::resolve_attempt {
+  explicit resolve_attempt(const asio::any_io_executor& ex) : resolver(ex), timer(ex) {}
+  asio::ip::tcp::resolver resolver;
+  asio::steady_timer timer;
+  bool timed_out = false;  // the timer cancelled the resolve
+};
+
 http_connection::http_connection(asio::any_io_executor ex, const origin& o)
-    : ex_(std::move(ex)), origin_(o), resolver_(ex_), resolve_timer_(ex_) {}
+    : ex_(std::move(ex)), origin_(o) {}
 
 http_connection::~http_connection() {
   close();
@@ -222,8 +234,10 @@ void http_connection::wipe_read_buffer() noexcept {
 
 void http_connection::cancel() noexcept {
   cancelled_ = true;
-  resolver_.cancel();
-  resolve_timer_.cancel();
+  if (resolving_) {
+    resolving_->resolver.cancel();
+    resolving_->timer.cancel();
+  }
   if (is_open()) {
     error_code ignored;
     lowest_layer().socket().cancel(ignored);
@@ -248,7 +262,7 @@ error_code http_connection::classify(error_code ec, const char* phase, diagnosti
 }
 
 error_code http_connection::classify_at(error_code ec, std::string where, diagnostics& diag) const {
-  if (ec == beast::error::timeout || (resolve_timed_out_ && ec == asio::error::operation_aborted)) {
+  if (ec == beast::error::timeout) {
     diag.client_message = where + ": timed out";
     return make_error_code(errc::timeout);
   }
@@ -281,7 +295,6 @@ asio::awaitable<error_code> http_connection::connect(steady_time deadline, diagn
   const std::string peer = px != nullptr ? "proxy " + px->display : origin_.host_header_;
   asio::ip::tcp::resolver::results_type endpoints;
   error_code ec;
-  resolve_timed_out_ = false;
   cancelled_ = false;
   if (host_is_ip) {
     auto addr = asio::ip::make_address(host, ec);
@@ -292,19 +305,24 @@ asio::awaitable<error_code> http_connection::connect(steady_time deadline, diagn
     // The resolver has no per-operation timeout: a timer cancels it. Its handler runs on this
     // coroutine's executor, so it never races with the coroutine.
     const auto self_ex = co_await asio::this_coro::executor;
-    resolve_timer_.expires_at(deadline);
-    resolve_timer_.async_wait(asio::bind_executor(self_ex, [this](error_code e) {
+    const auto attempt = std::make_shared<resolve_attempt>(ex_);
+    resolving_ = attempt;
+    attempt->timer.expires_at(deadline);
+    attempt->timer.async_wait(asio::bind_executor(self_ex, [attempt](error_code e) {
       if (!e) {
-        resolve_timed_out_ = true;
-        resolver_.cancel();
+        attempt->timed_out = true;
+        attempt->resolver.cancel();
       }
     }));
-    std::tie(ec, endpoints) = co_await resolver_.async_resolve(host, port, use_tuple);
-    // A timer that fired just now has its handler queued: let it run before going on, so no
-    // handler refers to this connection once connect() returns.
-    if (resolve_timer_.cancel() == 0) co_await asio::post(self_ex, asio::use_awaitable);
+    std::tie(ec, endpoints) = co_await attempt->resolver.async_resolve(host, port, use_tuple);
+    attempt->timer.cancel();
+    resolving_.reset();
+    // Only the timer's handler and cancel() cancel the resolve, and the handler sets the flag
+    // first, on this executor: an abort it caused is the timeout. A handler still queued (the
+    // timer fired as the resolve ended) leaves the resolve's own result standing, and when it
+    // runs it touches `attempt` alone.
+    if (ec == asio::error::operation_aborted && attempt->timed_out) ec = beast::error::timeout;
     if (ec) co_return classify_at(ec, "resolve " + peer, diag);
-    resolve_timed_out_ = false;
     if (cancelled_) co_return asio::error::operation_aborted;
   }
 

@@ -31,6 +31,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -150,13 +151,12 @@ class http_connection {
   boost::asio::awaitable<boost::system::error_code> tunnel(diagnostics& diag);
 
   struct exchange_op;
+  struct resolve_attempt;
 
   boost::asio::any_io_executor ex_;
   const origin& origin_;
-  boost::asio::ip::tcp::resolver resolver_;
-  boost::asio::steady_timer resolve_timer_;
-  bool resolve_timed_out_ = false;
-  bool cancelled_ = false;  // by cancel(), until the next connect()
+  std::shared_ptr<resolve_attempt> resolving_;  // connect()'s resolve in progress, for cancel()
+  bool cancelled_ = false;                      // by cancel(), until the next connect()
   std::optional<boost::beast::tcp_stream> tcp_;
   std::optional<tls_stream> tls_;
   boost::beast::flat_buffer buffer_;
