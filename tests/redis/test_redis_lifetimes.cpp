@@ -8,10 +8,13 @@
 #include <nxsys/auth/redis_store.hpp>
 
 #include "helpers.hpp"
+#include "redis/connection.hpp"  // lib/redis: the connection itself, for the address change
 #include "redis_fixture.hpp"
 
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/strand.hpp>
 
 #include <atomic>
 #include <future>
@@ -167,6 +170,10 @@ std::string counts_above_one(const std::vector<std::shared_ptr<std::atomic<int>>
   return out;
 }
 
+bool contains_port(const std::string& text, std::uint16_t port) {
+  return text.find("127.0.0.1:" + std::to_string(port)) != std::string::npos;
+}
+
 }  // namespace
 
 BOOST_AUTO_TEST_SUITE(redis_lifetimes)
@@ -192,7 +199,7 @@ BOOST_AUTO_TEST_CASE(stores_destroyed_mid_connect_complete_every_handler_exactly
   BOOST_TEST_MESSAGE("seed " << seed);
   std::mt19937 rng(seed);
   std::vector<std::shared_ptr<std::atomic<int>>> counters;
-  constexpr int iterations = 120;
+  constexpr int iterations = 400;
   for (int i = 0; i < iterations; ++i) {
     const auto t = static_cast<target>(i % 4);
     auto store = std::make_unique<na::redis_store>(p.ctx.get_executor(), options(s, t));
@@ -220,7 +227,7 @@ BOOST_AUTO_TEST_CASE(an_io_context_destroyed_mid_connect_frees_everything) {
   BOOST_TEST_MESSAGE("seed " << seed);
   std::mt19937 rng(seed);
   std::vector<std::shared_ptr<std::atomic<int>>> counters;
-  for (int i = 0; i < 24; ++i) {
+  for (int i = 0; i < 40; ++i) {
     auto p = std::make_unique<pool>(2);
     std::vector<std::unique_ptr<na::redis_store>> stores;
     for (auto t : {target::resolving_name, target::unroutable, target::silent_tls}) {
@@ -237,6 +244,52 @@ BOOST_AUTO_TEST_CASE(an_io_context_destroyed_mid_connect_frees_everything) {
     p.reset();  // ~io_context: the pending operations' handlers are destroyed
   }
   BOOST_TEST(counts_above_one(counters).empty(), "completed twice:" << counts_above_one(counters));
+}
+
+// A failover moves the address (host, port) and closes the connection: the next connect goes to
+// the new address, and its messages name it, not the one of the first connect.
+BOOST_AUTO_TEST_CASE(a_changed_address_is_used_and_named_at_the_next_connect) {
+  redis_server redis;
+  const auto closed = redis_server::free_port();
+  asio::io_context ctx;
+  auto strand = asio::make_strand(ctx.get_executor());
+  na::redis::server_address addr;
+  addr.port = std::to_string(closed);
+  na::redis::connection c(strand, addr);
+  const auto ping = [&](na::diagnostics& diag) {
+    error_code out;
+    bool done = false;
+    asio::co_spawn(
+        strand,
+        [&]() -> asio::awaitable<void> {
+          na::redis::reply r;
+          out = co_await c.exec(na::redis::command("PING"), r,
+                                std::chrono::steady_clock::now() + 5s, diag);
+          if (!out && r.str != "PONG") out = na::errc::connection;
+        },
+        [&](std::exception_ptr) { done = true; });
+    ctx.restart();
+    const auto end = std::chrono::steady_clock::now() + 30s;
+    while (!done && std::chrono::steady_clock::now() < end) ctx.run_one_for(10ms);
+    BOOST_REQUIRE(done);
+    return out;
+  };
+  na::diagnostics d;
+  BOOST_TEST(ping(d) == na::errc::connection);
+  BOOST_TEST(contains_port(d.client_message, closed), d.client_message);
+
+  addr.port = std::to_string(redis.port());  // what the store does on a failover
+  c.close();
+  d = {};
+  BOOST_TEST(!ping(d), d.client_message);
+
+  addr.host = "localhost";  // and a name, resolved at the next connect
+  addr.port = std::to_string(closed);
+  c.close();
+  d = {};
+  BOOST_TEST(ping(d) == na::errc::connection);
+  BOOST_TEST(d.client_message.find("localhost:" + std::to_string(closed)) != std::string::npos,
+             d.client_message);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
