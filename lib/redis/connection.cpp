@@ -177,11 +177,14 @@ asio::awaitable<error_code> connection::connect(steady_time deadline, diagnostic
     }
     endpoints = resolve_op::results::create(asio::ip::tcp::endpoint(ip, number), host, port);
   } else {
-    auto op = std::make_shared<resolve_op>(strand_, deadline);
-    resolving_ = op;
+    // The resolve's state is made in the initiation, not kept in this frame: it holds the
+    // handler that resumes this frame, and a frame holding it would make a cycle that an
+    // io_context destroyed mid-resolve never breaks (LeakSanitizer saw it).
     std::tie(ec, endpoints) =
         co_await asio::async_initiate<decltype(use_tuple), void(error_code, resolve_op::results)>(
-            [&host, &port](auto handler, std::shared_ptr<resolve_op> op) {
+            [this, &host, &port, deadline](auto handler) {
+              auto op = std::make_shared<resolve_op>(strand_, deadline);
+              resolving_ = op;
               op->waiter.emplace(std::move(handler));
               op->timer.async_wait([op](error_code e) {
                 if (!e)
@@ -195,7 +198,7 @@ asio::awaitable<error_code> connection::connect(steady_time deadline, diagnostic
                 op->finish(e, std::move(r));
               });
             },
-            use_tuple, op);
+            use_tuple);
     if (gen != generation_) co_return asio::error::operation_aborted;
     resolving_.reset();
     if (ec) co_return failed(ec, ("cannot resolve " + host), diag);
