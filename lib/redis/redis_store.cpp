@@ -7,6 +7,7 @@
 #include "connection.hpp"
 #include "state_codec.hpp"
 #include "text.hpp"
+#include "tls.hpp"
 
 #include <boost/asio/append.hpp>
 #include <boost/asio/as_tuple.hpp>
@@ -175,15 +176,19 @@ struct redis_store::state : std::enable_shared_from_this<state> {
         strand(asio::make_strand(ex)),
         opts(std::move(o)),
         // The password lives only here from now on, overwritten when it goes.
-        address{opts.host,     std::to_string(opts.port),
-                opts.username, detail::secret_string(opts.password.view()),
-                opts.database, opts.connect_timeout},
+        address{opts.host, std::to_string(opts.port), opts.username,
+                detail::secret_string(opts.password.view()), opts.database, opts.connect_timeout,
+                // TLS: the SSL context, read from the files of opts.tls (throws invalid_config)
+                redis::make_tls_settings(opts)},
         state_key(opts.key_prefix + "{" + opts.name + "}"),
         lease_key(state_key + ":lease"),
         channel(state_key + ":events"),
         commands(strand, address),
         events(strand, address) {
     opts.password.wipe();  // the address's copy is the only one kept
+    // The key given in memory is in the SSL context now, as that of a file would be.
+    opts.tls.private_key_pem.wipe();
+    opts.tls.private_key_password.wipe();
   }
 
   void remember(const stored_tokens& t) {
@@ -515,7 +520,7 @@ error_code redis_store_options::validate(diagnostics* diag) const {
     problem = "connect_timeout must be positive";
   else if (database < 0)
     problem = "database is negative";
-  if (problem == nullptr) return {};
+  if (problem == nullptr) return redis::check_transport(*this, diag);  // TLS, allow_plaintext
   if (diag != nullptr) diag->client_message = std::string("redis_store: ") + problem;
   return make_error_code(errc::invalid_config);
 }

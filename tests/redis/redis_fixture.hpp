@@ -168,6 +168,106 @@ class redis_server {
   pid_t pid_ = -1;
 };
 
+/// How tls_redis_server serves: the certificate pair from `data_dir` (testing/data), and
+/// whether it asks clients for a certificate.
+struct redis_tls_setup {
+  std::string data_dir;             ///< testing/data (test_data_dir())
+  std::string cert = "server";      ///< serves <cert>.pem with <cert>.key ("wrong-host", ...)
+  std::string auth_clients = "no";  ///< --tls-auth-clients: yes, no or optional
+  std::string password{};           ///< --requirepass when not empty
+};
+
+/// A redis-server that speaks TLS only (`--tls-port P --port 0`) on 127.0.0.1, trusting the
+/// test CA (ca.pem) for client certificates; stopped (SIGKILL) when destroyed. Its plain
+/// command() is not available: the tests read it back through a store over TLS.
+class tls_redis_server {
+ public:
+  explicit tls_redis_server(redis_tls_setup s) : setup_(std::move(s)) {
+    port_ = redis_server::free_port();
+    const std::string dir = setup_.data_dir + "/";
+    std::vector<std::string> args = {"redis-server",
+                                     "--port",
+                                     "0",
+                                     "--tls-port",
+                                     std::to_string(port_),
+                                     "--bind",
+                                     "127.0.0.1",
+                                     "--tls-cert-file",
+                                     dir + setup_.cert + ".pem",
+                                     "--tls-key-file",
+                                     dir + setup_.cert + ".key",
+                                     "--tls-ca-cert-file",
+                                     dir + "ca.pem",
+                                     "--tls-auth-clients",
+                                     setup_.auth_clients,
+                                     "--save",
+                                     "",
+                                     "--appendonly",
+                                     "no",
+                                     "--daemonize",
+                                     "no",
+                                     "--loglevel",
+                                     "warning"};
+    if (!setup_.password.empty()) {
+      args.emplace_back("--requirepass");
+      args.push_back(setup_.password);
+    }
+    pid_ = ::fork();
+    if (pid_ < 0) throw std::runtime_error("fork failed");
+    if (pid_ == 0) {
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      const int devnull = ::open("/dev/null", O_WRONLY);
+      if (devnull >= 0) {
+        ::dup2(devnull, 1);
+        ::dup2(devnull, 2);
+      }
+      ::execvp("redis-server", argv.data());
+      ::_exit(127);
+    }
+    // Up when its TLS port accepts (within 10 s): it listens once it is ready to serve.
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (std::chrono::steady_clock::now() < end) {
+      if (accepts()) return;
+      int status = 0;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        throw std::runtime_error("redis-server --tls-port exited at start (built without TLS?)");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    stop();
+    throw std::runtime_error("redis-server --tls-port did not listen within 10 s");
+  }
+  ~tls_redis_server() { stop(); }
+  tls_redis_server(const tls_redis_server&) = delete;
+  tls_redis_server& operator=(const tls_redis_server&) = delete;
+
+  std::uint16_t port() const { return port_; }
+
+  void stop() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGKILL);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+  }
+
+ private:
+  bool accepts() const {
+    boost::asio::io_context ctx;
+    boost::asio::ip::tcp::socket sock(ctx);
+    boost::system::error_code ec;
+    sock.connect({boost::asio::ip::make_address("127.0.0.1"), port_}, ec);
+    return !ec;
+  }
+
+  redis_tls_setup setup_;
+  std::uint16_t port_ = 0;
+  pid_t pid_ = -1;
+};
+
 }  // namespace nxsys::auth::testing
 
 #endif

@@ -6,6 +6,7 @@
 #define NXSYS_AUTH_REDIS_STORE_HPP
 
 #include <nxsys/auth/error.hpp>
+#include <nxsys/auth/http_options.hpp>
 #include <nxsys/auth/secret.hpp>
 #include <nxsys/auth/token_store.hpp>
 
@@ -52,11 +53,33 @@ struct redis_store_options {
   /// OOM, NOREPLICAS): a restart or failover shorter than this costs latency, not errors. Other
   /// error replies (a script error, WRONGTYPE, NOAUTH, ...) fail at once.
   std::chrono::milliseconds command_timeout{2'000};
-  /// Bounds one connection attempt: resolve, connect, AUTH and SELECT.
+  /// Bounds one connection attempt: resolve, connect, the TLS handshake, AUTH and SELECT.
   std::chrono::milliseconds connect_timeout{2'000};
 
+  /// Connect over TLS (a Redis 6+ `tls-port`), configured by `tls` and tls_server_name. Off by
+  /// default: plain TCP, which allow_plaintext restricts to loopback.
+  bool use_tls = false;
+  /// With use_tls: verification (on by default: the chain, and the name of tls_server_name or
+  /// else of host), trust anchors (ca_file, ca_dir; by default the system's), a client
+  /// certificate for a server with `tls-auth-clients yes`, and the configure_context hook. The
+  /// same type and meanings as http_options::tls; the files are read by the store's
+  /// constructor, which throws error_with_diagnostics(errc::invalid_config) when one cannot be
+  /// used. Setting any of it without use_tls is invalid_config.
+  tls_options tls{};
+  /// With use_tls: the name sent as SNI (unless an IP address) and verified in the server's
+  /// certificate, for a server reached by another name or address than the one its certificate
+  /// carries. Empty (the default): host.
+  std::string tls_server_name{};
+  /// Plain TCP (use_tls false) is refused, with invalid_config, unless host is a loopback
+  /// address (127.0.0.0/8, ::1, or the name "localhost") or this is set: the AUTH password and
+  /// the tokens of the stored state must not cross a network unencrypted by accident. The
+  /// counterpart of http_options::allow_insecure_http.
+  bool allow_plaintext = false;
+
   /// Checks the values, as client_config::validate() does: a host, lease_ttl of 3 ms or more,
-  /// positive intervals and timeouts, a database in [0, 2^31).
+  /// positive intervals and timeouts, a database in [0, 2^31), TLS settings only with use_tls
+  /// (and a client certificate with its key), plain TCP only to loopback or with
+  /// allow_plaintext. The files of `tls` are read by the constructor, not here.
   /// @param diag receives what is wrong, in client_message, naming the field; may be nullptr
   /// @return empty, or errc::invalid_config
   boost::system::error_code validate(diagnostics* diag = nullptr) const;
@@ -78,7 +101,8 @@ class redis_store final : public token_store {
   ///   associated executor
   /// @param opts see redis_store_options
   /// @throws error_with_diagnostics errc::invalid_config for options out of range (see
-  ///   redis_store_options)
+  ///   redis_store_options), and with use_tls for a file of `tls` that cannot be used or an
+  ///   exception of tls.configure_context
   redis_store(boost::asio::any_io_executor ex, redis_store_options opts);
   /// Ends waiting acquires with operation_aborted and closes the connections. A lease still
   /// held is released by its last copy (or expires).
