@@ -5,6 +5,7 @@
 
 #include "completion_tokens.hpp"
 #include "connection.hpp"
+#include "sentinel.hpp"
 #include "state_codec.hpp"
 #include "text.hpp"
 #include "tls.hpp"
@@ -184,11 +185,35 @@ struct redis_store::state : std::enable_shared_from_this<state> {
         lease_key(state_key + ":lease"),
         channel(state_key + ":events"),
         commands(strand, address),
-        events(strand, address) {
+        events(strand, address),
+        sync_channel(state_key + ":sync"),
+        sync(strand, address),
+        min_acks(opts.min_replicas_acked.value_or(opts.sentinels.empty() ? 0 : 1)) {
     opts.password.wipe();  // the address's copy is the only one kept
     // The key given in memory is in the SSL context now, as that of a file would be.
     opts.tls.private_key_pem.wipe();
     opts.tls.private_key_password.wipe();
+    if (!opts.sentinels.empty()) {
+      redis::sentinel::options so;
+      so.sentinels = opts.sentinels;
+      so.master_name = opts.sentinel_master;
+      so.username = opts.sentinel_username;
+      so.password = detail::secret_string(opts.sentinel_password.view());
+      so.connect_timeout = opts.connect_timeout;
+      so.idle = 2 * std::max(opts.lease_ttl, opts.command_timeout);
+      so.log = opts.log;
+      so.allow_plaintext = opts.allow_plaintext;
+      // The sentinel lives in this state and calls back on the strand only.
+      sentinel = std::make_unique<redis::sentinel>(strand, std::move(so), address, [this] {
+        // The master moved: every connection to the old one goes; the next command connects
+        // to the new one, and a SUBSCRIBE for waiters is reopened by listen().
+        commands.close();
+        events.close();
+        sync.close();
+        ++sync_resets;
+      });
+    }
+    opts.sentinel_password.wipe();
   }
 
   void remember(const stored_tokens& t) {
@@ -236,34 +261,84 @@ struct redis_store::state : std::enable_shared_from_this<state> {
   // shorter than command_timeout costs latency, not errors. Any other error reply fails at once.
   // Every script is written to be sent twice safely (a reply may be lost after the command
   // ran). `secrets`: more values to keep out of the diagnostics besides the arguments.
+  // With Sentinel, the master is found before the first command, and found again before the
+  // command is sent again after READONLY / MASTERDOWN, an unreachable master, or a write too
+  // few replicas acknowledged; a command cut off by a master change (+switch-master) is sent
+  // to the new master at once. With min_replicas_acked, a write (a script answering 1) counts
+  // only once replicated (see replicated()).
   asio::awaitable<outcome> exec(redis::arguments args, redis::reply& out,
                                 steady::time_point deadline, redis::arguments secrets = {}) {
     const auto until = command_deadline(deadline);
+    if (sentinel) sentinel->touch(shared_from_this());
+    bool find_master = sentinel && !sentinel->known();
+    std::string find_reason = "the first command";
+    std::string shortfall;  // why the last WAIT fell short
+    const auto aborted = [] {
+      outcome a;
+      a.ec = asio::error::operation_aborted;
+      return a;
+    };
     for (unsigned attempt = 1;; ++attempt) {
       diagnostics diag;
       out = {};
-      const auto ec = co_await commands.exec(args, out, until, diag);
-      if (!ec && !out.is_error()) co_return outcome{};
-      if (ec == asio::error::operation_aborted || closed) {
-        outcome aborted;
-        aborted.ec = asio::error::operation_aborted;
-        co_return aborted;
-      }
       auto o = outcome::failed();
       bool again = false;
-      if (!ec) {
-        o.cause = reply_text(out.str, args.items(), secrets.items());
-        again = passing_state(error_code_of(out.str));
-      } else if (ec == errc::connection || ec == errc::timeout) {
-        o.unreachable = true;
-        o.names_server = true;
-        o.cause = std::move(diag.client_message);
-        again = true;
-      } else {
-        o.cause = std::move(diag.client_message);  // AUTH or SELECT refused
-        o.names_server = true;
+      if (find_master) {
+        find_master = false;
+        const auto found = co_await sentinel->discover(until, find_reason, diag);
+        if (closed || found.ec == asio::error::operation_aborted) co_return aborted();
+        if (found.ec) {
+          o.cause = std::move(diag.client_message);
+          o.names_server = true;  // names the sentinels and what each answered
+          o.unreachable = found.unreachable;
+          again = found.retry;
+          find_master = true;
+        }
+      }
+      if (!find_master) {
+        const auto epoch = sentinel ? sentinel->epoch() : 0;
+        const auto moved = [&] { return sentinel && sentinel->epoch() != epoch; };
+        const auto ec = co_await commands.exec(args, out, until, diag);
+        if (!ec && !out.is_error()) {
+          if (min_acks == 0 || !is_write(args, out)) co_return outcome{};
+          auto acked = co_await replicated(until, shortfall);
+          if (closed || acked.ec == asio::error::operation_aborted) co_return aborted();
+          if (!acked.ec && !moved()) co_return outcome{};
+          if (moved()) continue;  // acknowledged by another master's replicas: write again
+          o = std::move(acked);
+          again = true;
+          find_master = sentinel != nullptr;
+          find_reason = "a write too few replicas acknowledged";
+        } else if (ec == asio::error::operation_aborted && !closed && moved()) {
+          continue;  // cut off by a master change: to the new master, at once
+        } else if (ec == asio::error::operation_aborted || closed) {
+          co_return aborted();
+        } else if (!ec) {
+          o.cause = reply_text(out.str, args.items(), secrets.items());
+          const auto code = error_code_of(out.str);
+          again = passing_state(code);
+          if (sentinel && (code == "READONLY" || code == "MASTERDOWN") && !moved()) {
+            find_master = true;  // a replica now: where is the master?
+            find_reason = std::string(code);
+          }
+        } else if (ec == errc::connection || ec == errc::timeout) {
+          o.unreachable = true;
+          o.names_server = true;
+          o.cause = std::move(diag.client_message);
+          again = true;
+          if (sentinel && !moved()) {
+            find_master = true;
+            find_reason = "the master could not be reached";
+          }
+        } else {
+          o.cause = std::move(diag.client_message);  // AUTH or SELECT refused
+          o.names_server = true;
+        }
       }
       if (!again || steady::now() + retry_pause >= until) {
+        // A WAIT that fell short explains more than what ended the last attempt.
+        if (!shortfall.empty() && o.cause.find(shortfall) == std::string::npos)
+          o.cause += " (before that: " + shortfall + ")";
         if (again && attempt > 1)
           o.cause += " (tried " + std::to_string(attempt) +
                      " times within the command timeout of " +
@@ -273,6 +348,75 @@ struct redis_store::state : std::enable_shared_from_this<state> {
       asio::steady_timer pause(strand, retry_pause);
       co_await pause.async_wait(use_tuple);
     }
+  }
+
+  // A script's reply 1 (renew, release) or {1, version} (acquire, save) means it wrote (the
+  // lease taken, renewed or released; a save stored or found stored): with min_replicas_acked,
+  // such a write counts once replicated.
+  static bool is_write(const redis::arguments& args, const redis::reply& out) {
+    using kind = redis::reply::kind;
+    const auto& a = args.items();
+    if (a.empty() || (a[0] != "EVAL" && a[0] != "EVALSHA")) return false;
+    const auto& flag = out.type == kind::array && !out.elements.empty() ? out.elements[0] : out;
+    return flag.type == kind::integer && flag.integer == 1;
+  }
+
+  // min_replicas_acked: waits until that many replicas hold everything the master holds now.
+  // A PUBLISH (replicated, no key) first, then WAIT on the same connection: WAIT covers the
+  // writes of its own connection, and the PUBLISH makes that "everything up to now", the
+  // write just made on `commands` included, or a repeated save that found its token stored
+  // and wrote nothing. A connection reset between the two (sync_resets) voids the answer.
+  // Redis times out a blocked WAIT on its cron (10 times a second by default): the answer may
+  // come this much late, and the WAIT's own timeout leaves room for it.
+  static constexpr std::chrono::milliseconds wait_lateness{150};
+
+  // `last`: why the previous WAIT of this command fell short, kept when no time is left for
+  // another.
+  asio::awaitable<outcome> replicated(steady::time_point until, std::string& last) {
+    const auto resets = sync_resets;
+    diagnostics diag;
+    redis::reply r;
+    auto ec = co_await sync.exec(redis::command("PUBLISH", sync_channel, "w"), r, until, diag);
+    long long acked = -1;
+    std::chrono::milliseconds wait{0};
+    if (!ec && !r.is_error()) {
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(until - steady::now());
+      wait = std::min(left - wait_lateness, opts.command_timeout / 4);
+      if (wait.count() < 1) {
+        co_return outcome::failed(
+            !last.empty() ? last
+                          : "no time left in the command timeout to WAIT for " +
+                                std::to_string(min_acks) + " replica(s) after the write");
+      }
+      if (resets != sync_resets) co_return outcome::failed("the connection was reset");
+      r = {};
+      ec = co_await sync.exec(
+          redis::command("WAIT", std::to_string(min_acks), std::to_string(wait.count())), r, until,
+          diag);
+      if (!ec && r.type == redis::reply::kind::integer) acked = r.integer;
+    }
+    if (ec) {
+      ++sync_resets;
+      if (ec == asio::error::operation_aborted) {
+        // Closed (the store, or a master change: exec() writes again).
+        outcome a;
+        a.ec = ec;
+        if (!closed) a = outcome::failed("the connection was reset");
+        co_return a;
+      }
+      auto o = outcome::failed(std::move(diag.client_message));
+      o.names_server = true;
+      o.unreachable = ec == errc::connection || ec == errc::timeout;
+      co_return o;
+    }
+    if (r.is_error()) co_return outcome::failed(reply_text(r.str, {}, {}));
+    if (resets != sync_resets) co_return outcome::failed("the connection was reset");
+    if (acked >= min_acks) co_return outcome{};
+    last = "the write was acknowledged by " + std::to_string(std::max(acked, 0LL)) + " of the " +
+           std::to_string(min_acks) + " replica(s) min_replicas_acked asks for, within " +
+           std::to_string(wait.count()) + " ms";
+    co_return outcome::failed(last);
   }
 
   static constexpr std::chrono::milliseconds retry_pause{50};
@@ -504,6 +648,12 @@ struct redis_store::state : std::enable_shared_from_this<state> {
   bool local_held = false;
   bool listening = false;
   bool closed = false;
+  // Sentinel and durability (issue 15).
+  std::string sync_channel;                   // PUBLISHed before WAIT (see replicated())
+  redis::connection sync;                     // on strand: PUBLISH + WAIT
+  std::uint64_t sync_resets = 0;              // the sync connection closed or failed
+  int min_acks = 0;                           // min_replicas_acked, its default applied
+  std::unique_ptr<redis::sentinel> sentinel;  // with sentinels: finds and follows the master
 };
 
 error_code redis_store_options::validate(diagnostics* diag) const {
@@ -520,6 +670,25 @@ error_code redis_store_options::validate(diagnostics* diag) const {
     problem = "connect_timeout must be positive";
   else if (database < 0)
     problem = "database is negative";
+  // Sentinel and durability (issue 15).
+  else if (!std::all_of(sentinels.begin(), sentinels.end(), redis::is_host_port))
+    problem = "sentinels: an entry is not \"host:port\" (\"[v6]:port\", port in [1, 65535])";
+  else if (!sentinels.empty() && sentinel_master.empty())
+    problem = "sentinel_master is empty (required with sentinels)";
+  else if (sentinels.empty() && !sentinel_master.empty())
+    problem = "sentinel_master is set but sentinels is empty";
+  else if (min_replicas_acked && *min_replicas_acked < 0)
+    problem = "min_replicas_acked is negative";
+  // The sentinels are asked over plain TCP (TLS to them is not supported yet): as for host,
+  // only on loopback unless allowed.
+  else if (!allow_plaintext &&
+           !std::all_of(sentinels.begin(), sentinels.end(), [](const std::string& s) {
+             std::string host, port;
+             return redis::parse_host_port(s, host, port) && redis::is_loopback(host);
+           }))
+    problem =
+        "sentinels: a sentinel that is not on loopback is asked over plain TCP (the sentinel "
+        "password and the master's address in clear): set allow_plaintext to allow it";
   if (problem == nullptr) return redis::check_transport(*this, diag);  // TLS, allow_plaintext
   if (diag != nullptr) diag->client_message = std::string("redis_store: ") + problem;
   return make_error_code(errc::invalid_config);
@@ -542,6 +711,8 @@ redis_store::~redis_store() {
     s->wake_all();
     s->commands.close();
     s->events.close();
+    s->sync.close();
+    if (s->sentinel) s->sentinel->close();
   });
 }
 

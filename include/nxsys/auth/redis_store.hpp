@@ -5,6 +5,7 @@
 #ifndef NXSYS_AUTH_REDIS_STORE_HPP
 #define NXSYS_AUTH_REDIS_STORE_HPP
 
+#include <nxsys/auth/config.hpp>
 #include <nxsys/auth/error.hpp>
 #include <nxsys/auth/http_options.hpp>
 #include <nxsys/auth/secret.hpp>
@@ -15,7 +16,9 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 namespace nxsys::auth {
 
@@ -76,10 +79,55 @@ struct redis_store_options {
   /// counterpart of http_options::allow_insecure_http.
   bool allow_plaintext = false;
 
+  /// Redis Sentinel: one or more sentinels, "host:port" ("[v6]:port"), asked in this order for
+  /// the master of sentinel_master (`SENTINEL get-master-addr-by-name`; a sentinel that cannot
+  /// be reached, answers nil or an error is passed over). The first address the master confirms
+  /// (ROLE) is used instead of host and port, which are then ignored; username, password and
+  /// database apply to the master. The master is found again, before the command is sent again
+  /// within command_timeout, after a READONLY or MASTERDOWN reply, after the master could not
+  /// be reached, and after a write too few replicas acknowledged (min_replicas_acked); and while
+  /// the store is in use (a command in the last 2 × max(lease_ttl, command_timeout)) it keeps a
+  /// `SUBSCRIBE +switch-master` on a sentinel and follows a failover at once. An idle store
+  /// keeps no connection to the sentinels. Empty: no Sentinel.
+  std::vector<std::string> sentinels{};
+  /// The master's name in the sentinels' configuration (`sentinel monitor <name> ...`);
+  /// required with sentinels. A sentinel that does not know it makes every command fail with
+  /// store_failed, the diagnostics saying what each sentinel answered.
+  std::string sentinel_master{};
+  /// ACL user for the sentinels (`sentinel sentinel-user`); empty: AUTH with sentinel_password
+  /// alone.
+  std::string sentinel_username{};
+  /// The sentinels' password (`requirepass` in sentinel.conf); empty: no AUTH. Wiped by its
+  /// type.
+  secret sentinel_password{};
+  /// Durability: after a write (the lease taken or renewed, a save, a release), `WAIT` until
+  /// this many replicas hold everything the master holds, for at most a quarter of
+  /// command_timeout (at most half of what is left of it). Redis replicates asynchronously: a save
+  /// the master acknowledged but did not pass on is lost by a failover, and with it a rotated
+  /// refresh token, after which the next refresh presents a replaced token (reuse detection
+  /// revokes the whole chain: re-authorization by hand). Too few acknowledgements count as a
+  /// failed write: the master is found again (Sentinel) and the write sent again within
+  /// command_timeout (the scripts take a repeat: a save that finds its own token stored
+  /// succeeds), then store_failed, which is never "unreachable" (it does not turn on
+  /// local_fallback); the client keeps the tokens and retries the save. The write is followed
+  /// by a PUBLISH on "<key_prefix>{<name>}:sync" (an ACL user needs it), so that the WAIT also
+  /// covers a write this connection did not make itself (a repeated save). Not set: 1 with
+  /// sentinels (a Sentinel deployment has a replica to fail over to, and losing the chain is
+  /// worse than a refresh delayed while no replica answers), 0 without (a lone Redis has no
+  /// replica to wait for). 0: no WAIT.
+  std::optional<int> min_replicas_acked{};
+  /// Receives the store's log lines: each master found or changed through Sentinel (info,
+  /// warning), a lost watch on a sentinel (debug). Never a secret. Called from the threads
+  /// running the store's executor, until that executor has run the work the store's destructor
+  /// leaves it: what it uses must live as long.
+  log_function log{};
+
   /// Checks the values, as client_config::validate() does: a host, lease_ttl of 3 ms or more,
   /// positive intervals and timeouts, a database in [0, 2^31), TLS settings only with use_tls
   /// (and a client certificate with its key), plain TCP only to loopback or with
-  /// allow_plaintext. The files of `tls` are read by the constructor, not here.
+  /// allow_plaintext; with sentinels, each one "host:port" with a port in [1, 65535] and a
+  /// sentinel_master; min_replicas_acked not negative. The files of `tls` are read by the
+  /// constructor, not here.
   /// @param diag receives what is wrong, in client_message, naming the field; may be nullptr
   /// @return empty, or errc::invalid_config
   boost::system::error_code validate(diagnostics* diag = nullptr) const;

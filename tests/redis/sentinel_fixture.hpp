@@ -1,0 +1,226 @@
+// SPDX-License-Identifier: BSL-1.0
+// A Sentinel deployment of the test's own on 127.0.0.1: a master and its replica (redis_server
+// from redis_fixture.hpp, the replica attached with REPLICAOF) and one redis-sentinel watching
+// them, each on a free port, started and stopped with bounded waits, its files in a temporary
+// directory removed afterwards.
+#ifndef NXSYS_AUTH_TESTS_REDIS_SENTINEL_FIXTURE_HPP
+#define NXSYS_AUTH_TESTS_REDIS_SENTINEL_FIXTURE_HPP
+
+#include "redis_fixture.hpp"
+
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace nxsys::auth::testing {
+
+/// A blocking command to 127.0.0.1:`port`; the reply as text: "(nil)", the integer's digits, a
+/// string, an error's text, or an array's elements (strings and integers) joined by '\n'.
+inline std::string command_at(std::uint16_t port, const std::vector<std::string>& args) {
+  std::unique_ptr<redisContext, void (*)(redisContext*)> c(redisConnect("127.0.0.1", port),
+                                                           redisFree);
+  if (!c || c->err) return "connect failed";
+  std::vector<const char*> argv;
+  std::vector<std::size_t> lens;
+  for (const auto& a : args) {
+    argv.push_back(a.data());
+    lens.push_back(a.size());
+  }
+  auto* r = static_cast<redisReply*>(
+      redisCommandArgv(c.get(), static_cast<int>(args.size()), argv.data(), lens.data()));
+  if (r == nullptr) return "no reply";
+  const auto text = [](const redisReply* e) -> std::string {
+    switch (e->type) {
+      case REDIS_REPLY_NIL:
+        return "(nil)";
+      case REDIS_REPLY_INTEGER:
+        return std::to_string(e->integer);
+      case REDIS_REPLY_ARRAY:
+        return "(array)";
+      default:
+        return std::string(e->str, e->len);
+    }
+  };
+  std::string out;
+  if (r->type == REDIS_REPLY_ARRAY) {
+    for (std::size_t i = 0; i < r->elements; ++i) out += (i ? "\n" : "") + text(r->element[i]);
+  } else {
+    out = text(r);
+  }
+  freeReplyObject(r);
+  return out;
+}
+
+/// `redis-sentinel <conf>` until destroyed, monitoring one master (quorum 1, down after 1 s).
+class sentinel_process {
+ public:
+  sentinel_process(std::uint16_t master_port, std::string master_name)
+      : name_(std::move(master_name)) {
+    char tmpl[] = "/tmp/nxsys-sentinel-XXXXXX";
+    if (::mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp failed");
+    dir_ = tmpl;
+    port_ = redis_server::free_port();
+    const std::string conf = dir_ + "/sentinel.conf";  // Sentinel rewrites it: writable, ours
+    {
+      std::ofstream f(conf);
+      f << "port " << port_ << "\nbind 127.0.0.1\ndaemonize no\ndir " << dir_
+        << "\nsentinel resolve-hostnames no\nsentinel monitor " << name_ << " 127.0.0.1 "
+        << master_port << " 1\nsentinel down-after-milliseconds " << name_
+        << " 1000\nsentinel failover-timeout " << name_ << " 2000\n";
+    }
+    pid_ = ::fork();
+    if (pid_ < 0) throw std::runtime_error("fork failed");
+    if (pid_ == 0) {
+      const int devnull = ::open("/dev/null", O_WRONLY);
+      if (devnull >= 0) {
+        ::dup2(devnull, 1);
+        ::dup2(devnull, 2);
+      }
+      ::execlp("redis-sentinel", "redis-sentinel", conf.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (std::chrono::steady_clock::now() < end) {
+      if (command({"PING"}) == "PONG") return;
+      int status = 0;
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        cleanup();
+        throw std::runtime_error("redis-sentinel exited at start (is it installed?)");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    stop();
+    cleanup();
+    throw std::runtime_error("redis-sentinel did not answer PING within 10 s");
+  }
+  ~sentinel_process() {
+    stop();
+    cleanup();
+  }
+  sentinel_process(const sentinel_process&) = delete;
+  sentinel_process& operator=(const sentinel_process&) = delete;
+
+  std::uint16_t port() const { return port_; }
+  std::string command(const std::vector<std::string>& args) const {
+    return command_at(port_, args);
+  }
+  /// The port of the master the sentinel names, 0 if none.
+  std::uint16_t master_port() const {
+    const auto r = command({"SENTINEL", "get-master-addr-by-name", name_});
+    const auto nl = r.find('\n');
+    return nl == std::string::npos ? 0 : static_cast<std::uint16_t>(std::atoi(r.c_str() + nl + 1));
+  }
+
+  void stop() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGKILL);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);  // SIGKILL: gone at once
+    pid_ = -1;
+  }
+
+ private:
+  void cleanup() {
+    std::error_code ec;
+    if (!dir_.empty()) std::filesystem::remove_all(dir_, ec);
+  }
+
+  std::string name_;
+  std::string dir_;
+  std::uint16_t port_ = 0;
+  pid_t pid_ = -1;
+};
+
+/// A master, its replica and a sentinel watching them as `name`. Destroyed in reverse: the
+/// sentinel goes first, so it never reconfigures a server being stopped.
+class sentinel_cluster {
+ public:
+  explicit sentinel_cluster(std::string name = "mymaster") : name_(std::move(name)) {
+    for (auto* r : {&master_, &replica_}) {
+      // A replica syncs at once, not after the 5 s a diskless sync waits for more replicas,
+      // and loads what it receives without writing it to dump.rdb in the working directory
+      // (every redis-server started there later would load it; `dir` is a protected config).
+      r->command({"CONFIG", "SET", "repl-diskless-sync-delay", "0"});
+      r->command({"CONFIG", "SET", "repl-diskless-load", "swapdb"});
+    }
+    replica_.command({"REPLICAOF", "127.0.0.1", std::to_string(master_.port())});
+    if (!wait_for([&] { return link_up(replica_); }))
+      throw std::runtime_error("the replica did not sync with the master within 10 s");
+    sentinel_ = std::make_unique<sentinel_process>(master_.port(), name_);
+  }
+
+  const std::string& name() const { return name_; }
+  redis_server& first_master() { return master_; }
+  redis_server& first_replica() { return replica_; }
+  sentinel_process& sentinel() { return *sentinel_; }
+
+  /// `SENTINEL FAILOVER` (sent again while the sentinel has not yet seen the replica: at most
+  /// 10 s), then waits until the sentinel names the replica and it reports itself the master.
+  /// The old master is left as it is (Sentinel turns it into a replica some 10 s later, its
+  /// INFO period); demote_old_master() does that at once.
+  bool failover() {
+    const auto old_port =
+        master_.port() == sentinel_->master_port() ? master_.port() : replica_.port();
+    const auto new_port = old_port == master_.port() ? replica_.port() : master_.port();
+    if (!wait_for([&] { return sentinel_->command({"SENTINEL", "FAILOVER", name_}) == "OK"; }))
+      return false;
+    // Until the failover ended (+switch-master sent): the sentinel names the promoted replica
+    // a little earlier, while it reconfigures the other replicas.
+    return wait_for([&] {
+      return sentinel_->master_port() == new_port &&
+             command_at(new_port, {"ROLE"}).starts_with("master") &&
+             sentinel_->command({"SENTINEL", "MASTER", name_}).find("\nflags\nmaster\n") !=
+                 std::string::npos;
+    });
+  }
+
+  /// The old master becomes a replica of the new one, as Sentinel would, and syncs.
+  bool demote(redis_server& old_master, redis_server& new_master) {
+    old_master.command({"REPLICAOF", "127.0.0.1", std::to_string(new_master.port())});
+    return wait_for([&] { return link_up(old_master); });
+  }
+
+  /// Polls `pred` every 20 ms for at most 10 s.
+  template <class Pred>
+  static bool wait_for(Pred pred) {
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!pred()) {
+      if (std::chrono::steady_clock::now() >= end) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return true;
+  }
+
+ private:
+  // The replica synced, and a write on its master is acknowledged by it (after a diskless sync
+  // the master streams to a replica once it acknowledged, within a second).
+  static bool link_up(const redis_server& r) {
+    const auto info = r.command({"INFO", "replication"});
+    const auto at = info.find("master_port:");
+    if (info.find("master_link_status:up") == std::string::npos || at == std::string::npos)
+      return false;
+    const auto master = static_cast<std::uint16_t>(std::atoi(info.c_str() + at + 12));
+    std::unique_ptr<redisContext, void (*)(redisContext*)> c(redisConnect("127.0.0.1", master),
+                                                             redisFree);
+    if (!c || c->err) return false;
+    // WAIT counts the writes of its own connection: a PUBLISH (replicated) first.
+    if (auto* p = static_cast<redisReply*>(redisCommand(c.get(), "PUBLISH fixture sync")))
+      freeReplyObject(p);
+    auto* w = static_cast<redisReply*>(redisCommand(c.get(), "WAIT 1 100"));
+    const bool acked = w != nullptr && w->type == REDIS_REPLY_INTEGER && w->integer >= 1;
+    if (w != nullptr) freeReplyObject(w);
+    return acked;
+  }
+
+  std::string name_;
+  redis_server master_;
+  redis_server replica_;
+  std::unique_ptr<sentinel_process> sentinel_;
+};
+
+}  // namespace nxsys::auth::testing
+
+#endif
