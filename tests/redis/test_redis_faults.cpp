@@ -10,6 +10,7 @@
 
 #include "helpers.hpp"
 #include "redis_fixture.hpp"
+#include "store_driver.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -31,7 +32,6 @@ using boost::system::error_code;
 
 namespace {
 
-constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 const std::string state_key = "nxsys-auth:{faults}";  // "<key_prefix>{<name>}", a hash
 
 na::redis_store_options store_options(const redis_server& r) {
@@ -97,16 +97,6 @@ std::tuple<error_code, std::string> save_with_diagnostics(asio::io_context& ctx,
     out = {ec, diag.client_message};
   });
   return out;
-}
-
-na::stored_tokens tokens(std::string refresh, std::string access) {
-  na::stored_tokens t;
-  t.refresh_token = std::move(refresh);
-  t.access_token = std::move(access);
-  t.token_type = "Bearer";
-  t.expires_at = std::chrono::system_clock::now() + 1h;
-  t.lifetime = 3600s;
-  return t;
 }
 
 bool contains(const std::string& text, std::string_view part) {

@@ -6,6 +6,7 @@
 
 #include "helpers.hpp"
 #include "redis_fixture.hpp"
+#include "store_driver.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -25,69 +26,12 @@ using boost::system::error_code;
 
 namespace {
 
-constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
-
 na::redis_store_options options_for(const redis_server& r, std::string name = "test") {
   na::redis_store_options o;
   o.port = r.port();
   o.name = std::move(name);
   return o;
 }
-
-na::stored_tokens tokens(std::string refresh, std::string access = "at") {
-  na::stored_tokens t;
-  t.refresh_token = std::move(refresh);
-  t.access_token = std::move(access);
-  t.token_type = "Bearer";
-  t.expires_at = std::chrono::system_clock::now() + 1h;
-  t.lifetime = 3600s;
-  return t;
-}
-
-// Runs each operation until it completes (bounded), not until the io_context runs out of
-// work: a held lease keeps its renewal timer pending.
-struct driver {
-  asio::io_context ctx;
-
-  template <class F>
-  void run(F f) {
-    bool done = false;
-    std::exception_ptr failure;
-    asio::co_spawn(ctx, std::move(f), [&](std::exception_ptr e) {
-      failure = e;
-      done = true;
-    });
-    ctx.restart();
-    const auto end = std::chrono::steady_clock::now() + 30s;
-    while (!done && std::chrono::steady_clock::now() < end) ctx.run_one_for(10ms);
-    BOOST_REQUIRE(done);
-    if (failure) std::rethrow_exception(failure);
-  }
-  error_code save(na::token_store& s, na::stored_tokens t, std::string expected) {
-    error_code out;
-    run([&]() -> asio::awaitable<void> {
-      std::tie(out, std::ignore) =
-          co_await s.async_save(std::move(t), std::move(expected), use_tuple);
-    });
-    return out;
-  }
-  std::tuple<error_code, std::optional<na::stored_tokens>> load(na::token_store& s) {
-    std::tuple<error_code, std::optional<na::stored_tokens>> out;
-    run([&]() -> asio::awaitable<void> {
-      std::tie(std::get<0>(out), std::get<1>(out), std::ignore) = co_await s.async_load(use_tuple);
-    });
-    return out;
-  }
-  std::tuple<error_code, na::refresh_lease> acquire(na::token_store& s,
-                                                    std::chrono::milliseconds wait) {
-    std::tuple<error_code, na::refresh_lease> out;
-    run([&]() -> asio::awaitable<void> {
-      std::tie(std::get<0>(out), std::get<1>(out), std::ignore) =
-          co_await s.async_acquire(std::chrono::steady_clock::now() + wait, use_tuple);
-    });
-    return out;
-  }
-};
 
 }  // namespace
 

@@ -6,6 +6,7 @@
 
 #include "helpers.hpp"
 #include "redis_fixture.hpp"
+#include "store_driver.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ssl/context.hpp>
@@ -23,7 +24,6 @@ using boost::system::error_code;
 
 namespace {
 
-constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 constexpr const char* password = "tls-test-p4ssw0rd";
 
 na::redis_store_options tls_options_for(const tls_redis_server& r) {
@@ -35,66 +35,6 @@ na::redis_store_options tls_options_for(const tls_redis_server& r) {
   o.command_timeout = 2s;
   return o;
 }
-
-na::stored_tokens tokens(std::string refresh, std::string access = "at") {
-  na::stored_tokens t;
-  t.refresh_token = std::move(refresh);
-  t.access_token = std::move(access);
-  t.token_type = "Bearer";
-  t.expires_at = std::chrono::system_clock::now() + 1h;
-  t.lifetime = 3600s;
-  return t;
-}
-
-struct loaded {
-  error_code ec;
-  std::optional<na::stored_tokens> state;
-  na::diagnostics diag;
-};
-
-// Runs each operation until it completes (bounded), as test_redis_store.cpp's driver does.
-struct driver {
-  asio::io_context ctx;
-
-  template <class F>
-  void run(F f) {
-    bool done = false;
-    std::exception_ptr failure;
-    asio::co_spawn(ctx, std::move(f), [&](std::exception_ptr e) {
-      failure = e;
-      done = true;
-    });
-    ctx.restart();
-    const auto end = std::chrono::steady_clock::now() + 30s;
-    while (!done && std::chrono::steady_clock::now() < end) ctx.run_one_for(10ms);
-    BOOST_REQUIRE(done);
-    if (failure) std::rethrow_exception(failure);
-  }
-  loaded load(na::token_store& s) {
-    loaded out;
-    run([&]() -> asio::awaitable<void> {
-      std::tie(out.ec, out.state, out.diag) = co_await s.async_load(use_tuple);
-    });
-    return out;
-  }
-  error_code save(na::token_store& s, na::stored_tokens t, std::string expected) {
-    error_code out;
-    run([&]() -> asio::awaitable<void> {
-      std::tie(out, std::ignore) =
-          co_await s.async_save(std::move(t), std::move(expected), use_tuple);
-    });
-    return out;
-  }
-  std::tuple<error_code, na::refresh_lease> acquire(na::token_store& s,
-                                                    std::chrono::milliseconds wait) {
-    std::tuple<error_code, na::refresh_lease> out;
-    run([&]() -> asio::awaitable<void> {
-      std::tie(std::get<0>(out), std::get<1>(out), std::ignore) =
-          co_await s.async_acquire(std::chrono::steady_clock::now() + wait, use_tuple);
-    });
-    return out;
-  }
-};
 
 bool contains(const std::string& text, std::string_view part) {
   return text.find(part) != std::string::npos;
@@ -125,7 +65,7 @@ BOOST_AUTO_TEST_CASE(state_and_lease_round_trip_over_tls) {
   opts.password = password;
   opts.poll_interval = 30s;  // only the publication (over the TLS subscription) wakes a waiter
   na::redis_store a(d.ctx.get_executor(), opts);
-  auto first = d.load(a);
+  auto first = d.load_with_diag(a);
   BOOST_TEST(!first.ec, first.diag.client_message);
   BOOST_TEST(!first.state.has_value());
   BOOST_TEST(!d.save(a, tokens("rt-1", "at-1"), ""));
@@ -134,7 +74,7 @@ BOOST_AUTO_TEST_CASE(state_and_lease_round_trip_over_tls) {
   auto by_name = opts;
   by_name.host = "localhost";
   na::redis_store b(d.ctx.get_executor(), by_name);
-  auto second = d.load(b);
+  auto second = d.load_with_diag(b);
   BOOST_TEST(!second.ec, second.diag.client_message);
   BOOST_REQUIRE(second.state.has_value());
   BOOST_TEST(second.state->refresh_token == "rt-1");
@@ -166,7 +106,7 @@ BOOST_AUTO_TEST_CASE(a_server_signed_by_another_ca_is_refused_naming_the_verific
   opts.password = password;
   opts.tls.ca_file = test_data_dir() + "/self-signed.pem";  // trusts another issuer only
   na::redis_store s(d.ctx.get_executor(), opts);
-  const auto r = d.load(s);
+  const auto r = d.load_with_diag(s);
   BOOST_TEST(r.ec == na::errc::store_failed);
   const auto& m = r.diag.client_message;
   BOOST_TEST(contains(m, "TLS handshake with 127.0.0.1:" + std::to_string(redis.port())), m);
@@ -182,7 +122,7 @@ BOOST_AUTO_TEST_CASE(a_certificate_for_another_host_is_refused_unless_tls_server
   auto opts = tls_options_for(redis);
   {
     na::redis_store s(d.ctx.get_executor(), opts);
-    const auto r = d.load(s);
+    const auto r = d.load_with_diag(s);
     BOOST_TEST(r.ec == na::errc::store_failed);
     BOOST_TEST(contains(r.diag.client_message, "does not name \"127.0.0.1\""),
                r.diag.client_message);
@@ -192,7 +132,7 @@ BOOST_AUTO_TEST_CASE(a_certificate_for_another_host_is_refused_unless_tls_server
     auto by_name = opts;
     by_name.host = "localhost";
     na::redis_store s(d.ctx.get_executor(), by_name);
-    const auto r = d.load(s);
+    const auto r = d.load_with_diag(s);
     BOOST_TEST(r.ec == na::errc::store_failed);
     BOOST_TEST(contains(r.diag.client_message, "does not name \"localhost\""),
                r.diag.client_message);
@@ -201,7 +141,7 @@ BOOST_AUTO_TEST_CASE(a_certificate_for_another_host_is_refused_unless_tls_server
     auto named = opts;
     named.tls_server_name = "other.example";  // what the certificate names
     na::redis_store s(d.ctx.get_executor(), named);
-    const auto r = d.load(s);
+    const auto r = d.load_with_diag(s);
     BOOST_TEST(!r.ec, r.diag.client_message);
   }
   {
@@ -209,7 +149,7 @@ BOOST_AUTO_TEST_CASE(a_certificate_for_another_host_is_refused_unless_tls_server
     unverified.tls.verify_peer = false;  // explicit: no check of the chain or the name
     unverified.tls.ca_file.clear();
     na::redis_store s(d.ctx.get_executor(), unverified);
-    const auto r = d.load(s);
+    const auto r = d.load_with_diag(s);
     BOOST_TEST(!r.ec, r.diag.client_message);
   }
 }
@@ -224,14 +164,14 @@ BOOST_AUTO_TEST_CASE(a_server_requiring_a_client_certificate_takes_ours_and_refu
     with_cert.tls.private_key_file = test_data_dir() + "/client.key";
     na::redis_store s(d.ctx.get_executor(), with_cert);
     BOOST_TEST(!d.save(s, tokens("rt-mtls"), ""));
-    const auto r = d.load(s);
+    const auto r = d.load_with_diag(s);
     BOOST_TEST(!r.ec, r.diag.client_message);
     BOOST_REQUIRE(r.state.has_value());
     BOOST_TEST(r.state->refresh_token == "rt-mtls");
   }
   {
     na::redis_store s(d.ctx.get_executor(), opts);
-    const auto r = d.load(s);
+    const auto r = d.load_with_diag(s);
     BOOST_TEST(r.ec == na::errc::store_failed);
     BOOST_TEST(contains(r.diag.client_message, "TLS"), r.diag.client_message);
     BOOST_TEST(contains(r.diag.client_message, "client certificate"), r.diag.client_message);
@@ -258,7 +198,7 @@ BOOST_AUTO_TEST_CASE(a_client_refreshes_through_a_store_over_tls) {
   }
   driver d;
   na::redis_store reader(d.ctx.get_executor(), ropts);
-  const auto r = d.load(reader);
+  const auto r = d.load_with_diag(reader);
   BOOST_TEST(!r.ec, r.diag.client_message);
   BOOST_REQUIRE(r.state.has_value());
   BOOST_TEST(r.state->refresh_token == server.current_refresh_token());

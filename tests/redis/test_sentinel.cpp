@@ -7,6 +7,7 @@
 
 #include "helpers.hpp"
 #include "sentinel_fixture.hpp"
+#include "store_driver.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -23,8 +24,6 @@ using namespace std::chrono_literals;
 using boost::system::error_code;
 
 namespace {
-
-constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 // The store's log lines, from any thread; asserted on from the test's thread.
 struct log_lines {
@@ -65,40 +64,14 @@ na::redis_store_options sentinel_options(std::vector<std::string> sentinels, std
   return o;
 }
 
-na::stored_tokens tokens(std::string refresh, std::string access = "at") {
-  na::stored_tokens t;
-  t.refresh_token = std::move(refresh);
-  t.access_token = std::move(access);
-  t.token_type = "Bearer";
-  t.expires_at = std::chrono::system_clock::now() + 1h;
-  t.lifetime = 3600s;
-  return t;
-}
-
 struct result {
   error_code ec;
   na::diagnostics diag;
 };
 
-// Runs one operation to its end (bounded) on this thread.
-template <class F>
-void run(asio::io_context& ctx, F f) {
-  bool done = false;
-  std::exception_ptr failure;
-  asio::co_spawn(ctx, std::move(f), [&](std::exception_ptr e) {
-    failure = e;
-    done = true;
-  });
-  ctx.restart();
-  const auto end = std::chrono::steady_clock::now() + 30s;
-  while (!done && std::chrono::steady_clock::now() < end) ctx.run_one_for(10ms);
-  BOOST_REQUIRE(done);
-  if (failure) std::rethrow_exception(failure);
-}
-
 result save(asio::io_context& ctx, na::token_store& s, na::stored_tokens t, std::string expected) {
   result out;
-  run(ctx, [&]() -> asio::awaitable<void> {
+  run_to_end(ctx, [&]() -> asio::awaitable<void> {
     std::tie(out.ec, out.diag) =
         co_await s.async_save(std::move(t), std::move(expected), use_tuple);
   });
@@ -107,7 +80,7 @@ result save(asio::io_context& ctx, na::token_store& s, na::stored_tokens t, std:
 
 result load(asio::io_context& ctx, na::token_store& s) {
   result out;
-  run(ctx, [&]() -> asio::awaitable<void> {
+  run_to_end(ctx, [&]() -> asio::awaitable<void> {
     std::tie(out.ec, std::ignore, out.diag) = co_await s.async_load(use_tuple);
   });
   return out;
