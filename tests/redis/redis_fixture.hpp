@@ -24,6 +24,38 @@
 
 namespace nxsys::auth::testing {
 
+/// Starts `args[0]` (redis-server or redis-sentinel, from PATH) with `args` (its output to
+/// /dev/null: noise in the test output) and
+/// waits until `ready()` holds, at most 10 s. Throws, with `what` in the message, when it exits
+/// first or is not ready in time (then it is killed by `stop`, given the pid).
+template <class Ready, class Stop>
+pid_t spawn_redis(std::vector<std::string> args, Ready ready, Stop stop, const std::string& what) {
+  const pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error("fork failed");
+  if (pid == 0) {
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    const int devnull = ::open("/dev/null", O_WRONLY);
+    if (devnull >= 0) {
+      ::dup2(devnull, 1);
+      ::dup2(devnull, 2);
+    }
+    ::execvp(argv[0], argv.data());
+    ::_exit(127);
+  }
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (std::chrono::steady_clock::now() < end) {
+    if (ready()) return pid;
+    int status = 0;
+    if (::waitpid(pid, &status, WNOHANG) == pid)
+      throw std::runtime_error(what + " exited at start");
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  stop(pid);
+  throw std::runtime_error(what + " was not ready within 10 s");
+}
+
 /// Runs `redis-server` (from PATH) until destroyed; restart() stops and starts it on the same
 /// port (the data is lost: no persistence).
 class redis_server {
@@ -81,33 +113,15 @@ class redis_server {
       args.push_back("--requirepass");
       args.push_back(password_);
     }
-    pid_ = ::fork();
-    if (pid_ < 0) throw std::runtime_error("fork failed");
-    if (pid_ == 0) {
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      const int devnull = ::open("/dev/null", O_WRONLY);  // its log is noise in the test output
-      if (devnull >= 0) {
-        ::dup2(devnull, 1);
-        ::dup2(devnull, 2);
-      }
-      ::execvp("redis-server", argv.data());
-      ::_exit(127);
-    }
-    // Up within 10 s, or the test fails (redis-server missing: scripts/setup.sh installs it).
-    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (std::chrono::steady_clock::now() < end) {
-      if (ping()) return;
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        throw std::runtime_error("redis-server exited at start (is it installed?)");
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    stop();
-    throw std::runtime_error("redis-server did not answer PING within 10 s");
+    // Up when it answers PING, or the test fails (redis-server missing: scripts/setup.sh
+    // installs it).
+    pid_ = spawn_redis(
+        std::move(args), [this] { return ping(); },
+        [this](pid_t pid) {
+          pid_ = pid;
+          stop();
+        },
+        "redis-server (is it installed?)");
   }
 
   void restart() {
@@ -212,33 +226,14 @@ class tls_redis_server {
       args.emplace_back("--requirepass");
       args.push_back(setup_.password);
     }
-    pid_ = ::fork();
-    if (pid_ < 0) throw std::runtime_error("fork failed");
-    if (pid_ == 0) {
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      const int devnull = ::open("/dev/null", O_WRONLY);
-      if (devnull >= 0) {
-        ::dup2(devnull, 1);
-        ::dup2(devnull, 2);
-      }
-      ::execvp("redis-server", argv.data());
-      ::_exit(127);
-    }
-    // Up when its TLS port accepts (within 10 s): it listens once it is ready to serve.
-    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (std::chrono::steady_clock::now() < end) {
-      if (accepts()) return;
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        throw std::runtime_error("redis-server --tls-port exited at start (built without TLS?)");
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    stop();
-    throw std::runtime_error("redis-server --tls-port did not listen within 10 s");
+    // Up when its TLS port accepts: it listens once it is ready to serve.
+    pid_ = spawn_redis(
+        std::move(args), [this] { return accepts(); },
+        [this](pid_t pid) {
+          pid_ = pid;
+          stop();
+        },
+        "redis-server --tls-port (built without TLS?)");
   }
   ~tls_redis_server() { stop(); }
   tls_redis_server(const tls_redis_server&) = delete;

@@ -70,31 +70,18 @@ class sentinel_process {
         << master_port << " 1\nsentinel down-after-milliseconds " << name_
         << " 1000\nsentinel failover-timeout " << name_ << " 2000\n";
     }
-    pid_ = ::fork();
-    if (pid_ < 0) throw std::runtime_error("fork failed");
-    if (pid_ == 0) {
-      const int devnull = ::open("/dev/null", O_WRONLY);
-      if (devnull >= 0) {
-        ::dup2(devnull, 1);
-        ::dup2(devnull, 2);
-      }
-      ::execlp("redis-sentinel", "redis-sentinel", conf.c_str(), static_cast<char*>(nullptr));
-      ::_exit(127);
+    try {
+      pid_ = spawn_redis(
+          {"redis-sentinel", conf}, [this] { return command({"PING"}) == "PONG"; },
+          [this](pid_t pid) {
+            pid_ = pid;
+            stop();
+          },
+          "redis-sentinel (is it installed?)");
+    } catch (...) {
+      cleanup();
+      throw;
     }
-    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (std::chrono::steady_clock::now() < end) {
-      if (command({"PING"}) == "PONG") return;
-      int status = 0;
-      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        cleanup();
-        throw std::runtime_error("redis-sentinel exited at start (is it installed?)");
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    stop();
-    cleanup();
-    throw std::runtime_error("redis-sentinel did not answer PING within 10 s");
   }
   ~sentinel_process() {
     stop();
