@@ -4,6 +4,8 @@
 // the target and relays bytes both ways until both sides are done.
 #include <nxsys/auth/testing/connect_proxy.hpp>
 
+#include "loopback_server.hpp"
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -53,19 +55,6 @@ constexpr std::size_t max_drain_size = 64 * 1024;
 constexpr auto drain_timeout = std::chrono::seconds(1);
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
-
-// A bug in the proxy must not take the test process down with an unrelated terminate(), nor
-// come out of the run() of a user's io_context.
-void report(std::exception_ptr e) {
-  if (!e) return;
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& x) {
-    std::fprintf(stderr, "nxsys connect proxy: %s\n", x.what());
-  } catch (...) {
-    std::fprintf(stderr, "nxsys connect proxy: unknown exception\n");
-  }
-}
 
 // "Basic base64(user:password)" (RFC 7617) into user and password; nullopt if not Basic or not
 // decodable.
@@ -158,19 +147,14 @@ struct proxy_connection {
 
 // Shared with the completion handlers of its coroutines: on a user's executor they may outlive
 // the connect_proxy object, and must find the state they run against still there.
-struct connect_proxy::impl : std::enable_shared_from_this<connect_proxy::impl> {
+struct connect_proxy::impl : detail::loopback_server<connect_proxy::impl, proxy_connection> {
   // `ex` empty: the proxy runs an io_context of its own on opts.threads threads.
   impl(std::optional<asio::any_io_executor> ex, connect_proxy_options opts);
-  ~impl() = default;  // only reached after stop(), as mock_server's
-  impl(const impl&) = delete;
-  impl& operator=(const impl&) = delete;
 
-  void start();
-  void stop();
-
-  asio::awaitable<void> accept_loop();
-  void start_session(strand_type strand, tcp::socket socket);
-  void unregister(std::uint64_t id);
+  // loopback_server's hooks.
+  void on_accept();
+  std::pair<std::shared_ptr<proxy_connection>, asio::awaitable<void>> open_session(
+      strand_type strand, tcp::socket socket);
   asio::awaitable<void> run_session(std::shared_ptr<proxy_connection> c);
   asio::awaitable<void> tunnel(proxy_connection& c, const target& t);
   asio::awaitable<void> relay(proxy_connection& c, beast::tcp_stream& from, beast::tcp_stream& to,
@@ -180,140 +164,25 @@ struct connect_proxy::impl : std::enable_shared_from_this<connect_proxy::impl> {
 
   const connect_proxy_options opts_;
 
-  // Declared before everything that holds sockets so it is destroyed last. Engaged when the
-  // proxy runs on threads of its own.
-  std::optional<asio::io_context> ioc_;
-  asio::any_io_executor ex_;  // of *ioc_ or the user's
-  strand_type accept_strand_;
-  tcp::acceptor acceptor_;
-  std::uint16_t port_ = 0;
-  std::vector<std::thread> threads_;
-  std::once_flag stopped_;
-
   mutable std::mutex mutex_;  // the counters
   connect_proxy_stats stats_;
-
-  // Open connections, so stop() can reach them.
-  mutable std::mutex connections_mutex_;
-  bool stopping_ = false;
-  std::uint64_t next_connection_id_ = 0;
-  std::unordered_map<std::uint64_t, std::shared_ptr<proxy_connection>> connections_;
 };
 
 connect_proxy::impl::impl(std::optional<asio::any_io_executor> ex, connect_proxy_options opts)
-    : opts_(std::move(opts)),
-      ioc_(
-          ex ? std::nullopt
-             : std::make_optional<asio::io_context>(static_cast<int>(std::max(1u, opts_.threads)))),
-      ex_(ex ? std::move(*ex) : asio::any_io_executor(ioc_->get_executor())),
-      accept_strand_(asio::make_strand(ex_)),
-      acceptor_(accept_strand_) {
-  // Bound and listening before the constructor returns, so clients may connect at once.
-  tcp::endpoint endpoint(asio::ip::make_address_v4("127.0.0.1"), opts_.port);
-  acceptor_.open(endpoint.protocol());
-  acceptor_.set_option(asio::socket_base::reuse_address(true));
-  acceptor_.bind(endpoint);
-  acceptor_.listen(asio::socket_base::max_listen_connections);
-  port_ = acceptor_.local_endpoint().port();
+    : loopback_server(std::move(ex), opts.threads, opts.port, "nxsys connect proxy",
+                      opts.max_connections),
+      opts_(std::move(opts)) {}
+
+void connect_proxy::impl::on_accept() {
+  std::lock_guard lock(mutex_);
+  ++stats_.connections;
 }
 
-// Apart from the constructor: the handlers hold a shared_ptr to *this.
-void connect_proxy::impl::start() {
-  asio::co_spawn(accept_strand_, accept_loop(),
-                 [self = shared_from_this()](std::exception_ptr e) { report(e); });
-  if (!ioc_) return;
-  // No work guard: the accept loop is work until stop() closes the acceptor, and then run()
-  // returns once every session has ended, which is exactly when joining is safe.
-  try {
-    for (unsigned i = 0; i < std::max(1u, opts_.threads); ++i) {
-      threads_.emplace_back([this] {
-        for (;;) {
-          try {
-            ioc_->run();
-            return;
-          } catch (...) {
-            report(std::current_exception());
-          }
-        }
-      });
-    }
-  } catch (...) {
-    // Before the constructor gives up: join the threads that did start, then run what is left
-    // here, so that no handler keeps *this alive through the io_context *this owns.
-    stop();
-    ioc_->restart();
-    ioc_->run();
-    throw;
-  }
-}
-
-void connect_proxy::impl::stop() {
-  std::call_once(stopped_, [this] {
-    std::vector<std::shared_ptr<proxy_connection>> open;
-    {
-      std::lock_guard lock(connections_mutex_);
-      stopping_ = true;
-      for (auto& [id, c] : connections_) open.push_back(c);
-    }
-    asio::post(accept_strand_, [self = shared_from_this()] {
-      error_code ignored;
-      self->acceptor_.close(ignored);
-    });
-    for (auto& c : open) asio::post(c->strand_, [c] { c->close(); });
-    open.clear();
-    for (auto& t : threads_) t.join();
-  });
-}
-
-asio::awaitable<void> connect_proxy::impl::accept_loop() {
-  for (;;) {
-    // Each connection gets its own strand: tunnels run in parallel, each one serialised.
-    auto strand = asio::make_strand(ex_);
-    tcp::socket socket(strand);
-    auto [ec] = co_await acceptor_.async_accept(socket, use_tuple);
-    if (!acceptor_.is_open()) co_return;
-    if (ec) {
-      // E.g. out of file descriptors: back off instead of spinning.
-      asio::steady_timer pause(accept_strand_, std::chrono::milliseconds(10));
-      co_await pause.async_wait(use_tuple);
-      continue;
-    }
-    {
-      std::lock_guard lock(mutex_);
-      ++stats_.connections;
-    }
-    error_code ignored;
-    socket.set_option(tcp::no_delay(true), ignored);  // relayed small writes: no Nagle delay
-    start_session(std::move(strand), std::move(socket));
-  }
-}
-
-void connect_proxy::impl::start_session(strand_type strand, tcp::socket socket) {
-  auto c = std::make_shared<proxy_connection>(strand, std::move(socket));
-  std::uint64_t id = 0;
-  {
-    std::lock_guard lock(connections_mutex_);
-    // Stopping: stop() already closed the others. Full: closed unanswered, which bounds what
-    // the proxy holds.
-    if (stopping_ || connections_.size() >= opts_.max_connections) return;
-    id = next_connection_id_++;
-    connections_.emplace(id, c);
-  }
-  asio::co_spawn(std::move(strand), run_session(c),
-                 [self = shared_from_this(), id](std::exception_ptr e) {
-                   self->unregister(id);
-                   report(e);
-                 });
-}
-
-void connect_proxy::impl::unregister(std::uint64_t id) {
-  std::shared_ptr<proxy_connection> gone;  // destroyed outside the lock
-  std::lock_guard lock(connections_mutex_);
-  auto it = connections_.find(id);
-  if (it != connections_.end()) {
-    gone = std::move(it->second);
-    connections_.erase(it);
-  }
+std::pair<std::shared_ptr<proxy_connection>, asio::awaitable<void>>
+connect_proxy::impl::open_session(strand_type strand, tcp::socket socket) {
+  auto c = std::make_shared<proxy_connection>(std::move(strand), std::move(socket));
+  auto session = run_session(c);
+  return {std::move(c), std::move(session)};
 }
 
 asio::awaitable<void> connect_proxy::impl::run_session(std::shared_ptr<proxy_connection> c) {
@@ -526,11 +395,11 @@ void connect_proxy::stop() {
 }
 
 std::uint16_t connect_proxy::port() const {
-  return impl_->port_;
+  return impl_->port();
 }
 
 std::string connect_proxy::url() const {
-  return "http://127.0.0.1:" + std::to_string(impl_->port_);
+  return "http://127.0.0.1:" + std::to_string(impl_->port());
 }
 
 connect_proxy_stats connect_proxy::stats() const {
@@ -539,8 +408,7 @@ connect_proxy_stats connect_proxy::stats() const {
 }
 
 std::size_t connect_proxy::open_connections() const {
-  std::lock_guard lock(impl_->connections_mutex_);
-  return impl_->connections_.size();
+  return impl_->open_connections();
 }
 
 }  // namespace nxsys::auth::testing

@@ -5,6 +5,7 @@
 #include <nxsys/auth/testing/mock_server.hpp>
 
 #include "certificates.hpp"
+#include "loopback_server.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -324,19 +325,6 @@ using tls_stream = beast::ssl_stream<beast::tcp_stream>;
 template <class Stream>
 constexpr bool is_tls = std::is_same_v<Stream, tls_stream>;
 
-// A bug in the mock must not take the test process down with an unrelated terminate(), nor
-// come out of the run() of a user's io_context.
-void report(std::exception_ptr e) {
-  if (!e) return;
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& x) {
-    std::fprintf(stderr, "nxsys mock server: %s\n", x.what());
-  } catch (...) {
-    std::fprintf(stderr, "nxsys mock server: unknown exception\n");
-  }
-}
-
 // The CA certificate (and the client certificate and key) as a file, because that is what TLS
 // clients take (tls_options::ca_file). mkstemps creates it readable by its owner only.
 class temporary_file {
@@ -373,19 +361,16 @@ class temporary_file {
 
 // Shared with the completion handlers of its coroutines: on a user's executor they may outlive
 // the mock_server object, and must find the state they run against still there.
-struct mock_server::impl : std::enable_shared_from_this<mock_server::impl> {
+struct mock_server::impl : detail::loopback_server<mock_server::impl, connection_base> {
   // `ex` empty: the server runs an io_context of its own on opts.threads threads.
   impl(std::optional<asio::any_io_executor> ex, mock_server_options opts);
-  ~impl();
-  impl(const impl&) = delete;
-  impl& operator=(const impl&) = delete;
 
-  void start();
-  void stop();
   void require_client_certificates();  // from the constructor
 
-  asio::awaitable<void> accept_loop();
-  void start_session(strand_type strand, tcp::socket socket);
+  // loopback_server's hooks.
+  void on_accept();
+  std::pair<std::shared_ptr<connection_base>, asio::awaitable<void>> open_session(
+      strand_type strand, tcp::socket socket);
   template <class Stream>
   asio::awaitable<void> run_session(std::shared_ptr<connection<Stream>> c);
   template <class Stream>
@@ -414,28 +399,15 @@ struct mock_server::impl : std::enable_shared_from_this<mock_server::impl> {
   const std::string& client_file(std::optional<temporary_file>& file, std::string_view content,
                                  std::string_view what);
 
-  std::vector<std::shared_ptr<connection_base>> connection_snapshot();
-  void unregister(std::uint64_t id);
-
   // Fixed after construction; read from any thread without locking.
   const mock_server_options opts_;
 
-  // Declared before everything that holds sockets or timers so it is destroyed last. Engaged
-  // when the server runs on threads of its own.
-  std::optional<asio::io_context> ioc_;
-  asio::any_io_executor ex_;  // of *ioc_ or the user's
   std::optional<ssl::context> ssl_ctx_;
   std::optional<temporary_file> ca_file_;  // when serving the built-in certificate
   // The built-in client certificate and key as files, written on demand.
   std::mutex client_files_mutex_;
   std::optional<temporary_file> client_certificate_file_;
   std::optional<temporary_file> client_key_file_;
-  strand_type accept_strand_;
-  tcp::acceptor acceptor_;
-  std::uint16_t port_ = 0;
-  std::vector<std::thread> threads_;
-  std::once_flag stopped_;
-
   std::atomic<std::int64_t> latency_ms_;
   std::atomic<bool> close_after_response_{false};
 
@@ -459,22 +431,11 @@ struct mock_server::impl : std::enable_shared_from_this<mock_server::impl> {
   std::chrono::steady_clock::time_point last_refresh_at_{};  // the last successful refresh
   std::deque<std::pair<scripted_failure, int>> scripted_;
   std::mt19937_64 rng_{std::random_device{}()};
-
-  // Open connections, so close_idle_connections() and stop() can reach them.
-  mutable std::mutex connections_mutex_;
-  bool stopping_ = false;
-  std::uint64_t next_connection_id_ = 0;
-  std::unordered_map<std::uint64_t, std::shared_ptr<connection_base>> connections_;
 };
 
 mock_server::impl::impl(std::optional<asio::any_io_executor> ex, mock_server_options opts)
-    : opts_(std::move(opts)),
-      ioc_(
-          ex ? std::nullopt
-             : std::make_optional<asio::io_context>(static_cast<int>(std::max(1u, opts_.threads)))),
-      ex_(ex ? std::move(*ex) : asio::any_io_executor(ioc_->get_executor())),
-      accept_strand_(asio::make_strand(ex_)),
-      acceptor_(accept_strand_),
+    : loopback_server(std::move(ex), opts.threads, opts.port, "nxsys mock server"),
+      opts_(std::move(opts)),
       latency_ms_(opts_.latency.count()),
       current_refresh_(opts_.initial_refresh_token) {
   issued_refresh_.insert(current_refresh_);
@@ -496,14 +457,6 @@ mock_server::impl::impl(std::optional<asio::any_io_executor> ex, mock_server_opt
     }
     if (opts_.require_client_certificate) require_client_certificates();
   }
-
-  // Bound and listening before the constructor returns, so clients may connect at once.
-  tcp::endpoint endpoint(asio::ip::make_address_v4("127.0.0.1"), opts_.port);
-  acceptor_.open(endpoint.protocol());
-  acceptor_.set_option(asio::socket_base::reuse_address(true));
-  acceptor_.bind(endpoint);
-  acceptor_.listen(asio::socket_base::max_listen_connections);
-  port_ = acceptor_.local_endpoint().port();
 }
 
 // Mutual TLS: the handshake fails without a client certificate that verifies against the client
@@ -540,122 +493,21 @@ void mock_server::impl::require_client_certificates() {
         "mock_server: session id context");
 }
 
-// Apart from the constructor: the handlers hold a shared_ptr to *this.
-void mock_server::impl::start() {
-  asio::co_spawn(accept_strand_, accept_loop(),
-                 [self = shared_from_this()](std::exception_ptr e) { report(e); });
-  if (!ioc_) return;
-  // No work guard: the accept loop is work until stop() closes the acceptor, and then run()
-  // returns once every session has ended, which is exactly when joining is safe.
-  try {
-    for (unsigned i = 0; i < std::max(1u, opts_.threads); ++i) {
-      threads_.emplace_back([this] {
-        for (;;) {
-          try {
-            ioc_->run();
-            return;
-          } catch (...) {
-            report(std::current_exception());
-          }
-        }
-      });
-    }
-  } catch (...) {
-    // Before the constructor gives up: join the threads that did start, then run what is left
-    // here, so that no handler keeps *this alive through the io_context *this owns.
-    stop();
-    ioc_->restart();
-    ioc_->run();
-    throw;
-  }
+void mock_server::impl::on_accept() {
+  std::lock_guard lock(mutex_);
+  ++stats_.connections;
 }
 
-void mock_server::impl::stop() {
-  std::call_once(stopped_, [this] {
-    std::vector<std::shared_ptr<connection_base>> open;
-    {
-      std::lock_guard lock(connections_mutex_);
-      stopping_ = true;
-      for (auto& [id, c] : connections_) open.push_back(c);
-    }
-    asio::post(accept_strand_, [self = shared_from_this()] {
-      error_code ignored;
-      self->acceptor_.close(ignored);
-    });
-    for (auto& c : open) asio::post(c->strand_, [c] { c->close(); });
-    open.clear();
-    for (auto& t : threads_) t.join();
-  });
-}
-
-// Only reached after stop(): on its own threads the server joined them there, and on a user's
-// executor the last handler holding *this has run (or was destroyed with its context).
-mock_server::impl::~impl() = default;
-
-asio::awaitable<void> mock_server::impl::accept_loop() {
-  for (;;) {
-    // Each connection gets its own strand: sessions run in parallel, each one serialised.
-    auto strand = asio::make_strand(ex_);
-    tcp::socket socket(strand);
-    auto [ec] = co_await acceptor_.async_accept(socket, use_tuple);
-    if (!acceptor_.is_open()) co_return;
-    if (ec) {
-      // E.g. out of file descriptors: back off instead of spinning.
-      asio::steady_timer pause(accept_strand_, std::chrono::milliseconds(10));
-      co_await pause.async_wait(use_tuple);
-      continue;
-    }
-    {
-      std::lock_guard lock(mutex_);
-      ++stats_.connections;
-    }
-    error_code ignored;
-    socket.set_option(tcp::no_delay(true), ignored);  // small answers: do not wait for Nagle
-    start_session(std::move(strand), std::move(socket));
-  }
-}
-
-void mock_server::impl::start_session(strand_type strand, tcp::socket socket) {
-  std::shared_ptr<connection_base> base;
-  asio::awaitable<void> session;
+std::pair<std::shared_ptr<connection_base>, asio::awaitable<void>> mock_server::impl::open_session(
+    strand_type strand, tcp::socket socket) {
   if (ssl_ctx_) {
     auto c = std::make_shared<connection<tls_stream>>(strand, std::move(socket), *ssl_ctx_);
-    base = c;
-    session = run_session(std::move(c));
-  } else {
-    auto c = std::make_shared<connection<beast::tcp_stream>>(strand, std::move(socket));
-    base = c;
-    session = run_session(std::move(c));
+    auto session = run_session(c);
+    return {std::move(c), std::move(session)};
   }
-  std::uint64_t id = 0;
-  {
-    std::lock_guard lock(connections_mutex_);
-    if (stopping_) return;  // the destructor already closed the others; this one just goes
-    id = next_connection_id_++;
-    connections_.emplace(id, base);
-  }
-  asio::co_spawn(strand, std::move(session), [self = shared_from_this(), id](std::exception_ptr e) {
-    self->unregister(id);
-    report(e);
-  });
-}
-
-void mock_server::impl::unregister(std::uint64_t id) {
-  std::shared_ptr<connection_base> gone;  // destroyed outside the lock
-  std::lock_guard lock(connections_mutex_);
-  auto it = connections_.find(id);
-  if (it != connections_.end()) {
-    gone = std::move(it->second);
-    connections_.erase(it);
-  }
-}
-
-std::vector<std::shared_ptr<connection_base>> mock_server::impl::connection_snapshot() {
-  std::lock_guard lock(connections_mutex_);
-  std::vector<std::shared_ptr<connection_base>> out;
-  out.reserve(connections_.size());
-  for (auto& [id, c] : connections_) out.push_back(c);
-  return out;
+  auto c = std::make_shared<connection<beast::tcp_stream>>(strand, std::move(socket));
+  auto session = run_session(c);
+  return {std::move(c), std::move(session)};
 }
 
 template <class Stream>
@@ -1080,12 +932,12 @@ void mock_server::stop() {
 }
 
 std::uint16_t mock_server::port() const {
-  return impl_->port_;
+  return impl_->port();
 }
 
 std::string mock_server::base_url() const {
   return std::string(impl_->opts_.tls ? "https" : "http") +
-         "://127.0.0.1:" + std::to_string(impl_->port_);
+         "://127.0.0.1:" + std::to_string(impl_->port());
 }
 
 std::string mock_server::token_url() const {
@@ -1151,8 +1003,7 @@ std::string mock_server::previous_refresh_token() const {
 }
 
 std::size_t mock_server::open_connections() const {
-  std::lock_guard lock(impl_->connections_mutex_);
-  return impl_->connections_.size();
+  return impl_->open_connections();
 }
 
 void mock_server::set_refresh_token(std::string token) {
@@ -1193,7 +1044,7 @@ void mock_server::close_idle_connections() {
   for (auto& c : open) asio::post(c->strand_, [c, done] { c->close_if_idle(done); });
   // On a user's executor nothing may block it: the closes run when it does. Likewise on a
   // server thread (threads == 1), where waiting would deadlock.
-  if (!impl_->ioc_ || impl_->ioc_->get_executor().running_in_this_thread()) return;
+  if (impl_->must_not_block()) return;
   done->wait();
 }
 
