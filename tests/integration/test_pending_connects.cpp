@@ -115,13 +115,18 @@ BOOST_AUTO_TEST_CASE(a_session_destroyed_as_a_timed_out_resolve_ends) {
 // The same order for the token transport's connection: the client destroyed while its refresh
 // waits for a resolve whose timer then fires.
 BOOST_AUTO_TEST_CASE(a_client_destroyed_as_a_timed_out_resolve_ends) {
-  mock_server tokens;
+  // The answer is late, so that the refresh cannot finish inside run_ready() even when this
+  // thread is descheduled long enough there for the resolve, the connect and the write to
+  // complete (a loaded machine): the destruction then meets a written request instead, and
+  // the caller's outcome is the same.
+  mock_server tokens({.latency = 2s});
   constexpr auto connect_timeout = 5ms;
   for (int round = 0; round < 20; ++round) {
     asio::io_context ctx;
     auto cfg = config_for(tokens);
     cfg.token_url = token_url_by_name(tokens);
     cfg.http.connect_timeout = connect_timeout;
+    cfg.http.request_timeout = 100ms;  // bounds a written request left to finish
     auto c = std::make_unique<na::client>(ctx.get_executor(), cfg);
     int calls = 0;
     error_code got;
@@ -135,7 +140,9 @@ BOOST_AUTO_TEST_CASE(a_client_destroyed_as_a_timed_out_resolve_ends) {
     ctx.restart();
     BOOST_REQUIRE(run_bounded(ctx, 1, 10s));
     BOOST_TEST(calls == 1);
-    BOOST_TEST(got == asio::error::operation_aborted);
+    // Timed out: this thread was descheduled inside run_ready() for longer than the connect
+    // timeout, again and again, and the refresh gave up before the destruction.
+    BOOST_TEST((got == asio::error::operation_aborted || got == na::errc::timeout), got.message());
   }
 }
 
