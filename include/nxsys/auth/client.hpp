@@ -99,15 +99,23 @@ class client {
   using executor_type = boost::asio::any_io_executor;
 
   /// `ex` runs the refresh (on an internal strand); waiters resume on their own executors.
-  /// @param ex runs the refreshes, the client's own memory_store (when `cfg.store` is null),
-  ///   and the handlers that have no associated executor. Its execution context must run while
-  ///   the client is used, and after its destruction for the background work ~client()
+  /// @param ex runs the refreshes, the client's own memory_store (when `cfg.storage.store` is
+  ///   null), and the handlers that have no associated executor. Its execution context must run
+  ///   while the client is used, and after its destruction for the background work ~client()
   ///   describes.
   /// @param cfg the configuration, checked here (see client_config)
-  /// @throws error_with_diagnostics errc::invalid_config for an unusable configuration: a bad
-  ///   token_url (or plain http:// off loopback without http.allow_insecure_http), an empty
-  ///   client_id, no refresh_token and no store, a value out of its range, or an https://
-  ///   URL whose CA file or directory cannot be loaded. The diagnostics name the problem.
+  /// @throws error_with_diagnostics errc::invalid_config for an unusable configuration. First
+  ///   what client_config::validate() finds: a bad token_url (or plain http:// off loopback
+  ///   without http.allow_insecure_http), an empty client_id, no refresh_token and no store
+  ///   (refresh_token grant), a refresh_token or no client_secret (client_credentials grant), a
+  ///   value out of its range. Then what only building the connection finds, since it reads
+  ///   files and the environment: a proxy URL from the environment (http.proxy.from_environment)
+  ///   that does not parse; and for an https:// token_url, a CA file or directory that cannot
+  ///   be loaded, a client certificate or key that does not load or does not match (a wrong or
+  ///   missing tls.private_key_password for an encrypted key included), or a std::exception
+  ///   thrown by tls.configure_context. The diagnostics name the problem. An
+  ///   error_with_diagnostics thrown by configure_context passes through unchanged, and so
+  ///   does anything it throws that is not a std::exception.
   client(boost::asio::any_io_executor ex, client_config cfg);
   /// Completes every suspended waiter with operation_aborted at once. What must not be lost
   /// is finished in the background on the client's executor: a refresh request already written
@@ -139,6 +147,10 @@ class client {
   /// the shared refresh goes on. Which cancellation types reach it is the coroutine's filter
   /// (Asio's default passes terminal only).
   ///
+  /// @par Errors
+  /// Those of async_token(), thrown as error_with_diagnostics: the coroutine form has no
+  /// error_code to hand back, and the exception keeps the diagnostics.
+  ///
   /// @par Thread safety
   /// May be called from any thread, concurrently.
   ///
@@ -168,11 +180,14 @@ class client {
   /// unsupported_grant_type, invalid_scope, server_error, temporarily_unavailable,
   /// unrecognized_error); timeout, tls, connection, response_too_large, unexpected_status and
   /// malformed_response from the exchange (timeout also when the refresh did not end by
-  /// refresh_policy::deadline); invalid_config when no refresh token is configured or
-  /// stored; store_failed, store_corrupt and store_busy from the token store (store_failed also
-  /// for tokens not saved under storage_options::strict_durability); internal when a store broke
-  /// its contract. Within refresh_policy::min_retry_spacing of a failure, calls get that failure
-  /// at once. operation_aborted on cancellation or when the client is destroyed first. Every
+  /// refresh_policy::deadline); proxy_authentication when the proxy (http_options::proxy)
+  /// answers the tunnel's CONNECT with 407, not retried; invalid_config when no refresh token
+  /// is configured or stored, or when a client_credentials client's store holds a refresh-token
+  /// chain; store_failed, store_corrupt and store_busy from the token store (store_failed also
+  /// for tokens not saved under storage_options::strict_durability); internal when a store
+  /// broke its contract. store_updated and lease_lost stay inside the refresh, which acts on
+  /// them. Within refresh_policy::min_retry_spacing of a failure, calls get that failure at
+  /// once. operation_aborted on cancellation or when the client is destroyed first. Every
   /// value, and when it occurs: @ref usage-errors-and-diagnostics.
   ///
   /// @par Thread safety
@@ -216,6 +231,16 @@ class client {
   /// authorization) replaces the refresh-token chain, a dead one included, and is saved to the
   /// store at once (written over what it holds). Calls that failed fast after invalid_grant
   /// refresh again with it.
+  ///
+  /// The save runs in the background on the client's executor, so its failure cannot be thrown
+  /// here, and on_refresh does not hear of it (no refresh ran). A failed save is logged
+  /// (observers.log, error level, with the store's words) and counted in
+  /// client_stats::store_save_failures; a lease or load that fails before it is counted in
+  /// store_load_failures and logged as a warning. The new token is kept and the save retried:
+  /// after storage_options::retry_interval, doubling up to a minute, and first in the next
+  /// refresh (which, with strict_durability, fails with store_failed while the save does).
+  /// Until a save succeeds the store holds the old chain, which other holders go on using.
+  ///
   /// Thread safety: may be called from any thread, concurrently with token().
   /// @param refresh_token the refresh token of the new authorization
   /// @throws error_with_diagnostics errc::invalid_argument when `refresh_token` is empty, or

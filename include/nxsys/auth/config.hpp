@@ -1,5 +1,8 @@
 // SPDX-License-Identifier: BSL-1.0
-// Configuration of a nxsys::auth::client.
+/// @file
+/// The configuration of a nxsys::auth::client: client_config and its groups (refresh_policy,
+/// storage_options, observer_options), the log and refresh observers, and clock_source. Every
+/// field with its default: @ref configuration-client_config-the-client.
 #ifndef NXSYS_AUTH_CONFIG_HPP
 #define NXSYS_AUTH_CONFIG_HPP
 

@@ -22,8 +22,8 @@ enum class errc : int {
   invalid_request = 1,      ///< the server rejected the request as malformed
   invalid_client,           ///< client id or secret rejected: check the credentials
   invalid_grant,            ///< refresh token invalid, expired or revoked: re-authorize
-  unauthorized_client,      ///< this client may not use the refresh_token grant
-  unsupported_grant_type,   ///< the server does not support the refresh_token grant
+  unauthorized_client,      ///< this client may not use its grant (client_config::grant)
+  unsupported_grant_type,   ///< the server does not support the grant used (client_config::grant)
   invalid_scope,            ///< the requested scope is invalid
   server_error,             ///< 5xx or `"error":"server_error"`; diagnostics keep the HTTP status
   temporarily_unavailable,  ///< `"error":"temporarily_unavailable"` (e.g. 503)
@@ -42,7 +42,8 @@ enum class errc : int {
   store_conflict,     ///< the stored refresh token changed under a save (another holder won)
   store_busy,         ///< the right to refresh was not granted before the refresh deadline
   invalid_argument,   ///< a call's argument is unusable (a request target not starting with
-                      ///< '/', a store save without a refresh token): nothing was sent or written
+                      ///< '/', a store save of a state with neither a refresh token nor an access
+                      ///< token, a refused set_refresh_token): nothing was sent or written
   internal,  ///< a step of the refresh threw, or a store or transport dropped its completion
              ///< handler: a bug (ours or a store's); diagnostics say which step
   /// The HTTP proxy (http_options::proxy) answered 407: it wants credentials, or other ones.
@@ -67,10 +68,14 @@ const boost::system::error_category& client_category() noexcept;
 /// others in client_category(). Found by argument-dependent lookup, so that `ec == e` and
 /// `error_code ec = e;` work.
 /// @param e the value
-/// @return the error code; its message() is the value's name ("invalid_grant")
+/// @return the error code. Its message() is the value's name for an OAuth error
+///   ("invalid_grant"), and a short phrase for unrecognized_error and the client's failures
+///   ("unrecognized OAuth error", "timed out", "token store failure"): the text of operator<<
+///   and the keys of client_stats::refreshes_failed_by_reason.
 boost::system::error_code make_error_code(errc e) noexcept;
 
-/// Writes the value's name, as in "invalid_grant".
+/// Writes what make_error_code(e).message() says: "invalid_grant" for an OAuth error, a short
+/// phrase such as "timed out" for unrecognized_error and the client's failures.
 /// @param os the stream
 /// @param e the value
 /// @return `os`

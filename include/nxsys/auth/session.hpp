@@ -98,8 +98,16 @@ class session {
   /// @param ex runs the requests, and the handlers that have no associated executor
   /// @param c the client whose tokens the requests carry
   /// @param cfg the configuration, checked here (see session_config)
-  /// @throws error_with_diagnostics errc::invalid_config for an unusable configuration (bad URL,
-  ///   a query in it, plain http:// off loopback, unreadable CA file, a value out of range).
+  /// @throws error_with_diagnostics errc::invalid_config for an unusable configuration: what
+  ///   session_config::validate() finds (bad base_url, a query in it, plain http:// off
+  ///   loopback, a value out of range), then what only building the connections finds, since it
+  ///   reads files and the environment: a proxy URL from the environment
+  ///   (http.proxy.from_environment) that does not parse; and for an https:// base_url, a CA
+  ///   file or directory that cannot be loaded, a client certificate or key that does not load
+  ///   or does not match (a wrong or missing tls.private_key_password included), or a
+  ///   std::exception thrown by tls.configure_context. An error_with_diagnostics thrown by
+  ///   configure_context passes through unchanged, and so does anything it throws that is not a
+  ///   std::exception.
   session(boost::asio::any_io_executor ex, client& c, session_config cfg);
   /// The same on the client's executor.
   /// @param c the client whose tokens the requests carry; its executor runs the requests
@@ -144,7 +152,8 @@ class session {
   ///
   /// @par Errors
   /// The client's token errors (invalid_grant: re-authorize; see client::async_token);
-  /// connection, timeout, tls, response_too_large, malformed_response for the API exchange;
+  /// connection, timeout, tls, response_too_large, malformed_response for the API exchange, and
+  /// proxy_authentication when the proxy (http_options::proxy) answers its CONNECT with 407;
   /// invalid_argument for a target that does not start with '/'; operation_aborted on
   /// cancellation or when the session or the client is destroyed first.
   ///
@@ -179,6 +188,10 @@ class session {
   /// @par Cancellation
   /// Through the awaiting coroutine's cancellation slot, as async_request(); which types reach
   /// it is the coroutine's filter (Asio's default passes terminal only).
+  ///
+  /// @par Errors
+  /// Those of async_request(), thrown as error_with_diagnostics: the coroutine form has no
+  /// error_code to hand back, and the exception keeps the diagnostics.
   ///
   /// @par Thread safety
   /// May be called from any thread, concurrently.

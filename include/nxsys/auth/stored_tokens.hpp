@@ -20,7 +20,9 @@ namespace nxsys::auth {
 /// destruction, on assignment (the old values) and on move (what a moved-from string keeps in
 /// its short-string buffer). A copy is a second copy of the secrets, wiped in its own turn.
 struct stored_tokens {
-  std::string refresh_token;  ///< never empty in a stored state
+  /// The chain's refresh token; empty with the client_credentials grant, which has none. The
+  /// stores refuse a state with neither this nor an access token (errc::invalid_argument).
+  std::string refresh_token;
   std::string access_token;   ///< empty: none stored
   std::string token_type;     ///< the access token's type, e.g. "Bearer"
   /// Wall-clock expiry of the access token: steady_clock does not survive a restart.

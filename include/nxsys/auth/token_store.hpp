@@ -144,6 +144,8 @@ class token_store {
   /// holder saved a state newer than any this store handed out while this caller waited
   /// (redis_store: its hand-off without the lease); the caller loads it, and acquires again
   /// only if it does not serve. A store may never use it: the stores of memory and file do not.
+  /// Never errc::lease_lost: a lease that runs out after it was granted shows in
+  /// refresh_lease::lost(), which the client reads before it writes a request.
   ///
   /// @par Thread safety
   /// May be called from any thread, concurrently with the other operations.
@@ -235,8 +237,13 @@ class token_store {
   ///
   /// @par Errors
   /// errc::store_busy when `deadline` passes first, errc::store_failed when the store cannot
-  /// be reached or locked, operation_aborted when cancelled. Throwing, or dropping `h`, ends
-  /// the client's refresh with errc::internal.
+  /// be reached or locked, operation_aborted when cancelled. Optionally errc::store_updated,
+  /// with an empty lease, when another holder saved a newer state while this caller waited:
+  /// the client then loads without the lease, and acquires again only if that state does not
+  /// serve (see async_acquire()). Never errc::lease_lost, which the client would report as
+  /// the refresh's failure: a lease that runs out after it was granted is told through the
+  /// `held_until` of refresh_lease. Throwing, or dropping `h`, ends the client's refresh with
+  /// errc::internal.
   ///
   /// @par Thread safety
   /// Called from any thread, concurrently with the other operations.
