@@ -14,6 +14,8 @@
 // Exit status: 0 when both got a token, 1 otherwise, 2 for a missing or unusable configuration.
 #include <nxsys/auth.hpp>
 
+#include "../common/program_flags.hpp"
+
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_future.hpp>
@@ -105,7 +107,13 @@ int run(auth::client_config cfg) {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  if (nxsys_examples::answered_version_or_help(
+          argc, argv, "nxsys-example-callbacks",
+          "usage: nxsys-example-callbacks\n"
+          "  reads NXSYS_BASE_API_URL, NXSYS_CLIENT_ID, NXSYS_CLIENT_SECRET, NXSYS_REFRESH_TOKEN\n"
+          "  and, optionally, NXSYS_CA_FILE\n"))
+    return 0;
   auth::client_config cfg;
   try {
     cfg.token_url = auth::make_token_url(required_env("NXSYS_BASE_API_URL"));

@@ -13,6 +13,8 @@
 // is missing or unusable.
 #include <nxsys/auth.hpp>
 
+#include "../common/program_flags.hpp"
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/strand.hpp>
@@ -53,7 +55,12 @@ std::string read_secret_file(const std::string& path) {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  if (nxsys_examples::answered_version_or_help(
+          argc, argv, "nxsys-example-client-credentials",
+          "usage: nxsys-example-client-credentials\n"
+          "  reads TOKEN_URL, CLIENT_ID, CLIENT_SECRET_FILE and, optionally, SCOPE and CA_FILE\n"))
+    return 0;
   auth::client_config cfg;
   try {
     cfg.token_url = required_env("TOKEN_URL");

@@ -30,6 +30,8 @@
 // `name`), as examples/session_restart and examples/redis_replicas do for one.
 #include <nxsys/auth.hpp>
 
+#include "../common/program_flags.hpp"
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
@@ -176,6 +178,10 @@ unsigned positive(const char* text) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (nxsys_examples::answered_version_or_help(
+          argc, argv, "nxsys-example-many-tenants",
+          "usage: nxsys-example-many-tenants TENANTS_FILE [CALLERS_PER_TENANT [THREADS]]\n"))
+    return 0;
   try {
     if (argc < 2 || argc > 4)
       throw std::runtime_error(

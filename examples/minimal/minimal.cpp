@@ -16,6 +16,8 @@
 // present it again: keep the chain in a token store (examples/session_restart).
 #include <nxsys/auth.hpp>
 
+#include "../common/program_flags.hpp"
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -54,7 +56,13 @@ asio::awaitable<void> print_expiry(auth::client& client) {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  if (nxsys_examples::answered_version_or_help(
+          argc, argv, "nxsys-example-minimal",
+          "usage: nxsys-example-minimal\n"
+          "  reads NXSYS_BASE_API_URL, NXSYS_CLIENT_ID, NXSYS_CLIENT_SECRET, NXSYS_REFRESH_TOKEN\n"
+          "  and, optionally, NXSYS_CA_FILE\n"))
+    return 0;
   auth::client_config cfg;
   try {
     cfg.token_url = auth::make_token_url(required_env("NXSYS_BASE_API_URL"));

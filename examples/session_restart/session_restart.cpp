@@ -22,6 +22,8 @@
 // configuration (also: no refresh token given and none stored yet).
 #include <nxsys/auth.hpp>
 
+#include "../common/program_flags.hpp"
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -126,6 +128,10 @@ asio::awaitable<int> call_api(settings s) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (nxsys_examples::answered_version_or_help(
+          argc, argv, "nxsys-example-session-restart",
+          "usage: nxsys-example-session-restart STORE_FILE [REQUESTS [INTERVAL_MS]]\n"))
+    return 0;
   settings s;
   try {
     if (argc < 2 || argc > 4)
