@@ -85,6 +85,16 @@ error_code http_options::validate(diagnostics* diag, const char* prefix) const {
                "proxy.password is set without proxy.username")
       .require(proxy.username.empty() || has_proxy, prefix,
                "proxy.username is set without proxy.url or proxy.from_environment");
+  // The exclusions as configured (the environment's NO_PROXY, like curl, is taken as it is):
+  // a mistyped one would send its targets through the proxy without a word.
+  for (std::size_t i = 0; i < proxy.no_proxy.size() && !c.failed(); ++i) {
+    std::string bad;
+    if (const char* why = detail::no_proxy_error(proxy.no_proxy[i], bad)) {
+      const std::string what =
+          "proxy.no_proxy[" + std::to_string(i) + "]: '" + bad + "' is not a pattern: " + why;
+      c.require(false, prefix, what.c_str());
+    }
+  }
   if (!c.failed() && !proxy.url.empty()) {
     // The parse the connections use, so that what passes here is what they accept.
     diagnostics url_diag;

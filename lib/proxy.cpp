@@ -15,7 +15,9 @@
 #include <openssl/evp.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cstdlib>
+#include <string>
 
 namespace nxsys::auth::detail {
 namespace {
@@ -48,73 +50,143 @@ const char* first_env(std::initializer_list<const char*> names, const char*& fou
   return nullptr;
 }
 
-// One NO_PROXY pattern against the target.
-bool pattern_matches(std::string_view pat, const protocol::endpoint& target) {
-  if (pat == "*") return true;
+bool is_name_char(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+         c == '.' || c == '_';
+}
+
+// One NO_PROXY pattern, parsed once for both the check in validate() and the match.
+struct no_proxy_pattern {
+  enum class kind { any, network_v4, network_v6, address, name } what = kind::any;
+  std::uint16_t port = 0;  // 0: any port
+  ip::network_v4 net4;
+  ip::network_v6 net6;
+  ip::address address;
+  std::string name;  // lower case, without a leading "*." or "." and a trailing "."
+};
+
+// nullptr and `out` filled when `pat` (trimmed, not empty) is a pattern; else what is wrong.
+const char* parse_pattern(std::string_view pat, no_proxy_pattern& out) {
+  if (pat == "*") {
+    out.what = no_proxy_pattern::kind::any;
+    return nullptr;
+  }
   std::string_view port;
+  bool has_port = false;
   std::string network;                       // "[v6]/len" rewritten as "v6/len"
   if (!pat.empty() && pat.front() == '[') {  // [v6], [v6]:port, [v6]/len
     const auto close = pat.find(']');
-    if (close == std::string_view::npos) return false;
+    if (close == std::string_view::npos) return "an IPv6 address opened with '[' is not closed";
     auto rest = pat.substr(close + 1);
     std::string_view inner = pat.substr(1, close - 1);
     if (rest.empty()) {
       pat = inner;
     } else if (rest.front() == ':') {
       port = rest.substr(1);
+      has_port = true;
       pat = inner;
     } else if (rest.front() == '/') {
       // A network in brackets: put the prefix length back behind the address.
       network.assign(inner).append(rest);
       pat = network;
     } else {
-      return false;
+      return "after ']' only ':port' or '/length' may follow";
     }
   } else if (std::count(pat.begin(), pat.end(), ':') == 1) {  // name:port or v4:port
     const auto colon = pat.find(':');
     port = pat.substr(colon + 1);
+    has_port = true;
     pat = pat.substr(0, colon);
   }
-  if (!port.empty() && port != target.port) return false;
-  if (pat.empty()) return false;
+  if (has_port) {
+    unsigned value = 0;
+    const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+    if (port.empty() || ec != std::errc() || end != port.data() + port.size() || value == 0 ||
+        value > 65535)
+      return "the port is not a number from 1 to 65535";
+    out.port = static_cast<std::uint16_t>(value);
+  }
+  if (pat.empty()) return "there is no host";
 
   error_code ec;
   if (pat.find('/') != std::string_view::npos) {  // an IP network
-    if (!target.host_is_ip) return false;
-    const auto host = ip::make_address(target.host, ec);
-    if (ec) return false;
-    const std::string p(pat);
-    if (host.is_v4()) {
-      const auto net = ip::make_network_v4(p, ec);
-      return !ec &&
-             ip::network_v4(host.to_v4(), net.prefix_length()).canonical() == net.canonical();
+    const std::string text(pat);
+    out.net4 = ip::make_network_v4(text, ec);
+    if (!ec) {
+      out.what = no_proxy_pattern::kind::network_v4;
+      return nullptr;
     }
-    const auto net = ip::make_network_v6(p, ec);
-    return !ec && ip::network_v6(host.to_v6(), net.prefix_length()).canonical() == net.canonical();
+    out.net6 = ip::make_network_v6(text, ec);
+    if (!ec) {
+      out.what = no_proxy_pattern::kind::network_v6;
+      return nullptr;
+    }
+    return "not an IP network (address/prefix length)";
   }
-  const auto pat_addr = ip::make_address(std::string(pat), ec);
-  if (!ec) {  // an IP address
-    if (!target.host_is_ip) return false;
-    const auto host = ip::make_address(target.host, ec);
-    return !ec && host == pat_addr;
+  out.address = ip::make_address(std::string(pat), ec);
+  if (!ec) {
+    out.what = no_proxy_pattern::kind::address;
+    return nullptr;
   }
-  // A name: itself and its subdomains, whatever the leading "." or "*." says. Never an IP
-  // address's suffix ("2.3" is no pattern for 10.1.2.3).
-  if (target.host_is_ip) return false;
+  // A name: itself and its subdomains, whatever the leading "." or "*." says.
   if (pat.substr(0, 2) == "*.") {
     pat.remove_prefix(2);
   } else if (pat.front() == '.') {
     pat.remove_prefix(1);
   }
   if (!pat.empty() && pat.back() == '.') pat.remove_suffix(1);
-  if (pat.empty()) return false;
-  std::string_view host = target.host;
-  if (!host.empty() && host.back() == '.') host.remove_suffix(1);
-  const auto h = lower(host);
-  const auto p = lower(pat);
-  if (h == p) return true;
-  return h.size() > p.size() && h.compare(h.size() - p.size(), p.size(), p) == 0 &&
-         h[h.size() - p.size() - 1] == '.';
+  if (pat.empty() || !std::all_of(pat.begin(), pat.end(), is_name_char))
+    return "not '*', a host name, an IP address or an IP network";
+  out.what = no_proxy_pattern::kind::name;
+  out.name = lower(pat);
+  return nullptr;
+}
+
+bool pattern_matches(const no_proxy_pattern& pat, const protocol::endpoint& target) {
+  using kind = no_proxy_pattern::kind;
+  if (pat.what == kind::any) return true;
+  if (pat.port != 0 && std::to_string(pat.port) != target.port) return false;
+  if (pat.what == kind::name) {
+    // Never an IP address's suffix ("2.3" is no pattern for 10.1.2.3).
+    if (target.host_is_ip) return false;
+    std::string_view host = target.host;
+    if (!host.empty() && host.back() == '.') host.remove_suffix(1);
+    const auto h = lower(host);
+    const auto& p = pat.name;
+    if (h == p) return true;
+    return h.size() > p.size() && h.compare(h.size() - p.size(), p.size(), p) == 0 &&
+           h[h.size() - p.size() - 1] == '.';
+  }
+  // An address or a network: names are never resolved, so only an IP target can match.
+  if (!target.host_is_ip) return false;
+  error_code ec;
+  const auto host = ip::make_address(target.host, ec);
+  if (ec) return false;
+  switch (pat.what) {
+    case kind::address:
+      return host == pat.address;
+    case kind::network_v4:
+      return host.is_v4() && ip::network_v4(host.to_v4(), pat.net4.prefix_length()).canonical() ==
+                                 pat.net4.canonical();
+    case kind::network_v6:
+      return host.is_v6() && ip::network_v6(host.to_v6(), pat.net6.prefix_length()).canonical() ==
+                                 pat.net6.canonical();
+    default:
+      return false;
+  }
+}
+
+// Calls f(pattern) for each non-empty pattern of a comma-separated list until f returns true.
+template <class F>
+bool any_pattern(std::string_view patterns, F f) {
+  while (!patterns.empty()) {
+    const auto comma = patterns.find(',');
+    const auto pat = trim(patterns.substr(0, comma));
+    if (!pat.empty() && f(pat)) return true;
+    if (comma == std::string_view::npos) break;
+    patterns.remove_prefix(comma + 1);
+  }
+  return false;
 }
 
 }  // namespace
@@ -163,14 +235,21 @@ error_code parse_proxy_url(std::string_view url, std::string_view name, bool sch
 }
 
 bool no_proxy_matches(std::string_view patterns, const protocol::endpoint& target) {
-  while (!patterns.empty()) {
-    const auto comma = patterns.find(',');
-    const auto pat = trim(patterns.substr(0, comma));
-    if (!pat.empty() && pattern_matches(pat, target)) return true;
-    if (comma == std::string_view::npos) break;
-    patterns.remove_prefix(comma + 1);
-  }
-  return false;
+  return any_pattern(patterns, [&](std::string_view pat) {
+    no_proxy_pattern p;
+    return parse_pattern(pat, p) == nullptr && pattern_matches(p, target);
+  });
+}
+
+const char* no_proxy_error(std::string_view patterns, std::string& bad_pattern) {
+  const char* why = nullptr;
+  any_pattern(patterns, [&](std::string_view pat) {
+    no_proxy_pattern p;
+    why = parse_pattern(pat, p);
+    if (why != nullptr) bad_pattern.assign(pat);
+    return why != nullptr;
+  });
+  return why;
 }
 
 std::optional<proxy_route> choose_proxy(const protocol::endpoint& target,

@@ -44,6 +44,11 @@ boost::system::error_code parse_proxy_url(std::string_view url, std::string_view
 /// proxy_options::no_proxy for the syntax). Patterns that parse as nothing match nothing.
 bool no_proxy_matches(std::string_view patterns, const protocol::endpoint& target);
 
+/// What is wrong with the first pattern of the comma-separated `patterns` that does not parse
+/// (copied to `bad_pattern`), or nullptr when all do. validate() refuses a configured list
+/// with one: a mistyped exclusion would silently send its traffic through the proxy.
+const char* no_proxy_error(std::string_view patterns, std::string& bad_pattern);
+
 /// The proxy for `target` under `opts` (reading the environment if opts.from_environment), or
 /// none. Throws error_with_diagnostics(invalid_config) when the URL it would use is invalid.
 std::optional<proxy_route> choose_proxy(const protocol::endpoint& target,

@@ -694,6 +694,9 @@ BOOST_AUTO_TEST_CASE(no_proxy_patterns) {
   BOOST_TEST(!no_proxy_matches("fe80::/10", v6));
   BOOST_TEST(!no_proxy_matches("10.0.0.0/8", v6));
   BOOST_TEST(!no_proxy_matches("[fd00::5", v6));  // malformed: matches nothing
+  BOOST_TEST(!no_proxy_matches("[fd00::5]x, fd00::5:443x", v6));
+  BOOST_TEST(no_proxy_matches("bad pattern, example.com", name));  // the rest still counts
+  BOOST_TEST(!no_proxy_matches("example.com:0", name));
 }
 
 BOOST_AUTO_TEST_SUITE_END()
@@ -999,6 +1002,47 @@ BOOST_AUTO_TEST_CASE(proxy_fields) {
   check(h, "proxy.username is set without proxy.url");
   h.proxy.from_environment = true;
   check(h, "");
+}
+
+// Every pattern form no_proxy_patterns matches passes; a mistyped one is named with its index
+// and why, so that it cannot silently send its targets through the proxy.
+BOOST_AUTO_TEST_CASE(no_proxy_entries) {
+  na::http_options h;
+  h.proxy.url = "http://proxy.example:3128";
+  h.proxy.no_proxy = {"*",
+                      "example.com",
+                      ".example.com",
+                      "*.example.com:443",
+                      "a_b.internal.",
+                      "10.1.2.3:8443",
+                      "10.0.0.0/8",
+                      "fd00::5",
+                      "[fd00::5]:443",
+                      "[fd00::]/16",
+                      " a.org , b.org ,",
+                      ""};
+  check(h, "");
+  const std::pair<const char*, const char*> bad[] = {
+      {"[fd00::5", "'[fd00::5' is not a pattern: an IPv6 address opened with '[' is not closed"},
+      {"[fd00::5]x", "only ':port' or '/length'"},
+      {"example.com:https", "the port is not a number from 1 to 65535"},
+      {"example.com:70000", "the port is not a number"},
+      {"example.com:", "the port is not a number"},
+      {":443", "there is no host"},
+      {"10.0.0.0/33", "not an IP network"},
+      {"exa mple.com", "not '*', a host name, an IP address or an IP network"},
+      {"*example.com", "not '*', a host name"},
+      {"http://example.com", "not a pattern"},
+      {"ok.org, exa/mple", "'exa/mple' is not a pattern"},
+  };
+  for (const auto& [pattern, words] : bad) {
+    h.proxy.no_proxy = {"fine.example", pattern};
+    check(h, words);
+    check(h, "http.proxy.no_proxy[1]: ");
+  }
+  // The environment's NO_PROXY is taken as it is: a bad pattern there matches nothing.
+  BOOST_TEST(
+      !nxsys::auth::detail::no_proxy_matches("exa mple.com", target("exa mple.com", "443", false)));
 }
 
 BOOST_AUTO_TEST_CASE(client_certificate_fields) {

@@ -89,6 +89,8 @@ struct proxy_options {
   /// network (`10.0.0.0/8`, `fd00::/8`), each optionally with `:port` to match that port only
   /// (an IPv6 address then in brackets). Names are compared as written, never resolved: an IP
   /// pattern does not match a host name (loopback included, which is proxied unless listed).
+  /// validate() refuses an entry with a pattern that is none of these (invalid_config, naming
+  /// the entry and the pattern); in the environment's NO_PROXY such a pattern matches nothing.
   std::vector<std::string> no_proxy{};
 };
 
