@@ -209,11 +209,11 @@ bool client_impl::invalidate(const access_token* rejected) {
   return true;
 }
 
-void client_impl::set_refresh_token(std::string refresh_token) {
+void client_impl::set_refresh_token(std::string_view refresh_token) {
   call_decision d;
   {
     std::lock_guard lk(mu_);
-    d = machine_.set_refresh_token(std::move(refresh_token));
+    d = machine_.set_refresh_token(refresh_token);
   }
   log(log_level::info, "refresh token replaced by the application (re-authorization): saving it");
   carry_out(d, 0);
@@ -419,19 +419,18 @@ boost::asio::awaitable<access_token> client::token() {
   co_return std::move(out.result.token);
 }
 
-void client::set_refresh_token(std::string refresh_token) {
+void client::set_refresh_token(secret refresh_token) {
   if (refresh_token.empty()) {
     diagnostics diag;
     diag.client_message = "set_refresh_token: the refresh token is empty";
     throw error_with_diagnostics(make_error_code(errc::invalid_argument), diag);
   }
   if (impl_->grant() == grant_type::client_credentials) {
-    detail::wipe_all(refresh_token);
     diagnostics diag;
     diag.client_message = "set_refresh_token: this client uses the client_credentials grant";
     throw error_with_diagnostics(make_error_code(errc::invalid_argument), diag);
   }
-  impl_->set_refresh_token(std::move(refresh_token));
+  impl_->set_refresh_token(refresh_token.view());
 }
 
 bool client::invalidate(const access_token& rejected) {

@@ -93,7 +93,7 @@ class client_impl : public std::enable_shared_from_this<client_impl> {
   /// The slow path of every caller whose thread cache had no fresh token.
   void wait(token_flight::waiter_ptr w);
   bool invalidate(const access_token* rejected);  // nullptr: whatever is current
-  void set_refresh_token(std::string refresh_token);
+  void set_refresh_token(std::string_view refresh_token);
   void shutdown();
   client_stats stats() const;
 

@@ -269,7 +269,7 @@ error_code http_connection::classify_at(error_code ec, std::string where, diagno
   if (ec == asio::error::operation_aborted) return ec;
   if (ec == http::error::body_limit || ec == http::error::header_limit ||
       ec == http::error::buffer_overflow) {
-    diag.client_message = where + ": the answer exceeds max_response_bytes";
+    diag.client_message = where + ": the answer exceeds http.max_response_bytes";
     return make_error_code(errc::response_too_large);
   }
   if (ec.category() == make_error_code(http::error::end_of_stream).category() &&

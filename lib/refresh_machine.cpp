@@ -166,13 +166,13 @@ bool refresh_machine::invalidate(const access_token* rejected) {
   return true;
 }
 
-call_decision refresh_machine::set_refresh_token(std::string refresh_token) {
+call_decision refresh_machine::set_refresh_token(std::string_view refresh_token) {
   call_decision d;
   d.what = call_decision::kind::serve;
   if (destroyed_) return d;
   // The user says this token is good: it is no longer spent, whatever we saw before.
   std::erase_if(spent_, [&](const secret_string& s) { return s == refresh_token; });
-  rt_ = secret_string(std::move(refresh_token));
+  rt_ = secret_string(refresh_token);
   ++gen_;
   rt_dead_ = false;
   dead_diag_.reset();
@@ -615,15 +615,16 @@ action refresh_machine::on_saved(error_code ec, const diagnostics& diag, instant
     pending_->unpublished = std::move(t);
     diagnostics d;
     d.client_message = with_cause(
-        "the new tokens could not be saved (strict_durability): kept in memory, and served once "
-        "a later save succeeds",
+        "the new tokens could not be saved (storage.strict_durability): kept in memory, and "
+        "served once a later save succeeds",
         ec, diag);
     return finish_failure(make_error_code(errc::store_failed), std::move(d), now, std::move(a));
   }
   if (policy_.strict_durability && flight_open_) {
     // Still not durable: no new request either, it would only add an unsaved token.
     diagnostics d;
-    d.client_message = with_cause("new tokens are still not saved (strict_durability)", ec, diag);
+    d.client_message =
+        with_cause("new tokens are still not saved (storage.strict_durability)", ec, diag);
     return finish_failure(make_error_code(errc::store_failed), std::move(d), now, std::move(a));
   }
   return proceed(now, std::move(a));
@@ -800,8 +801,11 @@ action refresh_machine::finish_failure(error_code ec, diagnostics diag, instant 
   if (destroyed_) return end_run(std::move(a));
   if (!flight_open_) {
     // A run nobody waits for (background save retries): nothing to report but the log.
-    a.logs.push_back(
-        {log_level::warning, "background save of pending tokens stopped: " + describe(ec, diag)});
+    a.logs.push_back({log_level::warning,
+                      std::string(pending_ ? "background save of pending tokens failed (kept, "
+                                             "tried again later): "
+                                           : "background run failed: ") +
+                          describe(ec, diag)});
     return after_flight(now, std::move(a));
   }
   a.complete = fail_flight(ec, std::move(diag), now);
@@ -856,7 +860,7 @@ action refresh_machine::on_flight_overdue(std::uint64_t serial, instant now) {
       break;
   }
   diagnostics d;
-  d.client_message = std::string("the refresh did not end by refresh_deadline: ") + step +
+  d.client_message = std::string("the refresh did not end by refresh.deadline: ") + step +
                      " has not completed (it goes on in the background; its result is kept)";
   a.logs.push_back({log_level::error, d.client_message});
   a.complete = fail_flight(make_error_code(errc::timeout), std::move(d), now);

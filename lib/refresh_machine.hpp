@@ -126,7 +126,8 @@ struct machine_policy {
   std::chrono::milliseconds store_retry_interval{1'000};
   /// No chain: requests present no refresh token, answers rotate nothing, and stored states
   /// hold an empty refresh token (I1, I2 and I5's dead grant are about the chain, so they
-  /// have nothing to hold here; I3, I4, I6 and I7 hold as for refresh tokens).
+  /// have nothing to hold here; I3, I4, I5's Retry-After and spacing, I6, I7 and I8 hold as
+  /// for refresh tokens).
   bool client_credentials = false;
 
   static machine_policy from(const client_config& cfg);
@@ -217,7 +218,7 @@ class refresh_machine {
   bool invalidate(const access_token* rejected);
   /// Re-authorization: `refresh_token` starts a new chain, replaces any other (stored or
   /// dead), and is saved to the store. Returns how to get a driver to save it.
-  call_decision set_refresh_token(std::string refresh_token);
+  call_decision set_refresh_token(std::string_view refresh_token);
   /// The client is being destroyed: waiters are aborted by the client; the machine finishes
   /// what must be finished (I3, I4).
   destroy_decision on_destroy();

@@ -242,10 +242,11 @@ class client {
   /// Until a save succeeds the store holds the old chain, which other holders go on using.
   ///
   /// Thread safety: may be called from any thread, concurrently with token().
-  /// @param refresh_token the refresh token of the new authorization
+  /// @param refresh_token the refresh token of the new authorization (a std::string converts;
+  ///   the parameter wipes its copy when it goes)
   /// @throws error_with_diagnostics errc::invalid_argument when `refresh_token` is empty, or
   ///   the client uses the client_credentials grant
-  void set_refresh_token(std::string refresh_token);
+  void set_refresh_token(secret refresh_token);
 
   /// What the client did so far, for metrics. Thread safety: may be called from any thread,
   /// concurrently; it takes the client's lock briefly (never taken by a fresh token read).
