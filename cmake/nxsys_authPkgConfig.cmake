@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: BSL-1.0
-# nxsys-auth.pc (and nxsys-auth-redis.pc when nxsys::auth_redis is built), installed beside the
-# CMake package for builds that use pkg-config:
+# nxsys-auth.pc (nxsys-auth-redis.pc when nxsys::auth_redis is built, nxsys-auth-testing.pc when
+# nxsys::auth_testing is), installed beside the CMake package for builds that use pkg-config:
 #   c++ -std=c++20 app.cpp $(pkg-config --cflags --libs nxsys-auth)
 # Included from the top-level CMakeLists.txt when NXSYS_AUTH_INSTALL is on.
 
@@ -58,5 +58,12 @@ if(TARGET nxsys_auth_redis)
   configure_file(${CMAKE_CURRENT_LIST_DIR}/nxsys-auth-redis.pc.in
     ${PROJECT_BINARY_DIR}/nxsys-auth-redis.pc @ONLY)
   install(FILES ${PROJECT_BINARY_DIR}/nxsys-auth-redis.pc
+    DESTINATION ${NXSYS_AUTH_INSTALL_PKGCONFIGDIR})
+endif()
+
+if(TARGET nxsys_auth_testing)
+  configure_file(${CMAKE_CURRENT_LIST_DIR}/nxsys-auth-testing.pc.in
+    ${PROJECT_BINARY_DIR}/nxsys-auth-testing.pc @ONLY)
+  install(FILES ${PROJECT_BINARY_DIR}/nxsys-auth-testing.pc
     DESTINATION ${NXSYS_AUTH_INSTALL_PKGCONFIGDIR})
 endif()

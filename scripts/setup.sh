@@ -10,7 +10,7 @@ packages=(
   build-essential cmake ninja-build clang-14 libclang-rt-14-dev
   libboost1.81-all-dev libboost-json1.81-dev libboost-url1.81-dev
   libssl-dev openssl curl libbenchmark-dev libgtest-dev gnuplot-nox wrk redis-server
-  redis-sentinel libhiredis-dev doxygen
+  redis-sentinel libhiredis-dev doxygen pkgconf git
   golang-go golang-golang-x-oauth2-dev
 )
 if (($#)); then packages=("$@"); fi

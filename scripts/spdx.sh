@@ -2,8 +2,8 @@
 # SPDX-License-Identifier: BSL-1.0
 # Puts the SPDX license line at the top of every source file of the repository that lacks it:
 # "// SPDX-License-Identifier: BSL-1.0" as the first line of C++ files, "# ..." as the first
-# line (after a #! line) of CMake, shell, Python, gnuplot and *.in files and of scripts/* and
-# .ci/*. Idempotent: run it again whenever files were added.
+# line (after a #! line) of CMake, shell, Python, Perl, gnuplot and *.in files, of the
+# Doxyfile, .clang-format and .gitignore, and of scripts/* and .ci/* ("//" for Go). Idempotent: run it again whenever files were added.
 #   scripts/spdx.sh           stamp the files git tracks that lack the line
 #   scripts/spdx.sh --check   only name them; exit 1 if there are any (CTest lint.spdx)
 # Exit status 77 (a skip) outside a git work tree of this repository: "tracked" means nothing.
@@ -28,8 +28,9 @@ while IFS= read -r -d '' file; do
   # The comment leader of the file's language; data, certificates, corpora and documentation
   # are not stamped. (No subshells here: the test runs this over every file.)
   case $file in
-    *.cpp | *.hpp | *.cpp.in | *.hpp.in) lead="//" ;;
-    CMakeLists.txt | */CMakeLists.txt | *.cmake | *.in | *.sh | *.py | *.gp) lead="#" ;;
+    *.cpp | *.hpp | *.cpp.in | *.hpp.in | *.go) lead="//" ;;
+    CMakeLists.txt | */CMakeLists.txt | *.cmake | *.in | *.sh | *.py | *.pl | *.gp) lead="#" ;;
+    Doxyfile | .clang-format | .gitignore | */.gitignore) lead="#" ;;
     scripts/* | .ci/*) lead="#" ;;
     *) continue ;;
   esac

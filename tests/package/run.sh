@@ -9,8 +9,8 @@
 #   run.sh pkgconfig        <build dir> <source dir> [cmake args...]
 #     the same install, moved elsewhere (the .pc files must not name where they were
 #     installed), then consumer/main.cpp compiled with the compiler and
-#     `pkg-config --cflags --libs nxsys-auth` alone (and pkgconfig/redis_main.cpp with
-#     nxsys-auth-redis, when it is installed)
+#     `pkg-config --cflags --libs nxsys-auth` alone (consumer/testing.cpp with nxsys-auth-testing
+#     and pkgconfig/redis_main.cpp with nxsys-auth-redis, when they are installed)
 #   run.sh add_subdirectory <build dir> <source dir> [cmake args...]
 #     subdir-consumer/, which takes nxsys-auth (the library only) in with add_subdirectory():
 #     configured, not built (fetchcontent builds the same)
@@ -138,6 +138,15 @@ case $mode in
     # shellcheck disable=SC2086
     timed $cxx $cxxflags -std=c++20 "$here/consumer/main.cpp" -o "$work/nxsys-auth-consumer" $flags
     run_consumer "$work/nxsys-auth-consumer"
+    if [ -f "$pcdir/nxsys-auth-testing.pc" ]; then
+      testing_flags=$(pkg-config --cflags --libs nxsys-auth nxsys-auth-testing)
+      echo "    nxsys-auth-testing: $testing_flags"
+      step "compile consumer/main.cpp and testing.cpp with \$(pkg-config --cflags --libs nxsys-auth nxsys-auth-testing)"
+      # shellcheck disable=SC2086
+      timed $cxx $cxxflags -std=c++20 -DNXSYS_AUTH_CONSUMER_TESTING "$here/consumer/main.cpp" \
+        "$here/consumer/testing.cpp" -o "$work/nxsys-auth-testing-consumer" $testing_flags
+      run_consumer "$work/nxsys-auth-testing-consumer"
+    fi
     if [ -f "$pcdir/nxsys-auth-redis.pc" ]; then
       redis_flags=$(pkg-config --cflags --libs nxsys-auth-redis)
       echo "    nxsys-auth-redis: $redis_flags"
