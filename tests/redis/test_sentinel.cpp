@@ -65,6 +65,31 @@ na::redis_store_options sentinel_options(std::vector<std::string> sentinels, std
   return o;
 }
 
+// The TLS deployments: the sentinel's password, which must never cross in clear nor reach a
+// message, and the certificate it serves.
+constexpr const char* sentinel_password = "sentinel-tls-p4ssw0rd";
+
+redis_tls_setup cluster_tls(std::string cert = "server") {
+  return {.data_dir = test_data_dir(), .cert = std::move(cert), .password = sentinel_password};
+}
+
+// A store of a TLS deployment: TLS to the master and to the sentinels, trusting the test CA
+// (`tls`, which the sentinels share).
+na::redis_store_options tls_sentinel_options(std::vector<std::string> sentinels,
+                                             const std::string& master, log_lines* log,
+                                             std::string name = "test") {
+  auto o = sentinel_options(std::move(sentinels), master, log, std::move(name));
+  o.use_tls = true;
+  o.tls.ca_file = test_data_dir() + "/ca.pem";
+  o.sentinel_use_tls = true;
+  o.sentinel_password = sentinel_password;
+  return o;
+}
+
+bool contains(const std::string& text, std::string_view part) {
+  return text.find(part) != std::string::npos;
+}
+
 struct result {
   error_code ec;
   na::diagnostics diag;
@@ -277,13 +302,16 @@ BOOST_AUTO_TEST_SUITE_END()
 
 BOOST_AUTO_TEST_SUITE(redis_sentinel_failover)
 
+namespace {
+
 // Replicas (clients with stores of their own) refresh one rotating chain through a forced
 // failover: no reuse, one refresh per generation, no caller error, every store on the new
-// master.
-BOOST_AUTO_TEST_CASE(replicas_refresh_through_a_failover_without_reuse_or_error) {
+// master. `tls`: every server speaks TLS only, the sentinel included.
+void replicas_refresh_through_a_failover(bool tls) {
   constexpr int replicas = 4;
   constexpr int callers = 20;
-  sentinel_cluster cluster;
+  sentinel_cluster cluster("mymaster",
+                           tls ? std::optional(cluster_tls()) : std::optional<redis_tls_setup>());
   auto& old_master = cluster.first_master();
   auto& new_master = cluster.first_replica();
   mock_server_options mopts;
@@ -298,8 +326,10 @@ BOOST_AUTO_TEST_CASE(replicas_refresh_through_a_failover_without_reuse_or_error)
   std::vector<std::unique_ptr<na::client>> clients;
   for (int i = 0; i < replicas; ++i) {
     logs.push_back(std::make_unique<log_lines>());
-    auto o = sentinel_options({at(cluster.sentinel().port())}, cluster.name(), logs.back().get(),
-                              "chain");
+    auto o = tls ? tls_sentinel_options({at(cluster.sentinel().port())}, cluster.name(),
+                                        logs.back().get(), "chain")
+                 : sentinel_options({at(cluster.sentinel().port())}, cluster.name(),
+                                    logs.back().get(), "chain");
     o.lease_ttl = 5s;         // longer than the failover stalls a holder's renewal
     o.command_timeout = 10s;  // longer than the failover takes
     o.poll_interval = 100ms;
@@ -413,37 +443,21 @@ BOOST_AUTO_TEST_CASE(replicas_refresh_through_a_failover_without_reuse_or_error)
       "stored " << stored);
 }
 
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(replicas_refresh_through_a_failover_without_reuse_or_error) {
+  replicas_refresh_through_a_failover(false);
+}
+
+BOOST_AUTO_TEST_CASE(replicas_refresh_over_tls_through_a_failover_without_reuse_or_error) {
+  replicas_refresh_through_a_failover(true);
+}
+
 BOOST_AUTO_TEST_SUITE_END()
 
 // TLS to the sentinels (sentinel_use_tls): a master, its replica and a sentinel that speak TLS
-// only, the sentinel with a password, which must never cross in clear nor reach a message.
+// only, the sentinel with a password.
 BOOST_AUTO_TEST_SUITE(redis_sentinel_tls)
-
-namespace {
-
-constexpr const char* sentinel_password = "sentinel-tls-p4ssw0rd";
-
-redis_tls_setup cluster_tls(std::string cert = "server") {
-  return {.data_dir = test_data_dir(), .cert = std::move(cert), .password = sentinel_password};
-}
-
-// A store of the TLS cluster: TLS to the master and to the sentinels, trusting the test CA
-// (`tls`, which the sentinels share).
-na::redis_store_options tls_sentinel_options(std::vector<std::string> sentinels,
-                                             const std::string& master, log_lines* log) {
-  auto o = sentinel_options(std::move(sentinels), master, log);
-  o.use_tls = true;
-  o.tls.ca_file = test_data_dir() + "/ca.pem";
-  o.sentinel_use_tls = true;
-  o.sentinel_password = sentinel_password;
-  return o;
-}
-
-bool contains(const std::string& text, std::string_view part) {
-  return text.find(part) != std::string::npos;
-}
-
-}  // namespace
 
 BOOST_AUTO_TEST_CASE(sentinel_tls_options_are_validated_with_the_field_named) {
   const auto problem = [](const na::redis_store_options& o) {
