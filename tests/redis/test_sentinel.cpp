@@ -579,6 +579,17 @@ BOOST_AUTO_TEST_CASE(a_sentinel_whose_certificate_is_not_verified_is_passed_over
   BOOST_TEST(!contains(m, "tried"), m);
   BOOST_TEST(!contains(m, sentinel_password), m);
 
+  // A refusal is no outage: local_fallback does not take over (no local lease).
+  auto fallback = alone;
+  fallback.local_fallback = true;
+  na::redis_store f(ctx.get_executor(), fallback);
+  error_code acquired;
+  run_to_end(ctx, [&]() -> asio::awaitable<void> {
+    std::tie(acquired, std::ignore, std::ignore) =
+        co_await f.async_acquire(std::chrono::steady_clock::now() + 1s, use_tuple);
+  });
+  BOOST_TEST(acquired == na::errc::store_failed);
+
   // With sentinel_tls, the hint names it.
   auto own = alone;
   own.sentinel_tls = na::tls_options{.ca_file = test_data_dir() + "/ca.pem"};

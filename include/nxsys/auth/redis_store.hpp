@@ -106,8 +106,11 @@ struct redis_store_options {
   /// sentinel_tls_server_name: discovery, the +switch-master watch and the sentinel password
   /// then travel encrypted. Apart from use_tls, which is the master's: a sentinel reaches the
   /// master by its own configuration (`tls-replication yes` for a master on TLS). A sentinel
-  /// whose handshake fails is passed over as one that cannot be reached. Off by default: plain
-  /// TCP, which allow_plaintext restricts to loopback. Requires sentinels.
+  /// whose handshake fails (a certificate not verified, a wrong name) is passed over for the
+  /// next; when none answers, store_failed names each one's cause and the field that fixes it.
+  /// A refusal is no outage: it never turns on local_fallback, and when every sentinel refused
+  /// the command fails at once. Off by default: plain TCP, which allow_plaintext restricts to
+  /// loopback. Requires sentinels.
   bool sentinel_use_tls = false;
   /// With sentinel_use_tls: verification, trust anchors and client certificate for the
   /// sentinels, the same type and meanings as `tls`, for sentinels whose certificates another
