@@ -14,10 +14,18 @@
 //   export NXSYS_BASE_API_URL=https://api.nxsys.example NXSYS_CLIENT_ID=my-client
 //   export NXSYS_CLIENT_SECRET=... NXSYS_REFRESH_TOKEN=...  # used only while Redis has no state
 //   export NXSYS_REDIS_PASSWORD=...                        # optional: Redis AUTH
+//   export NXSYS_REDIS_TLS=1                               # optional: Redis over TLS
+//   export NXSYS_REDIS_CA_FILE=...                         # optional: the CA of Redis's cert
+//   export NXSYS_REDIS_TLS_SERVER_NAME=...                 # optional: the name in Redis's cert
 //   export NXSYS_CA_FILE=...                               # optional: a CA of your own
 //   nxsys-example-redis-replicas REDIS_HOST:PORT [SECONDS [CALLERS]]
 //   requests 240, answered 200: 240
 //   refreshes 3 (from the store 2), rotated 1, adopted 2, 401s retried 0
+//
+// Redis off loopback must be reached over TLS (a `tls-port`): NXSYS_REDIS_TLS=1 (0 or unset:
+// plain TCP), verifying Redis's certificate against NXSYS_REDIS_CA_FILE (unset: the system's
+// CAs) and for NXSYS_REDIS_TLS_SERVER_NAME (unset: REDIS_HOST), as the API's is against
+// NXSYS_CA_FILE: the store carries the refresh token, which must not cross a network in clear.
 //
 // For SECONDS (default 3) the replica's CALLERS (default 4) coroutines call GET /api/orders
 // through one session, about 20 times a second each, as request handlers would. Exit status:
@@ -172,6 +180,13 @@ int main(int argc, char** argv) {
     if (port <= 0 || port > 65535) throw std::runtime_error("REDIS_HOST:PORT: no port");
     s.redis.port = static_cast<std::uint16_t>(port);
     s.redis.password = env("NXSYS_REDIS_PASSWORD", false);
+    const std::string tls = env("NXSYS_REDIS_TLS", false);
+    if (tls != "" && tls != "0" && tls != "1") throw std::runtime_error("NXSYS_REDIS_TLS: 0 or 1");
+    s.redis.use_tls = tls == "1";
+    // Set without NXSYS_REDIS_TLS=1, these make the store's options invalid (exit 2): TLS
+    // settings that nothing uses are a mistake worth hearing about.
+    s.redis.tls.ca_file = env("NXSYS_REDIS_CA_FILE", false);
+    s.redis.tls_server_name = env("NXSYS_REDIS_TLS_SERVER_NAME", false);
     if (argc > 2) s.duration = std::chrono::seconds(positive(argv[2]));
     if (argc > 3) s.callers = positive(argv[3]);
     s.base_url = env("NXSYS_BASE_API_URL", true);

@@ -55,27 +55,29 @@ bool tls_refusal(const error_code& ec) {
   return ec.category() == asio::error::get_ssl_category();
 }
 
-// What OpenSSL says of a TLS failure, with the likely fix for the common ones.
-std::string tls_cause(const error_code& ec, long verify_result, const std::string& name) {
+// What OpenSSL says of a TLS failure, with the likely fix for the common ones, naming the
+// options of `tls` (the master's or the sentinels').
+std::string tls_cause(const error_code& ec, long verify_result, const std::string& name,
+                      const tls_settings& tls) {
+  const std::string f = tls.field;
   std::string text = ec.message();
   if (verify_result != X509_V_OK) {
     text = std::string("the server's certificate was not verified: ") +
            X509_verify_cert_error_string(verify_result);
     if (verify_result == X509_V_ERR_HOSTNAME_MISMATCH ||
         verify_result == X509_V_ERR_IP_ADDRESS_MISMATCH) {
-      text += " (it does not name \"" + name +
-              "\"; tls_server_name sets the name to verify when it differs from host)";
+      text += " (it does not name \"" + name + "\"; " + tls.server_name_field +
+              " sets the name to verify when it differs from the host)";
     } else if (verify_result == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY ||
                verify_result == X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT ||
                verify_result == X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN ||
                verify_result == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT) {
-      text += " (is the CA that signed it in tls.ca_file or tls.ca_dir?)";
+      text += " (is the CA that signed it in " + f + ".ca_file or " + f + ".ca_dir?)";
     }
   } else if (ERR_GET_REASON(static_cast<unsigned long>(ec.value())) ==
              SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED) {
-    text +=
-        " (the server requires a client certificate: tls.certificate_file and "
-        "tls.private_key_file)";
+    text += " (the server requires a client certificate: " + f + ".certificate_file and " + f +
+            ".private_key_file)";
   }
   return text;
 }
@@ -142,18 +144,20 @@ error_code connection::failed(const error_code& ec, std::string what, diagnostic
   if (ec == asio::error::operation_aborted) return ec;
   const bool timed_out = ec == beast::error::timeout;
   if (!timed_out && tls_refusal(ec)) {
-    diag.client_message = std::move(what) + ": TLS: " + tls_cause(ec, X509_V_OK, {});
+    diag.client_message = std::move(what) + ": TLS: " + tls_cause(ec, X509_V_OK, {}, addr_.tls);
     return make_error_code(errc::tls);
   }
   diag.client_message = std::move(what) + ": " + (timed_out ? "timed out" : ec.message());
   // With TLS 1.3 a server checks the client's certificate after the client's handshake is
   // done, and may close without the alert that would say why ("certificate required"): a
   // connection lost then gets the likely cause, and is retried as any lost connection.
-  if (unconfirmed && !timed_out)
+  if (unconfirmed && !timed_out) {
+    const std::string f = addr_.tls.field;
     diag.client_message +=
-        " (the server closed the TLS connection before its first reply: does "
-        "it require a client certificate, tls.certificate_file and "
-        "tls.private_key_file, or refuse ours?)";
+        " (the server closed the TLS connection before its first reply: does it require a "
+        "client certificate, " +
+        f + ".certificate_file and " + f + ".private_key_file, or refuse ours?)";
+  }
   return make_error_code(timed_out ? errc::timeout : errc::connection);
 }
 
@@ -280,7 +284,7 @@ asio::awaitable<error_code> connection::handshake(std::shared_ptr<transport> t,
   const long verified = SSL_get_verify_result(ssl);  // `t` keeps `ssl` alive past close()
   close();
   diag.client_message =
-      "TLS handshake with " + where_ + " failed: " + tls_cause(ec, verified, name);
+      "TLS handshake with " + where_ + " failed: " + tls_cause(ec, verified, name, tls);
   co_return make_error_code(errc::tls);
 }
 

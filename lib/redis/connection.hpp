@@ -27,7 +27,8 @@ namespace nxsys::auth::redis {
 
 using steady_time = std::chrono::steady_clock::time_point;
 
-/// TLS of a connection (redis_store_options::use_tls and the fields it enables).
+/// TLS of a connection (redis_store_options::use_tls and the fields it enables, or
+/// sentinel_use_tls and its own).
 struct tls_settings {
   /// The SSL context, shared by the connections of one store; null: plain TCP.
   std::shared_ptr<boost::asio::ssl::context> context;
@@ -35,6 +36,10 @@ struct tls_settings {
   /// address's host at each connect.
   std::string server_name;
   bool verify_peer = true;  ///< check the name (the chain is the context's verify mode)
+  /// The options these come from, as the hints of a failed handshake name them: the user fixes
+  /// sentinel_tls.ca_file for a sentinel, not tls.ca_file.
+  const char* field = "tls";
+  const char* server_name_field = "tls_server_name";
 };
 
 struct server_address {

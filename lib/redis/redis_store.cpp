@@ -190,11 +190,17 @@ struct redis_store::state : std::enable_shared_from_this<state> {
         sync(strand, address),
         min_acks(opts.min_replicas_acked.value_or(opts.sentinels.empty() ? 0 : 1)) {
     opts.password.wipe();  // the address's copy is the only one kept
+    // Read before the keys below go: with sentinel_use_tls and no sentinel_tls, from opts.tls.
+    auto sentinel_tls = redis::make_sentinel_tls_settings(opts, address.tls);
     // The key given in memory is in the SSL context now, as that of a file would be.
-    opts.tls.private_key_pem.wipe();
-    opts.tls.private_key_password.wipe();
+    for (tls_options* t : {&opts.tls, opts.sentinel_tls ? &*opts.sentinel_tls : nullptr}) {
+      if (t == nullptr) continue;
+      t->private_key_pem.wipe();
+      t->private_key_password.wipe();
+    }
     if (!opts.sentinels.empty()) {
       redis::sentinel::options so;
+      so.tls = std::move(sentinel_tls);
       so.sentinels = opts.sentinels;
       so.master_name = opts.sentinel_master;
       so.username = opts.sentinel_username;
@@ -679,17 +685,8 @@ error_code redis_store_options::validate(diagnostics* diag) const {
     problem = "sentinel_master is set but sentinels is empty";
   else if (min_replicas_acked && *min_replicas_acked < 0)
     problem = "min_replicas_acked is negative";
-  // The sentinels are asked over plain TCP (TLS to them is not supported yet): as for host,
-  // only on loopback unless allowed.
-  else if (!allow_plaintext &&
-           !std::all_of(sentinels.begin(), sentinels.end(), [](const std::string& s) {
-             std::string host, port;
-             return redis::parse_host_port(s, host, port) && redis::is_loopback(host);
-           }))
-    problem =
-        "sentinels: a sentinel that is not on loopback is asked over plain TCP (the sentinel "
-        "password and the master's address in clear): set allow_plaintext to allow it";
-  if (problem == nullptr) return redis::check_transport(*this, diag);  // TLS, allow_plaintext
+  // TLS and allow_plaintext, the master's and the sentinels'.
+  if (problem == nullptr) return redis::check_transport(*this, diag);
   if (diag != nullptr) diag->client_message = std::string("redis_store: ") + problem;
   return make_error_code(errc::invalid_config);
 }

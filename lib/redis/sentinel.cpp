@@ -134,6 +134,7 @@ sentinel::sentinel(asio::any_io_executor strand, options opts, server_address& m
     s.username = opts_.username;
     s.password = opts_.password.copy();
     s.connect_timeout = opts_.connect_timeout;
+    s.tls = opts_.tls;
   }
   opts_.password.clear();  // the addresses' copies are the ones used
 }
@@ -217,7 +218,9 @@ asio::awaitable<discovery> sentinel::find(steady_time deadline, const std::strin
     if (!notes.empty()) notes += "; ";
     notes += text;
   };
-  std::size_t answered = 0, master_unreachable = 0;
+  // `reached`: sentinels that answered, or refused us (TLS, AUTH): a misconfiguration, not an
+  // outage, which must not count as unreachable (local_fallback).
+  std::size_t answered = 0, reached = 0, master_unreachable = 0;
   bool transient = false;
   for (const auto& s : sentinels_) {
     if (closed_) co_return aborted();
@@ -239,10 +242,14 @@ asio::awaitable<discovery> sentinel::find(steady_time deadline, const std::strin
     if (closed_ || ec == asio::error::operation_aborted) co_return aborted();
     if (ec) {
       note(name + ": " + d.client_message);
-      if (ec == errc::connection || ec == errc::timeout) transient = true;
+      if (ec == errc::connection || ec == errc::timeout)
+        transient = true;
+      else
+        ++reached;  // refused the session: TLS (passed over like an outage, but not one), AUTH
       continue;
     }
     ++answered;
+    ++reached;
     if (r.is_error()) {
       note(name + " answered " + detail::printable(r.str, 200));
       continue;
@@ -298,7 +305,7 @@ asio::awaitable<discovery> sentinel::find(steady_time deadline, const std::strin
   discovery out;
   out.ec = make_error_code(errc::store_failed);
   out.retry = transient;
-  out.unreachable = answered == 0 || (master_unreachable > 0 && master_unreachable == answered);
+  out.unreachable = reached == 0 || (master_unreachable > 0 && master_unreachable == reached);
   diag.client_message = "no sentinel named the master '" + opts_.master_name + "': " + notes;
   co_return out;
 }

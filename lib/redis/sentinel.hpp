@@ -62,6 +62,9 @@ class sentinel {
     /// redis_store_options::allow_plaintext: a master that is not on loopback is used over
     /// plain TCP only with it (without TLS).
     bool allow_plaintext = false;
+    /// The connections to the sentinels, discovery and watch alike (sentinel_use_tls); no
+    /// context: plain TCP.
+    tls_settings tls;
   };
 
   /// `master`: the store's address, which the connections to the master read when they

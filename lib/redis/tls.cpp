@@ -4,6 +4,7 @@
 #include "tls.hpp"
 
 #include "../connection.hpp"  // nxsys::auth::detail::make_ssl_context (lib/, not lib/redis/)
+#include "sentinel.hpp"       // parse_host_port
 
 #include <boost/asio/ip/address.hpp>
 
@@ -23,25 +24,81 @@ bool iequals(std::string_view a, std::string_view b) {
          });
 }
 
-// The first field of `tls` (or tls_server_name) that differs from its default, or nullptr.
-const char* tls_field_set(const redis_store_options& o) {
-  const tls_options& t = o.tls;
-  if (!t.verify_peer) return "tls.verify_peer";
-  if (!t.ca_file.empty()) return "tls.ca_file";
-  if (!t.ca_dir.empty()) return "tls.ca_dir";
-  if (!t.certificate_file.empty()) return "tls.certificate_file";
-  if (!t.private_key_file.empty()) return "tls.private_key_file";
-  if (!t.certificate_pem.empty()) return "tls.certificate_pem";
-  if (!t.private_key_pem.empty()) return "tls.private_key_pem";
-  if (!t.private_key_password.empty()) return "tls.private_key_password";
-  if (t.configure_context) return "tls.configure_context";
-  if (!o.tls_server_name.empty()) return "tls_server_name";
-  return nullptr;
+// A character that may stand before "tls." inside a word or a path ("/etc/tls.d", "mtls.pem"),
+// where it is not an option's name.
+bool word_char(char c) {
+  return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '/' || c == '.' ||
+         c == '-';
+}
+
+// `text` with each option field "tls.<x>" that starts a word renamed "<to>.<x>": the checks of
+// http_options and make_ssl_context name the fields of `tls`, and those of sentinel_tls are
+// fixed in another place.
+std::string rename_tls_fields(std::string text, std::string_view to) {
+  if (to == "tls") return text;
+  for (auto at = text.find("tls."); at != std::string::npos; at = text.find("tls.", at)) {
+    if (at == 0 || !word_char(text[at - 1])) {
+      text.replace(at, 3, to);
+      at += to.size() + 1;
+    } else {
+      at += 4;
+    }
+  }
+  return text;
+}
+
+// The first field of `t` that differs from its default, named "<name>.<field>", or "".
+std::string tls_field_set(const tls_options& t, const std::string& name) {
+  const char* field = nullptr;
+  if (!t.verify_peer)
+    field = "verify_peer";
+  else if (!t.ca_file.empty())
+    field = "ca_file";
+  else if (!t.ca_dir.empty())
+    field = "ca_dir";
+  else if (!t.certificate_file.empty())
+    field = "certificate_file";
+  else if (!t.private_key_file.empty())
+    field = "private_key_file";
+  else if (!t.certificate_pem.empty())
+    field = "certificate_pem";
+  else if (!t.private_key_pem.empty())
+    field = "private_key_pem";
+  else if (!t.private_key_password.empty())
+    field = "private_key_password";
+  else if (t.configure_context)
+    field = "configure_context";
+  return field != nullptr ? name + "." + field : std::string();
 }
 
 error_code invalid(diagnostics* diag, std::string message) {
   if (diag != nullptr) diag->client_message = "redis_store: " + std::move(message);
   return make_error_code(errc::invalid_config);
+}
+
+// The client certificate's fields pair up as for HTTP: the same checks, the same words, with
+// the fields named as `field` ("tls" or "sentinel_tls").
+error_code check_tls_options(const tls_options& t, std::string_view field, diagnostics* diag) {
+  http_options h;
+  h.tls = t;
+  diagnostics d;
+  if (auto ec = h.validate(&d, "redis_store: ")) {
+    d.client_message = rename_tls_fields(std::move(d.client_message), field);
+    if (diag != nullptr) *diag = std::move(d);
+    return ec;
+  }
+  return {};
+}
+
+// The SSL context of `t`; a file that cannot be used throws, naming the field.
+std::shared_ptr<asio::ssl::context> context_of(const tls_options& t, std::string_view field) {
+  try {
+    return std::make_shared<asio::ssl::context>(detail::make_ssl_context(t));
+  } catch (const error_with_diagnostics& e) {
+    diagnostics d = e.get_diagnostics();
+    d.client_message = "redis_store: " + rename_tls_fields(std::move(d.client_message), field);
+    throw error_with_diagnostics(e.code(), std::move(d));
+  }
 }
 
 }  // namespace
@@ -54,41 +111,78 @@ bool is_loopback(std::string_view host) {
 }
 
 error_code check_transport(const redis_store_options& o, diagnostics* diag) {
+  // `tls` serves the master with use_tls, and the sentinels when they have no sentinel_tls.
+  const bool tls_used = o.use_tls || (o.sentinel_use_tls && !o.sentinel_tls);
+  if (!tls_used) {
+    if (const auto field = tls_field_set(o.tls, "tls"); !field.empty())
+      return invalid(diag, field + " is set but use_tls is false: set use_tls to connect over TLS" +
+                               (o.sentinel_use_tls ? " (the sentinels use sentinel_tls)" : ""));
+  }
   if (!o.use_tls) {
-    if (const char* field = tls_field_set(o))
-      return invalid(diag, std::string(field) +
-                               " is set but use_tls is false: set use_tls to connect over TLS");
+    if (!o.tls_server_name.empty())
+      return invalid(
+          diag, "tls_server_name is set but use_tls is false: set use_tls to connect over TLS");
     if (!o.allow_plaintext && !is_loopback(o.host))
       return invalid(diag, "plain TCP to " + o.host +
                                " (not a loopback address) would send the password and the "
                                "tokens unencrypted: set use_tls, or allow_plaintext to accept it");
+  } else if (o.tls_server_name.find('\0') != std::string::npos) {
+    return invalid(diag, "tls_server_name contains a NUL byte");
+  }
+  if (tls_used) {
+    if (auto ec = check_tls_options(o.tls, "tls", diag)) return ec;
+  }
+
+  if (!o.sentinel_use_tls) {
+    if (o.sentinel_tls)
+      return invalid(diag,
+                     "sentinel_tls is set but sentinel_use_tls is false: set sentinel_use_tls to "
+                     "connect to the sentinels over TLS");
+    if (!o.sentinel_tls_server_name.empty())
+      return invalid(diag,
+                     "sentinel_tls_server_name is set but sentinel_use_tls is false: set "
+                     "sentinel_use_tls to connect to the sentinels over TLS");
+    if (o.allow_plaintext) return {};
+    for (const auto& s : o.sentinels) {
+      std::string host, port;
+      if (parse_host_port(s, host, port) && is_loopback(host)) continue;
+      return invalid(diag, "sentinels: " + s +
+                               " is not a loopback address and would be asked over plain TCP (the "
+                               "sentinel password and the master's address unencrypted): set "
+                               "sentinel_use_tls, or allow_plaintext to accept it");
+    }
     return {};
   }
-  if (o.tls_server_name.find('\0') != std::string::npos)
-    return invalid(diag, "tls_server_name contains a NUL byte");
-  // The client certificate's fields pair up as for HTTP: the same checks, the same words.
-  http_options h;
-  h.tls = o.tls;
-  diagnostics d;
-  if (auto ec = h.validate(&d, "redis_store: ")) {
-    if (diag != nullptr) *diag = std::move(d);
-    return ec;
-  }
+  if (o.sentinels.empty()) return invalid(diag, "sentinel_use_tls is set but sentinels is empty");
+  if (o.sentinel_tls_server_name.find('\0') != std::string::npos)
+    return invalid(diag, "sentinel_tls_server_name contains a NUL byte");
+  if (o.sentinel_tls) return check_tls_options(*o.sentinel_tls, "sentinel_tls", diag);
   return {};
 }
 
 tls_settings make_tls_settings(const redis_store_options& o) {
   tls_settings out;
   if (!o.use_tls) return out;
-  try {
-    out.context = std::make_shared<asio::ssl::context>(detail::make_ssl_context(o.tls));
-  } catch (const error_with_diagnostics& e) {
-    diagnostics d = e.get_diagnostics();
-    d.client_message = "redis_store: " + d.client_message;
-    throw error_with_diagnostics(e.code(), std::move(d));
-  }
+  out.context = context_of(o.tls, "tls");
   out.server_name = o.tls_server_name;
   out.verify_peer = o.tls.verify_peer;
+  return out;
+}
+
+tls_settings make_sentinel_tls_settings(const redis_store_options& o, const tls_settings& master) {
+  tls_settings out;
+  out.server_name_field = "sentinel_tls_server_name";
+  if (!o.sentinel_use_tls) return out;
+  if (o.sentinel_tls) {
+    out.context = context_of(*o.sentinel_tls, "sentinel_tls");
+    out.verify_peer = o.sentinel_tls->verify_peer;
+    out.field = "sentinel_tls";
+  } else {
+    // One context for both: tls.configure_context runs once, as for one https client.
+    out.context = master.context ? master.context : context_of(o.tls, "tls");
+    out.verify_peer = o.tls.verify_peer;
+  }
+  out.server_name = o.sentinel_tls_server_name;
   return out;
 }
 

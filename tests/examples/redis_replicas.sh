@@ -6,21 +6,33 @@
 # detection. Every replica succeeds (every request answered 200), no rotated-away refresh token
 # is presented again (reuse_detected 0), the server sees about one refresh per expiry for the
 # whole fleet (at most ceil(2 x elapsed seconds) + 2, at least 2), and every one of them is a
-# rotation some replica reports. Skipped (77) without redis-server.
-# Usage: redis_replicas.sh PATH/TO/nxsys-mock-server PATH/TO/nxsys-example-redis-replicas
+# rotation some replica reports. With "tls", the redis-server speaks TLS only (the test
+# certificates of testing/data) and the replicas reach it with NXSYS_REDIS_TLS=1 and
+# NXSYS_REDIS_CA_FILE. Skipped (77) without redis-server (or, for tls, redis-cli).
+# Usage: redis_replicas.sh PATH/TO/nxsys-mock-server PATH/TO/nxsys-example-redis-replicas [tls]
 set -euo pipefail
 mock_bin=$1
 example=$2
-if ! command -v redis-server >/dev/null; then
-  echo "redis-server is not installed (scripts/setup.sh installs it): skipped"
-  exit 77
-fi
+mode=${3:-plain}
+data=$(cd "$(dirname "$0")/../../testing/data" && pwd)
+for tool in redis-server $([ "$mode" = tls ] && echo redis-cli); do
+  if ! command -v "$tool" >/dev/null; then
+    echo "$tool is not installed (scripts/setup.sh installs it): skipped"
+    exit 77
+  fi
+done
 source "$(dirname "$0")/lib.sh"
 replicas=3
 seconds=3
 
-# redis_ping PORT: whether a Redis answers PING on 127.0.0.1:PORT (bash's /dev/tcp, 2 s bound).
+# redis_ping PORT: whether a Redis answers PING on 127.0.0.1:PORT (bash's /dev/tcp, or
+# redis-cli for TLS; 2 s bound).
 redis_ping() {
+  if [ "$mode" = tls ]; then
+    [ "$(timeout 2 redis-cli --tls --cacert "$data/ca.pem" -h 127.0.0.1 -p "$1" PING 2>/dev/null)" \
+      = PONG ]
+    return
+  fi
   timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && printf "PING\r\n" >&3 &&
     IFS= read -r reply <&3 && [[ $reply == +PONG* ]]' _ "$1" 2>/dev/null
 }
@@ -32,7 +44,10 @@ redis_port=""
 for _ in $(seq 1 10); do
   port=$((20000 + RANDOM % 30000))
   listening "$port" && continue
-  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
+  listen=(--port "$port")
+  [ "$mode" = tls ] && listen=(--port 0 --tls-port "$port" --tls-cert-file "$data/server.pem"
+    --tls-key-file "$data/server.key" --tls-ca-cert-file "$data/ca.pem" --tls-auth-clients no)
+  redis-server "${listen[@]}" --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
     --loglevel warning >"$tmp/redis-$port.log" 2>&1 &
   redis_pid=$!
   pids+=("$redis_pid")
@@ -52,6 +67,7 @@ start_mock mock --tls --ttl 1 --rotate --reuse-detection --client-id replicas-te
   --client-secret "$secret" --refresh-token "$rt0"
 export NXSYS_BASE_API_URL=$mock_url NXSYS_CLIENT_ID=replicas-test NXSYS_CLIENT_SECRET=$secret
 export NXSYS_REFRESH_TOKEN=$rt0 NXSYS_CA_FILE=$mock_ca
+[ "$mode" = tls ] && export NXSYS_REDIS_TLS=1 NXSYS_REDIS_CA_FILE=$data/ca.pem
 
 start=$(date +%s%N)
 replica_pids=()
@@ -89,4 +105,4 @@ bound=$(((2 * elapsed_ms + 999) / 1000 + 2))
 echo "$refreshes refreshes for $replicas replicas in $elapsed_ms ms (bound $bound)"
 
 no_secrets "$tmp"/replica-* -- "$secret" "$rt0"
-echo "examples.redis_replicas: OK"
+echo "examples.redis_replicas ($mode): OK"

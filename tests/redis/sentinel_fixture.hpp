@@ -8,56 +8,25 @@
 
 #include "redis_fixture.hpp"
 
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 namespace nxsys::auth::testing {
 
-/// A blocking command to 127.0.0.1:`port`; the reply as text: "(nil)", the integer's digits, a
-/// string, an error's text, or an array's elements (strings and integers) joined by '\n'.
-inline std::string command_at(std::uint16_t port, const std::vector<std::string>& args) {
-  std::unique_ptr<redisContext, void (*)(redisContext*)> c(redisConnect("127.0.0.1", port),
-                                                           redisFree);
-  if (!c || c->err) return "connect failed";
-  std::vector<const char*> argv;
-  std::vector<std::size_t> lens;
-  for (const auto& a : args) {
-    argv.push_back(a.data());
-    lens.push_back(a.size());
-  }
-  auto* r = static_cast<redisReply*>(
-      redisCommandArgv(c.get(), static_cast<int>(args.size()), argv.data(), lens.data()));
-  if (r == nullptr) return "no reply";
-  const auto text = [](const redisReply* e) -> std::string {
-    switch (e->type) {
-      case REDIS_REPLY_NIL:
-        return "(nil)";
-      case REDIS_REPLY_INTEGER:
-        return std::to_string(e->integer);
-      case REDIS_REPLY_ARRAY:
-        return "(array)";
-      default:
-        return std::string(e->str, e->len);
-    }
-  };
-  std::string out;
-  if (r->type == REDIS_REPLY_ARRAY) {
-    for (std::size_t i = 0; i < r->elements; ++i) out += (i ? "\n" : "") + text(r->element[i]);
-  } else {
-    out = text(r);
-  }
-  freeReplyObject(r);
-  return out;
-}
-
 /// `redis-sentinel <conf>` until destroyed, monitoring one master (quorum 1, down after 1 s).
 class sentinel_process {
  public:
-  sentinel_process(std::uint16_t master_port, std::string master_name)
-      : name_(std::move(master_name)) {
+  /// `tls`: TLS only (`tls-port P`, `port 0`), serving tls->cert, with `tls-replication yes`
+  /// to reach a master that serves TLS (redis_server's `tls`); tls->password is its
+  /// `requirepass`.
+  sentinel_process(std::uint16_t master_port, std::string master_name,
+                   std::optional<redis_tls_setup> tls = std::nullopt)
+      : name_(std::move(master_name)), tls_(std::move(tls)) {
     char tmpl[] = "/tmp/nxsys-sentinel-XXXXXX";
     if (::mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp failed");
     dir_ = tmpl;
@@ -65,10 +34,17 @@ class sentinel_process {
     const std::string conf = dir_ + "/sentinel.conf";  // Sentinel rewrites it: writable, ours
     {
       std::ofstream f(conf);
-      f << "port " << port_ << "\nbind 127.0.0.1\ndaemonize no\ndir " << dir_
+      f << "port " << (tls_ ? 0 : port_) << "\nbind 127.0.0.1\ndaemonize no\ndir " << dir_
         << "\nsentinel resolve-hostnames no\nsentinel monitor " << name_ << " 127.0.0.1 "
         << master_port << " 1\nsentinel down-after-milliseconds " << name_
         << " 1000\nsentinel failover-timeout " << name_ << " 2000\n";
+      if (tls_) {
+        const std::string data = tls_->data_dir + "/";
+        f << "tls-port " << port_ << "\ntls-cert-file " << data << tls_->cert
+          << ".pem\ntls-key-file " << data << tls_->cert << ".key\ntls-ca-cert-file " << data
+          << "ca.pem\ntls-auth-clients " << tls_->auth_clients << "\ntls-replication yes\n";
+        if (!tls_->password.empty()) f << "requirepass " << tls_->password << "\n";
+      }
     }
     try {
       pid_ = spawn_redis(
@@ -77,7 +53,8 @@ class sentinel_process {
             pid_ = pid;
             stop();
           },
-          "redis-sentinel (is it installed?)");
+          tls_ ? "redis-sentinel with tls-port (built without TLS?)"
+               : "redis-sentinel (is it installed?)");
     } catch (...) {
       cleanup();
       throw;
@@ -91,8 +68,12 @@ class sentinel_process {
   sentinel_process& operator=(const sentinel_process&) = delete;
 
   std::uint16_t port() const { return port_; }
+  /// How the fixtures reach it (TLS when it serves TLS).
+  server_link link() const {
+    return tls_ ? server_link{port_, tls_->password, tls_->data_dir} : server_link{port_};
+  }
   std::string command(const std::vector<std::string>& args) const {
-    return command_at(port_, args);
+    return command_at(link(), args);
   }
   /// The port of the master the sentinel names, 0 if none.
   std::uint16_t master_port() const {
@@ -116,6 +97,7 @@ class sentinel_process {
   }
 
   std::string name_;
+  std::optional<redis_tls_setup> tls_;
   std::string dir_;
   std::uint16_t port_ = 0;
   pid_t pid_ = -1;
@@ -125,7 +107,13 @@ class sentinel_process {
 /// sentinel goes first, so it never reconfigures a server being stopped.
 class sentinel_cluster {
  public:
-  explicit sentinel_cluster(std::string name = "mymaster") : name_(std::move(name)) {
+  /// `tls`: every one of them speaks TLS only, replication and the sentinel's own connections
+  /// included (the sentinel's password is tls->password; the servers have none).
+  explicit sentinel_cluster(std::string name = "mymaster",
+                            std::optional<redis_tls_setup> tls = std::nullopt)
+      : name_(std::move(name)),
+        master_({}, false, server_tls(tls)),
+        replica_({}, false, server_tls(tls)) {
     for (auto* r : {&master_, &replica_}) {
       // A replica syncs at once, not after the 5 s a diskless sync waits for more replicas,
       // and loads what it receives without writing it to dump.rdb in the working directory
@@ -134,9 +122,9 @@ class sentinel_cluster {
       r->command({"CONFIG", "SET", "repl-diskless-load", "swapdb"});
     }
     replica_.command({"REPLICAOF", "127.0.0.1", std::to_string(master_.port())});
-    if (!wait_for([&] { return link_up(replica_); }))
+    if (!wait_for([&] { return link_up(replica_, master_); }))
       throw std::runtime_error("the replica did not sync with the master within 10 s");
-    sentinel_ = std::make_unique<sentinel_process>(master_.port(), name_);
+    sentinel_ = std::make_unique<sentinel_process>(master_.port(), name_, std::move(tls));
   }
 
   const std::string& name() const { return name_; }
@@ -156,9 +144,10 @@ class sentinel_cluster {
       return false;
     // Until the failover ended (+switch-master sent): the sentinel names the promoted replica
     // a little earlier, while it reconfigures the other replicas.
+    const auto& promoted = new_port == master_.port() ? master_ : replica_;
     return wait_for([&] {
       return sentinel_->master_port() == new_port &&
-             command_at(new_port, {"ROLE"}).starts_with("master") &&
+             promoted.command({"ROLE"}).starts_with("master") &&
              sentinel_->command({"SENTINEL", "MASTER", name_}).find("\nflags\nmaster\n") !=
                  std::string::npos;
     });
@@ -167,7 +156,7 @@ class sentinel_cluster {
   /// The old master becomes a replica of the new one, as Sentinel would, and syncs.
   bool demote(redis_server& old_master, redis_server& new_master) {
     old_master.command({"REPLICAOF", "127.0.0.1", std::to_string(new_master.port())});
-    return wait_for([&] { return link_up(old_master); });
+    return wait_for([&] { return link_up(old_master, new_master); });
   }
 
   /// Polls `pred` every 20 ms for at most 10 s.
@@ -182,24 +171,24 @@ class sentinel_cluster {
   }
 
  private:
-  // The replica synced, and a write on its master is acknowledged by it (after a diskless sync
-  // the master streams to a replica once it acknowledged, within a second).
-  static bool link_up(const redis_server& r) {
+  // The servers' TLS: the setup's certificates, without the sentinel's password.
+  static std::optional<redis_tls_setup> server_tls(std::optional<redis_tls_setup> tls) {
+    if (tls) tls->password.clear();
+    return tls;
+  }
+
+  // `r` synced with `master`, and a write on `master` is acknowledged by it (after a diskless
+  // sync the master streams to a replica once it acknowledged, within a second).
+  static bool link_up(const redis_server& r, const redis_server& master) {
     const auto info = r.command({"INFO", "replication"});
-    const auto at = info.find("master_port:");
-    if (info.find("master_link_status:up") == std::string::npos || at == std::string::npos)
+    if (info.find("master_link_status:up") == std::string::npos ||
+        info.find("master_port:" + std::to_string(master.port()) + "\r") == std::string::npos)
       return false;
-    const auto master = static_cast<std::uint16_t>(std::atoi(info.c_str() + at + 12));
-    std::unique_ptr<redisContext, void (*)(redisContext*)> c(redisConnect("127.0.0.1", master),
-                                                             redisFree);
-    if (!c || c->err) return false;
+    fixture_connection c(master.link());
     // WAIT counts the writes of its own connection: a PUBLISH (replicated) first.
-    if (auto* p = static_cast<redisReply*>(redisCommand(c.get(), "PUBLISH fixture sync")))
-      freeReplyObject(p);
-    auto* w = static_cast<redisReply*>(redisCommand(c.get(), "WAIT 1 100"));
-    const bool acked = w != nullptr && w->type == REDIS_REPLY_INTEGER && w->integer >= 1;
-    if (w != nullptr) freeReplyObject(w);
-    return acked;
+    c.command({"PUBLISH", "fixture", "sync"});
+    const auto acked = c.command({"WAIT", "1", "100"});
+    return !acked.empty() && acked != "0" && std::isdigit(static_cast<unsigned char>(acked[0]));
   }
 
   std::string name_;

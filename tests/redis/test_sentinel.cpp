@@ -2,7 +2,8 @@
 // redis_store with Redis Sentinel (a master, its replica and a sentinel of the test's own):
 // discovery past a sentinel that is down, a sentinel that does not know the name, the options,
 // WAIT for replicas, re-discovery of an idle store after READONLY and after its master is gone,
-// and replicas refreshing one rotating chain through a forced failover.
+// replicas refreshing one rotating chain through a forced failover, and all of it over TLS to
+// the sentinels (redis_sentinel_tls).
 #include <nxsys/auth/redis_store.hpp>
 
 #include "helpers.hpp"
@@ -62,6 +63,31 @@ na::redis_store_options sentinel_options(std::vector<std::string> sentinels, std
   o.name = std::move(name);
   if (log != nullptr) o.log = log->fn();
   return o;
+}
+
+// The TLS deployments: the sentinel's password, which must never cross in clear nor reach a
+// message, and the certificate it serves.
+constexpr const char* sentinel_password = "sentinel-tls-p4ssw0rd";
+
+redis_tls_setup cluster_tls(std::string cert = "server") {
+  return {.data_dir = test_data_dir(), .cert = std::move(cert), .password = sentinel_password};
+}
+
+// A store of a TLS deployment: TLS to the master and to the sentinels, trusting the test CA
+// (`tls`, which the sentinels share).
+na::redis_store_options tls_sentinel_options(std::vector<std::string> sentinels,
+                                             const std::string& master, log_lines* log,
+                                             std::string name = "test") {
+  auto o = sentinel_options(std::move(sentinels), master, log, std::move(name));
+  o.use_tls = true;
+  o.tls.ca_file = test_data_dir() + "/ca.pem";
+  o.sentinel_use_tls = true;
+  o.sentinel_password = sentinel_password;
+  return o;
+}
+
+bool contains(const std::string& text, std::string_view part) {
+  return text.find(part) != std::string::npos;
 }
 
 struct result {
@@ -276,13 +302,16 @@ BOOST_AUTO_TEST_SUITE_END()
 
 BOOST_AUTO_TEST_SUITE(redis_sentinel_failover)
 
+namespace {
+
 // Replicas (clients with stores of their own) refresh one rotating chain through a forced
 // failover: no reuse, one refresh per generation, no caller error, every store on the new
-// master.
-BOOST_AUTO_TEST_CASE(replicas_refresh_through_a_failover_without_reuse_or_error) {
+// master. `tls`: every server speaks TLS only, the sentinel included.
+void replicas_refresh_through_a_failover(bool tls) {
   constexpr int replicas = 4;
   constexpr int callers = 20;
-  sentinel_cluster cluster;
+  sentinel_cluster cluster("mymaster",
+                           tls ? std::optional(cluster_tls()) : std::optional<redis_tls_setup>());
   auto& old_master = cluster.first_master();
   auto& new_master = cluster.first_replica();
   mock_server_options mopts;
@@ -297,8 +326,10 @@ BOOST_AUTO_TEST_CASE(replicas_refresh_through_a_failover_without_reuse_or_error)
   std::vector<std::unique_ptr<na::client>> clients;
   for (int i = 0; i < replicas; ++i) {
     logs.push_back(std::make_unique<log_lines>());
-    auto o = sentinel_options({at(cluster.sentinel().port())}, cluster.name(), logs.back().get(),
-                              "chain");
+    auto o = tls ? tls_sentinel_options({at(cluster.sentinel().port())}, cluster.name(),
+                                        logs.back().get(), "chain")
+                 : sentinel_options({at(cluster.sentinel().port())}, cluster.name(),
+                                    logs.back().get(), "chain");
     o.lease_ttl = 5s;         // longer than the failover stalls a holder's renewal
     o.command_timeout = 10s;  // longer than the failover takes
     o.poll_interval = 100ms;
@@ -410,6 +441,206 @@ BOOST_AUTO_TEST_CASE(replicas_refresh_through_a_failover_without_reuse_or_error)
   BOOST_TEST(
       (stored == server.current_refresh_token() || stored == server.previous_refresh_token()),
       "stored " << stored);
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(replicas_refresh_through_a_failover_without_reuse_or_error) {
+  replicas_refresh_through_a_failover(false);
+}
+
+BOOST_AUTO_TEST_CASE(replicas_refresh_over_tls_through_a_failover_without_reuse_or_error) {
+  replicas_refresh_through_a_failover(true);
+}
+
+BOOST_AUTO_TEST_SUITE_END()
+
+// TLS to the sentinels (sentinel_use_tls): a master, its replica and a sentinel that speak TLS
+// only, the sentinel with a password.
+BOOST_AUTO_TEST_SUITE(redis_sentinel_tls)
+
+BOOST_AUTO_TEST_CASE(sentinel_tls_options_are_validated_with_the_field_named) {
+  const auto problem = [](const na::redis_store_options& o) {
+    na::diagnostics d;
+    const auto ec = o.validate(&d);
+    return ec == na::errc::invalid_config ? d.client_message : std::string("valid");
+  };
+  // Plain TCP to a sentinel off loopback: refused without allow_plaintext, naming the two ways
+  // out; over TLS it needs none.
+  auto o = sentinel_options({"127.0.0.1:26379", "sentinel.example:26379"}, "mymaster", nullptr);
+  BOOST_TEST(contains(problem(o), "sentinels: sentinel.example:26379"), problem(o));
+  BOOST_TEST(contains(problem(o), "sentinel_use_tls"), problem(o));
+  BOOST_TEST(contains(problem(o), "allow_plaintext"), problem(o));
+  o.sentinel_use_tls = true;
+  BOOST_TEST(problem(o) == "valid");
+  // `tls` serves the sentinels when sentinel_tls is not set, even without use_tls.
+  o.tls.ca_file = "/ca.pem";
+  BOOST_TEST(problem(o) == "valid");
+  o.sentinel_tls = na::tls_options{};
+  BOOST_TEST(contains(problem(o), "tls.ca_file is set but use_tls is false"), problem(o));
+  o.tls = {};
+  o.sentinel_tls->certificate_file = "/client.pem";  // without its key
+  BOOST_TEST(contains(problem(o), "sentinel_tls.certificate_file"), problem(o));
+  o.sentinel_tls->private_key_file = "/client.key";
+  BOOST_TEST(problem(o) == "valid");
+  o.sentinel_tls_server_name = std::string("a\0b", 3);
+  BOOST_TEST(contains(problem(o), "sentinel_tls_server_name"), problem(o));
+  o.sentinel_tls_server_name = "sentinel.example";
+  BOOST_TEST(problem(o) == "valid");
+
+  // Set without sentinel_use_tls: each named.
+  o.sentinel_use_tls = false;
+  o.allow_plaintext = true;
+  BOOST_TEST(contains(problem(o), "sentinel_tls is set but sentinel_use_tls is false"), problem(o));
+  o.sentinel_tls.reset();
+  BOOST_TEST(contains(problem(o), "sentinel_tls_server_name is set but sentinel_use_tls is false"),
+             problem(o));
+  o.sentinel_tls_server_name.clear();
+  BOOST_TEST(problem(o) == "valid");
+  // Without sentinels.
+  na::redis_store_options lone;
+  lone.sentinel_use_tls = true;
+  BOOST_TEST(contains(problem(lone), "sentinel_use_tls is set but sentinels is empty"),
+             problem(lone));
+
+  // The files are read by the constructor, the field named as the user wrote it.
+  o = sentinel_options({"127.0.0.1:26379"}, "mymaster", nullptr);
+  o.sentinel_use_tls = true;
+  o.sentinel_tls = na::tls_options{.ca_file = "/nonexistent/ca.pem"};
+  asio::io_context ctx;
+  try {
+    na::redis_store s(ctx.get_executor(), o);
+    BOOST_ERROR("constructed with an unreadable sentinel_tls.ca_file");
+  } catch (const na::error_with_diagnostics& e) {
+    BOOST_TEST((e.code() == na::errc::invalid_config));
+    BOOST_TEST(contains(e.get_diagnostics().client_message,
+                        "redis_store: cannot load sentinel_tls.ca_file"),
+               e.get_diagnostics().client_message);
+  }
+}
+
+// Discovery over TLS (the sentinel asked with AUTH, ROLE on the master over TLS), then a client
+// refreshing through the store end to end.
+BOOST_AUTO_TEST_CASE(a_client_refreshes_through_a_master_found_over_tls_to_the_sentinel) {
+  sentinel_cluster cluster("mymaster", cluster_tls());
+  log_lines log;
+  mock_server_options mopts;
+  mopts.rotate = true;
+  mock_server server(mopts);
+  asio::io_context ctx;
+  na::client_config cfg;
+  cfg.token_url = server.token_url();
+  cfg.client_id = mopts.client_id;
+  cfg.client_secret = mopts.client_secret;
+  cfg.refresh_token = mopts.initial_refresh_token;
+  // By name: SNI and the certificate's DNS entry, for the sentinel as for the master.
+  auto o = tls_sentinel_options({"localhost:" + std::to_string(cluster.sentinel().port())},
+                                cluster.name(), &log);
+  o.name = "chain";
+  cfg.storage.store = std::make_shared<na::redis_store>(ctx.get_executor(), o);
+  na::client client(ctx.get_executor(), cfg);
+  std::string error;
+  std::optional<na::access_token> got;
+  run_to_end(ctx, [&]() -> asio::awaitable<void> {
+    try {
+      got = co_await client.token();
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  });
+  BOOST_REQUIRE_MESSAGE(got.has_value(), error);
+  BOOST_TEST(server.stats().refreshes == 1u);
+  BOOST_TEST(cluster.first_master().command({"HGET", "nxsys-auth:{chain}", "refresh_token"}) ==
+             server.current_refresh_token());
+  BOOST_TEST(log.count("is " + at(cluster.first_master().port()),
+                       "sentinel localhost:" + std::to_string(cluster.sentinel().port())) == 1u,
+             log.all());
+  BOOST_TEST(!contains(log.all(), sentinel_password));
+}
+
+// A sentinel whose certificate the store cannot verify is passed over like one that cannot be
+// reached, with the cause and the field that fixes it; alone, it fails the command at once.
+BOOST_AUTO_TEST_CASE(a_sentinel_whose_certificate_is_not_verified_is_passed_over_with_a_hint) {
+  sentinel_cluster cluster("mymaster", cluster_tls());
+  // Monitors the same master, but serves a certificate of another issuer.
+  sentinel_process stranger(cluster.first_master().port(), cluster.name(),
+                            cluster_tls("self-signed"));
+  const std::string where = "sentinel " + at(stranger.port());
+  asio::io_context ctx;
+  auto alone = tls_sentinel_options({at(stranger.port())}, cluster.name(), nullptr);
+  alone.command_timeout = 5s;  // not waited for: a refusal is no outage
+  na::redis_store a(ctx.get_executor(), alone);
+  const auto r = load(ctx, a);
+  BOOST_TEST(r.ec == na::errc::store_failed);
+  const auto& m = r.diag.client_message;
+  BOOST_TEST(contains(m, where + ": TLS handshake with " + at(stranger.port())), m);
+  BOOST_TEST(contains(m, "certificate was not verified"), m);
+  BOOST_TEST(contains(m, "(is the CA that signed it in tls.ca_file or tls.ca_dir?)"), m);
+  BOOST_TEST(!contains(m, "tried"), m);
+  BOOST_TEST(!contains(m, sentinel_password), m);
+
+  // A refusal is no outage: local_fallback does not take over (no local lease).
+  auto fallback = alone;
+  fallback.local_fallback = true;
+  na::redis_store f(ctx.get_executor(), fallback);
+  error_code acquired;
+  run_to_end(ctx, [&]() -> asio::awaitable<void> {
+    std::tie(acquired, std::ignore, std::ignore) =
+        co_await f.async_acquire(std::chrono::steady_clock::now() + 1s, use_tuple);
+  });
+  BOOST_TEST(acquired == na::errc::store_failed);
+
+  // With sentinel_tls, the hint names it.
+  auto own = alone;
+  own.sentinel_tls = na::tls_options{.ca_file = test_data_dir() + "/ca.pem"};
+  na::redis_store b(ctx.get_executor(), own);
+  const auto rb = load(ctx, b);
+  BOOST_TEST(rb.ec == na::errc::store_failed);
+  BOOST_TEST(contains(rb.diag.client_message, "sentinel_tls.ca_file"), rb.diag.client_message);
+
+  // Followed by one that is verified: that one is used.
+  log_lines log;
+  auto both = tls_sentinel_options({at(stranger.port()), at(cluster.sentinel().port())},
+                                   cluster.name(), &log);
+  na::redis_store c(ctx.get_executor(), both);
+  const auto rc = save(ctx, c, tokens("rt-1"), "");
+  BOOST_TEST(!rc.ec, rc.diag.client_message);
+  BOOST_TEST(cluster.first_master().command({"HGET", "nxsys-auth:{test}", "refresh_token"}) ==
+             "rt-1");
+  BOOST_TEST(log.count("sentinel " + at(cluster.sentinel().port())) == 1u, log.all());
+}
+
+// The +switch-master watch runs over TLS as well: a store in use follows a failover without
+// sending a command.
+BOOST_AUTO_TEST_CASE(a_failover_is_followed_over_the_tls_watch) {
+  sentinel_cluster cluster("mymaster", cluster_tls());
+  auto& old_master = cluster.first_master();
+  auto& new_master = cluster.first_replica();
+  log_lines log;
+  asio::io_context ctx;
+  auto o = tls_sentinel_options({at(cluster.sentinel().port())}, cluster.name(), &log);
+  o.lease_ttl = 15s;  // in use, and so watching, for 30 s after the last command
+  na::redis_store s(ctx.get_executor(), o);
+  const auto r = save(ctx, s, tokens("rt-1"), "");
+  BOOST_REQUIRE_MESSAGE(!r.ec, r.diag.client_message);
+  // Subscribed: the sentinel lists the store's connection (asked every 100 ms).
+  auto next_ask = std::chrono::steady_clock::now();
+  BOOST_REQUIRE(run_ctx_until(ctx, [&] {
+    if (std::chrono::steady_clock::now() < next_ask) return false;
+    next_ask += 100ms;
+    return contains(cluster.sentinel().command({"CLIENT", "LIST"}), "cmd=subscribe");
+  }));
+  BOOST_REQUIRE(cluster.failover());
+  const std::string moved = "moved from " + at(old_master.port()) + " to " + at(new_master.port());
+  BOOST_TEST(run_ctx_until(ctx, [&] { return log.count(moved) == 1; }), log.all());
+  BOOST_TEST(
+      log.count(moved, "(+switch-master from sentinel " + at(cluster.sentinel().port())) == 1u,
+      log.all());
+  BOOST_REQUIRE(cluster.demote(old_master, new_master));
+  const auto r2 = save(ctx, s, tokens("rt-2"), "rt-1");
+  BOOST_TEST(!r2.ec, r2.diag.client_message);
+  BOOST_TEST(new_master.command({"HGET", "nxsys-auth:{test}", "refresh_token"}) == "rt-2");
+  BOOST_TEST(log.count("moved from") == 1u, log.all());
 }
 
 BOOST_AUTO_TEST_SUITE_END()

@@ -67,7 +67,8 @@ struct redis_store_options {
   /// certificate for a server with `tls-auth-clients yes`, and the configure_context hook. The
   /// same type and meanings as http_options::tls; the files are read by the store's
   /// constructor, which throws error_with_diagnostics(errc::invalid_config) when one cannot be
-  /// used. Setting any of it without use_tls is invalid_config.
+  /// used. Also used for the sentinels with sentinel_use_tls when sentinel_tls is not set.
+  /// Setting any of it when nothing uses it is invalid_config.
   tls_options tls{};
   /// With use_tls: the name sent as SNI (unless an IP address) and verified in the server's
   /// certificate, for a server reached by another name or address than the one its certificate
@@ -75,8 +76,9 @@ struct redis_store_options {
   std::string tls_server_name{};
   /// Plain TCP (use_tls false) is refused, with invalid_config, unless host is a loopback
   /// address (127.0.0.0/8, ::1, or the name "localhost") or this is set: the AUTH password and
-  /// the tokens of the stored state must not cross a network unencrypted by accident. The
-  /// counterpart of http_options::allow_insecure_http.
+  /// the tokens of the stored state must not cross a network unencrypted by accident. The same
+  /// holds for each of the sentinels without sentinel_use_tls (their password), and for a master
+  /// a sentinel names without use_tls. The counterpart of http_options::allow_insecure_http.
   bool allow_plaintext = false;
 
   /// Redis Sentinel: one or more sentinels, "host:port" ("[v6]:port"), asked in this order for
@@ -100,6 +102,25 @@ struct redis_store_options {
   /// The sentinels' password (`requirepass` in sentinel.conf); empty: no AUTH. Wiped by its
   /// type.
   secret sentinel_password{};
+  /// Connect to the sentinels over TLS (their `tls-port`), configured by sentinel_tls and
+  /// sentinel_tls_server_name: discovery, the +switch-master watch and the sentinel password
+  /// then travel encrypted. Apart from use_tls, which is the master's: a sentinel reaches the
+  /// master by its own configuration (`tls-replication yes` for a master on TLS). A sentinel
+  /// whose handshake fails (a certificate not verified, a wrong name) is passed over for the
+  /// next; when none answers, store_failed names each one's cause and the field that fixes it.
+  /// A refusal is no outage: it never turns on local_fallback, and when every sentinel refused
+  /// the command fails at once. Off by default: plain TCP, which allow_plaintext restricts to
+  /// loopback. Requires sentinels.
+  bool sentinel_use_tls = false;
+  /// With sentinel_use_tls: verification, trust anchors and client certificate for the
+  /// sentinels, the same type and meanings as `tls`, for sentinels whose certificates another
+  /// CA signed or that want another client certificate. Not set (the default): `tls`, through
+  /// the SSL context of the master's connections when use_tls is set. Read by the constructor.
+  std::optional<tls_options> sentinel_tls{};
+  /// With sentinel_use_tls: the name sent as SNI (unless an IP address) and verified in every
+  /// sentinel's certificate, for sentinels reached by other names or addresses than their
+  /// certificates carry. Empty (the default): each sentinel's host, as written in sentinels.
+  std::string sentinel_tls_server_name{};
   /// Durability: after a write (the lease taken or renewed, a save, a release), `WAIT` until
   /// this many replicas hold everything the master holds, for at most a quarter of
   /// command_timeout (at most half of what is left of it). Redis replicates asynchronously: a save
@@ -123,10 +144,12 @@ struct redis_store_options {
   log_function log{};
 
   /// Checks the values, as client_config::validate() does: a host, lease_ttl of 3 ms or more,
-  /// positive intervals and timeouts, a database in [0, 2^31), TLS settings only with use_tls
-  /// (and a client certificate with its key), plain TCP only to loopback or with
-  /// allow_plaintext; with sentinels, each one "host:port" with a port in [1, 65535] and a
-  /// sentinel_master; min_replicas_acked not negative. The files of `tls` are read by the
+  /// positive intervals and timeouts, a database in [0, 2^31), TLS settings only where used
+  /// (`tls` and tls_server_name with use_tls; sentinel_tls and sentinel_tls_server_name with
+  /// sentinel_use_tls; `tls` also when it serves the sentinels) and a client certificate with
+  /// its key, plain TCP (to host, or to a sentinel) only to loopback or with allow_plaintext;
+  /// with sentinels, each one "host:port" with a port in [1, 65535] and a sentinel_master;
+  /// min_replicas_acked not negative. The files of `tls` and sentinel_tls are read by the
   /// constructor, not here.
   /// @param diag receives what is wrong, in client_message, naming the field; may be nullptr
   /// @return empty, or errc::invalid_config
@@ -149,8 +172,8 @@ class redis_store final : public token_store {
   ///   associated executor
   /// @param opts see redis_store_options
   /// @throws error_with_diagnostics errc::invalid_config for options out of range (see
-  ///   redis_store_options), and with use_tls for a file of `tls` that cannot be used or an
-  ///   exception of tls.configure_context
+  ///   redis_store_options), and with use_tls or sentinel_use_tls for a file of `tls` or
+  ///   sentinel_tls that cannot be used or an exception of their configure_context
   redis_store(boost::asio::any_io_executor ex, redis_store_options opts);
   /// Ends waiting acquires with operation_aborted and closes the connections. A lease still
   /// held is released by its last copy (or expires).
