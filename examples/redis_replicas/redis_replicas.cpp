@@ -34,6 +34,8 @@
 #include <nxsys/auth.hpp>
 #include <nxsys/auth/redis_store.hpp>
 
+#include "../common/program_flags.hpp"
+
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/deferred.hpp>
 #include <boost/asio/experimental/parallel_group.hpp>
@@ -167,6 +169,10 @@ asio::awaitable<int> replica(settings s) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (nxsys_examples::answered_version_or_help(
+          argc, argv, "nxsys-example-redis-replicas",
+          "usage: nxsys-example-redis-replicas REDIS_HOST:PORT [SECONDS [CALLERS]]\n"))
+    return 0;
   settings s;
   try {
     if (argc < 2 || argc > 4)

@@ -229,8 +229,8 @@ class redis_store final : public token_store {
   /// @par Cancellation
   /// Not supported (bounded by command_timeout).
   /// @par Errors
-  /// errc::invalid_argument when `next` holds no refresh token (nothing is sent);
-  /// errc::store_conflict when another refresh token is stored; errc::store_failed (see
+  /// errc::invalid_argument when `next` holds neither a refresh token nor an access token (nothing
+  /// is sent); errc::store_conflict when another refresh token is stored; errc::store_failed (see
   /// above).
   /// @par Thread safety
   /// Any thread, concurrently.

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: BSL-1.0
 // A redis-server of the test's own on 127.0.0.1 (a free port, no persistence), started and
-// stopped with bounded waits, and a blocking hiredis connection to inspect and poke it.
-#ifndef NXSYS_AUTH_TESTS_REDIS_FIXTURE_HPP
-#define NXSYS_AUTH_TESTS_REDIS_FIXTURE_HPP
+// stopped with bounded waits, and a blocking connection (plain or TLS, hiredis's reader) to
+// inspect and poke it. Shared by tests/redis and benchmarks/cluster.cpp.
+#ifndef NXSYS_AUTH_TESTING_REDIS_FIXTURE_HPP
+#define NXSYS_AUTH_TESTING_REDIS_FIXTURE_HPP
 
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/io_context.hpp>

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: BSL-1.0
-// nxsys-cluster-child: one replica of the Redis scale-out tests (tests/redis/test_cluster.cpp).
+// nxsys-cluster-child: one replica of the Redis scale-out test (tests/redis/test_cluster.cpp) and
+// benchmark (benchmarks/cluster.cpp).
 // Not a tool for users.
 //
 //   nxsys-cluster-child --url TOKEN_URL --redis-port P --stop-file F [--name N] [--callers C]
@@ -131,7 +132,7 @@ int main(int argc, char** argv) {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the test
   options o;
   if (!parse_args(argc, argv, o)) {
-    std::fprintf(stderr, "usage: see the comment at the top of tests/tools/cluster_child.cpp\n");
+    std::fprintf(stderr, "usage: see the comment at the top of testing/redis/cluster_child.cpp\n");
     return 2;
   }
   asio::io_context ctx(static_cast<int>(o.threads));
