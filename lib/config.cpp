@@ -119,6 +119,11 @@ error_code client_config::validate(diagnostics* diag) const {
   c.require(!client_id.empty(), "", "client_id is empty")
       .require(grant == grant_type::refresh_token || grant == grant_type::client_credentials, "",
                "grant is not a grant_type")
+      .require(dialect == nxsys::auth::dialect::nxsys || dialect == nxsys::auth::dialect::rfc6749,
+               "", "dialect is not a dialect")
+      .require(authentication == client_authentication::request_body ||
+                   authentication == client_authentication::http_basic,
+               "", "authentication is not a client_authentication")
       // With a store, the refresh token may come from it (a restarted process).
       .require(
           grant != grant_type::refresh_token || !refresh_token.empty() || storage.store != nullptr,
