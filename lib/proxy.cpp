@@ -98,11 +98,10 @@ const char* parse_pattern(std::string_view pat, no_proxy_pattern& out) {
     has_port = true;
     pat = pat.substr(0, colon);
   }
-  if (has_port) {
+  if (has_port && !port.empty()) {  // "name:" is the name on any port, as it always was
     unsigned value = 0;
     const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
-    if (port.empty() || ec != std::errc() || end != port.data() + port.size() || value == 0 ||
-        value > 65535)
+    if (ec != std::errc() || end != port.data() + port.size() || value == 0 || value > 65535)
       return "the port is not a number from 1 to 65535";
     out.port = static_cast<std::uint16_t>(value);
   }

@@ -697,6 +697,7 @@ BOOST_AUTO_TEST_CASE(no_proxy_patterns) {
   BOOST_TEST(!no_proxy_matches("[fd00::5]x, fd00::5:443x", v6));
   BOOST_TEST(no_proxy_matches("bad pattern, example.com", name));  // the rest still counts
   BOOST_TEST(!no_proxy_matches("example.com:0", name));
+  BOOST_TEST(no_proxy_matches("example.com:", name));  // an empty port: any port
 }
 
 BOOST_AUTO_TEST_SUITE_END()
@@ -1027,7 +1028,6 @@ BOOST_AUTO_TEST_CASE(no_proxy_entries) {
       {"[fd00::5]x", "only ':port' or '/length'"},
       {"example.com:https", "the port is not a number from 1 to 65535"},
       {"example.com:70000", "the port is not a number"},
-      {"example.com:", "the port is not a number"},
       {":443", "there is no host"},
       {"10.0.0.0/33", "not an IP network"},
       {"exa mple.com", "not '*', a host name, an IP address or an IP network"},
