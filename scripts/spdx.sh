@@ -3,7 +3,8 @@
 # Puts the SPDX license line at the top of every source file of the repository that lacks it:
 # "// SPDX-License-Identifier: BSL-1.0" as the first line of C++ files, "# ..." as the first
 # line (after a #! line) of CMake, shell, Python, Perl, gnuplot and *.in files, of the
-# Doxyfile, .clang-format and .gitignore, and of scripts/* and .ci/* ("//" for Go). Idempotent: run it again whenever files were added.
+# Doxyfile, .clang-format and .gitignore, and of scripts/* and .ci/* ("//" for Go).
+# Idempotent: run it again whenever files were added.
 #   scripts/spdx.sh           stamp the files git tracks that lack the line
 #   scripts/spdx.sh --check   only name them; exit 1 if there are any (CTest lint.spdx)
 # Exit status 77 (a skip) outside a git work tree of this repository: "tracked" means nothing.
