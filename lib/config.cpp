@@ -4,6 +4,7 @@
 #include <nxsys/auth/config.hpp>
 #include <nxsys/auth/session.hpp>
 
+#include "connection.hpp"
 #include "proxy.hpp"
 
 #include <string>
@@ -54,6 +55,34 @@ std::string make_token_url(std::string_view base_api_url) {
   return url;
 }
 
+namespace detail {
+
+error_code validate_client_certificate(const tls_options& tls, std::string_view field,
+                                       std::string_view prefix, diagnostics* diag) {
+  // The values only: the files are read when the context is built.
+  const std::string f(field);
+  const bool cert_file = !tls.certificate_file.empty(), cert_pem = !tls.certificate_pem.empty();
+  const bool key_file = !tls.private_key_file.empty(), key_pem = !tls.private_key_pem.empty();
+  std::string problem;
+  if (cert_file && cert_pem)
+    problem = f + ".certificate_file and " + f + ".certificate_pem are exclusive: set one";
+  else if (key_file && key_pem)
+    problem = f + ".private_key_file and " + f + ".private_key_pem are exclusive: set one";
+  else if ((cert_file || cert_pem) && !key_file && !key_pem)
+    problem = f + ".certificate_file/certificate_pem needs a private key (" + f +
+              ".private_key_file or " + f + ".private_key_pem)";
+  else if ((key_file || key_pem) && !cert_file && !cert_pem)
+    problem = f + ".private_key_file/private_key_pem needs a client certificate (" + f +
+              ".certificate_file or " + f + ".certificate_pem)";
+  else if (!tls.private_key_password.empty() && !key_file && !key_pem)
+    problem = f + ".private_key_password is set without a private key";
+  if (problem.empty()) return {};
+  if (diag != nullptr) diag->client_message = std::string(prefix) + problem;
+  return make_error_code(errc::invalid_config);
+}
+
+}  // namespace detail
+
 error_code http_options::validate(diagnostics* diag, const char* prefix) const {
   checker c(diag);
   c.require(connect_timeout.count() > 0, prefix, "connect_timeout must be positive")
@@ -61,21 +90,7 @@ error_code http_options::validate(diagnostics* diag, const char* prefix) const {
       .require(max_idle_connection.count() >= 0, prefix, "max_idle_connection is negative")
       .require(max_response_bytes == 0 || max_response_bytes >= 256, prefix,
                "max_response_bytes must be 0 (the default) or at least 256");
-  // TLS client certificate: the values only (the files are read when the context is built).
-  const bool cert_file = !tls.certificate_file.empty(), cert_pem = !tls.certificate_pem.empty();
-  const bool key_file = !tls.private_key_file.empty(), key_pem = !tls.private_key_pem.empty();
-  c.require(!(cert_file && cert_pem), prefix,
-            "tls.certificate_file and tls.certificate_pem are exclusive: set one")
-      .require(!(key_file && key_pem), prefix,
-               "tls.private_key_file and tls.private_key_pem are exclusive: set one")
-      .require(!(cert_file || cert_pem) || key_file || key_pem, prefix,
-               "tls.certificate_file/certificate_pem needs a private key "
-               "(tls.private_key_file or tls.private_key_pem)")
-      .require(!(key_file || key_pem) || cert_file || cert_pem, prefix,
-               "tls.private_key_file/private_key_pem needs a client certificate "
-               "(tls.certificate_file or tls.certificate_pem)")
-      .require(tls.private_key_password.empty() || key_file || key_pem, prefix,
-               "tls.private_key_password is set without a private key");
+  if (!c.failed()) c.adopt(detail::validate_client_certificate(tls, "tls", prefix, diag));
   // Proxy: the URL (an explicit one; the environment's is checked when it is read) and the
   // credentials.
   const bool has_proxy = !proxy.url.empty() || proxy.from_environment;

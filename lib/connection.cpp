@@ -70,7 +70,8 @@ int key_password_callback(char* buf, int size, int /*rwflag*/, void* userdata) {
 // The client certificate and its key of `opts`, if any, into `ctx`. http_options::validate
 // (which every client and session runs first) has checked that they come in pairs, one of
 // each kind.
-void load_client_certificate(asio::ssl::context& ctx, const tls_options& opts) {
+void load_client_certificate(asio::ssl::context& ctx, const tls_options& opts,
+                             const std::string& f) {
   const bool cert_file = !opts.certificate_file.empty();
   const bool key_file = !opts.private_key_file.empty();
   if (!cert_file && opts.certificate_pem.empty()) return;
@@ -99,62 +100,64 @@ void load_client_certificate(asio::ssl::context& ctx, const tls_options& opts) {
   }
   if (ec) {
     // OpenSSL says "bad decrypt" or less: name the likely cause when the key is encrypted.
-    const char* hint = !request.asked ? ""
-                       : opts.private_key_password.empty()
-                           ? " (the key is encrypted: set tls.private_key_password)"
-                           : " (the key is encrypted: is tls.private_key_password right?)";
-    invalid_tls(std::string("cannot load tls.private_key_") + (key_file ? "file" : "pem") + ": " +
+    const std::string hint =
+        !request.asked ? std::string()
+        : opts.private_key_password.empty()
+            ? " (the key is encrypted: set " + f + ".private_key_password)"
+            : " (the key is encrypted: is " + f + ".private_key_password right?)";
+    invalid_tls("cannot load " + f + ".private_key_" + (key_file ? "file" : "pem") + ": " +
                 ec.message() + hint);
   }
   if (cert_file) {
     ctx.use_certificate_chain_file(opts.certificate_file, ec);
-    if (ec) invalid_tls("cannot load tls.certificate_file: " + ec.message());
+    if (ec) invalid_tls("cannot load " + f + ".certificate_file: " + ec.message());
   } else {
     ctx.use_certificate_chain(asio::buffer(opts.certificate_pem), ec);
-    if (ec) invalid_tls("cannot load tls.certificate_pem: " + ec.message());
+    if (ec) invalid_tls("cannot load " + f + ".certificate_pem: " + ec.message());
   }
   if (SSL_CTX_check_private_key(h) != 1) {
     ERR_clear_error();
-    invalid_tls("the private key does not match the client certificate (tls.certificate_" +
-                std::string(cert_file ? "file" : "pem") + ", tls.private_key_" +
-                std::string(key_file ? "file" : "pem") + ")");
+    invalid_tls("the private key does not match the client certificate (" + f + ".certificate_" +
+                (cert_file ? "file" : "pem") + ", " + f + ".private_key_" +
+                (key_file ? "file" : "pem") + ")");
   }
 }
 
 }  // namespace
 
-asio::ssl::context make_ssl_context(const tls_options& opts) {
+asio::ssl::context make_ssl_context(const tls_options& opts, std::string_view field) {
+  const std::string f(field);
   asio::ssl::context ctx(asio::ssl::context::tls_client);
   ctx.set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
                   asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
                   asio::ssl::context::no_tlsv1_1);
   error_code ec;
-  auto bad = [](const char* what, const error_code& e) {
+  auto bad = [](const std::string& what, const error_code& e) {
     diagnostics d;
-    d.client_message = std::string(what) + ": " + e.message();
+    d.client_message = what + ": " + e.message();
     throw error_with_diagnostics(make_error_code(errc::invalid_config), std::move(d));
   };
   if (!opts.ca_file.empty()) {
     ctx.load_verify_file(opts.ca_file, ec);
-    if (ec) bad("cannot load tls.ca_file", ec);
+    if (ec) bad("cannot load " + f + ".ca_file", ec);
   }
   if (!opts.ca_dir.empty()) {
     ctx.add_verify_path(opts.ca_dir, ec);
-    if (ec) bad("cannot use tls.ca_dir", ec);
+    if (ec) bad("cannot use " + f + ".ca_dir", ec);
   }
   if (opts.ca_file.empty() && opts.ca_dir.empty()) {
     ctx.set_default_verify_paths(ec);
     if (ec) bad("cannot load the system's CA certificates", ec);
   }
   ctx.set_verify_mode(opts.verify_peer ? asio::ssl::verify_peer : asio::ssl::verify_none);
-  load_client_certificate(ctx, opts);
+  load_client_certificate(ctx, opts, f);
   if (opts.configure_context) {
     try {
       opts.configure_context(ctx);
     } catch (const error_with_diagnostics&) {
       throw;
     } catch (const std::exception& e) {
-      invalid_tls(std::string("tls.configure_context threw: ") + e.what());
+      invalid_tls(f + ".configure_context threw: " + e.what());
     }
   }
   return ctx;

@@ -257,10 +257,18 @@ void wipe_authorization(boost::beast::http::fields& h) noexcept;
 /// The same for every header `name` of `h` (Proxy-Authorization).
 void wipe_field(boost::beast::http::fields& h, boost::beast::http::field name) noexcept;
 
+/// The client certificate's fields of `tls` (they pair up: one certificate, one key, each from
+/// a file or memory), named as `prefix` + `field` + ".certificate_file" and so on: empty, or
+/// invalid_config with the problem in diag. Shared by http_options::validate and redis_store.
+boost::system::error_code validate_client_certificate(const tls_options& tls,
+                                                      std::string_view field,
+                                                      std::string_view prefix, diagnostics* diag);
+
 /// An SSL context for the TLS options, configure_context called last; throws
 /// error_with_diagnostics(invalid_config) when a CA file or directory, the client certificate
-/// or its key cannot be loaded, or when configure_context throws.
-boost::asio::ssl::context make_ssl_context(const tls_options& opts);
+/// or its key cannot be loaded, or when configure_context throws. The messages name the
+/// options as `field` ("tls", or redis_store's "sentinel_tls").
+boost::asio::ssl::context make_ssl_context(const tls_options& opts, std::string_view field = "tls");
 
 }  // namespace nxsys::auth::detail
 

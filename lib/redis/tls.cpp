@@ -3,7 +3,7 @@
 // builds its own (make_ssl_context), so that one tls_options means the same in both places.
 #include "tls.hpp"
 
-#include "../connection.hpp"  // nxsys::auth::detail::make_ssl_context (lib/, not lib/redis/)
+#include "../connection.hpp"  // make_ssl_context, validate_client_certificate (lib/)
 #include "sentinel.hpp"       // parse_host_port
 
 #include <boost/asio/ip/address.hpp>
@@ -22,29 +22,6 @@ bool iequals(std::string_view a, std::string_view b) {
            return std::tolower(static_cast<unsigned char>(x)) ==
                   std::tolower(static_cast<unsigned char>(y));
          });
-}
-
-// A character that may stand before "tls." inside a word or a path ("/etc/tls.d", "mtls.pem"),
-// where it is not an option's name.
-bool word_char(char c) {
-  return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '/' || c == '.' ||
-         c == '-';
-}
-
-// `text` with each option field "tls.<x>" that starts a word renamed "<to>.<x>": the checks of
-// http_options and make_ssl_context name the fields of `tls`, and those of sentinel_tls are
-// fixed in another place.
-std::string rename_tls_fields(std::string text, std::string_view to) {
-  if (to == "tls") return text;
-  for (auto at = text.find("tls."); at != std::string::npos; at = text.find("tls.", at)) {
-    if (at == 0 || !word_char(text[at - 1])) {
-      text.replace(at, 3, to);
-      at += to.size() + 1;
-    } else {
-      at += 4;
-    }
-  }
-  return text;
 }
 
 // The first field of `t` that differs from its default, named "<name>.<field>", or "".
@@ -76,27 +53,13 @@ error_code invalid(diagnostics* diag, std::string message) {
   return make_error_code(errc::invalid_config);
 }
 
-// The client certificate's fields pair up as for HTTP: the same checks, the same words, with
-// the fields named as `field` ("tls" or "sentinel_tls").
-error_code check_tls_options(const tls_options& t, std::string_view field, diagnostics* diag) {
-  http_options h;
-  h.tls = t;
-  diagnostics d;
-  if (auto ec = h.validate(&d, "redis_store: ")) {
-    d.client_message = rename_tls_fields(std::move(d.client_message), field);
-    if (diag != nullptr) *diag = std::move(d);
-    return ec;
-  }
-  return {};
-}
-
 // The SSL context of `t`; a file that cannot be used throws, naming the field.
 std::shared_ptr<asio::ssl::context> context_of(const tls_options& t, std::string_view field) {
   try {
-    return std::make_shared<asio::ssl::context>(detail::make_ssl_context(t));
+    return std::make_shared<asio::ssl::context>(detail::make_ssl_context(t, field));
   } catch (const error_with_diagnostics& e) {
     diagnostics d = e.get_diagnostics();
-    d.client_message = "redis_store: " + rename_tls_fields(std::move(d.client_message), field);
+    d.client_message = "redis_store: " + std::move(d.client_message);
     throw error_with_diagnostics(e.code(), std::move(d));
   }
 }
@@ -130,7 +93,8 @@ error_code check_transport(const redis_store_options& o, diagnostics* diag) {
     return invalid(diag, "tls_server_name contains a NUL byte");
   }
   if (tls_used) {
-    if (auto ec = check_tls_options(o.tls, "tls", diag)) return ec;
+    if (auto ec = detail::validate_client_certificate(o.tls, "tls", "redis_store: ", diag))
+      return ec;
   }
 
   if (!o.sentinel_use_tls) {
@@ -156,7 +120,9 @@ error_code check_transport(const redis_store_options& o, diagnostics* diag) {
   if (o.sentinels.empty()) return invalid(diag, "sentinel_use_tls is set but sentinels is empty");
   if (o.sentinel_tls_server_name.find('\0') != std::string::npos)
     return invalid(diag, "sentinel_tls_server_name contains a NUL byte");
-  if (o.sentinel_tls) return check_tls_options(*o.sentinel_tls, "sentinel_tls", diag);
+  if (o.sentinel_tls)
+    return detail::validate_client_certificate(*o.sentinel_tls, "sentinel_tls",
+                                               "redis_store: ", diag);
   return {};
 }
 
